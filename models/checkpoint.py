@@ -1,0 +1,198 @@
+"""Checkpoints: the official ``ckpt.pth.tar`` layout (read and write) and our compact format.
+
+The official files hold the whole DDP-wrapped model (``module.clip.…``, ~160 M parameters) although only the
+prompt tensors train; ours hold the trainable tensors, the configs, the backbone identity and the training
+state for an exact resume.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .clip import CLIP
+from .dgl import DGL, DGLConfig
+
+COMPACT_FORMAT = "dgl-compact-v1"
+_DDP_PREFIX = "module."
+
+
+def official_names(model: DGL) -> dict[str, str]:
+    """Our trainable parameter names -> the official state-dict names (without ``module.``)."""
+    names = {"global_prompts": "clip.visual.prompt_embeddings"}
+    if model.config.shared_latent_space == "transformer":
+        names["prompt_generator.embedding"] = "clip.unified_prompt_embedding.weight"
+        for key in model.prompt_generator.block.state_dict():
+            names[f"prompt_generator.block.{key}"] = f"clip.PromptTransformer.resblocks.0.{key}"
+        for key in model.prompt_generator.text_mlp.state_dict():
+            names[f"prompt_generator.text_mlp.{key}"] = f"clip.unified_prompt_mlp.{key}"
+    else:
+        names["prompt_generator.embedding"] = "clip.visual_prompt_embedding"
+        for ours, theirs in (("prefix_proj", "prefix_text_prompt_proj_layer"), ("postfix_proj", "postfix_text_prompt_proj_layer")):
+            for key in ("weight", "bias"):
+                names[f"prompt_generator.{ours}.{key}"] = f"clip.{theirs}.{key}"
+    return names
+
+
+def _strip_ddp(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k[len(_DDP_PREFIX) :] if k.startswith(_DDP_PREFIX) else k: v for k, v in state_dict.items()}
+
+
+def read_official_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The model state dict of an official checkpoint, ``module.`` stripped."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - re-raised with the file named
+        raise ValueError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from e
+    state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict) or not any(k.endswith("visual.prompt_embeddings") for k in state):
+        raise ValueError(f"{path}: not an official DGL checkpoint (no 'module.clip.visual.prompt_embeddings' entry)")
+    return _strip_ddp(state)
+
+
+_OFFICIAL_DGL_PREFIXES = (
+    "clip.visual.prompt_embeddings",
+    "clip.visual.position_ids",
+    "clip.unified_prompt",  # embedding and MLP of the transformer variant
+    "clip.PromptTransformer.",
+    "clip.visual_prompt_embedding",
+    "clip.prefix_text_prompt_proj_layer.",
+    "clip.postfix_text_prompt_proj_layer.",
+)
+
+
+def backbone_state_from_official(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The frozen CLIP weights inside an official checkpoint, under OpenAI names."""
+    return {
+        k[len("clip.") :]: v.float()
+        for k, v in state.items()
+        if k.startswith("clip.") and not k.startswith(_OFFICIAL_DGL_PREFIXES)
+    }
+
+
+def load_official_checkpoint(model: DGL, path: str | os.PathLike, check_backbone: bool = True) -> None:
+    """Load an official checkpoint's DGL tensors into ``model`` (in place).
+
+    With ``check_backbone`` the checkpoint's frozen CLIP weights must equal the model's (fp16-rounding
+    tolerance): evaluating released prompts on another backbone is an error, not a silent mismatch.
+    """
+    state = read_official_checkpoint(path)
+    names = official_names(model)
+    missing = [theirs for theirs in names.values() if theirs not in state]
+    if missing:
+        variant = model.config.shared_latent_space
+        raise ValueError(f"{path}: missing {missing} for shared_latent_space={variant!r}; is it the other variant?")
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for ours, theirs in names.items():
+            value, target = state[theirs], params[ours]
+            if value.numel() != target.numel():
+                raise ValueError(
+                    f"{path}: {theirs} has shape {list(value.shape)}, the model expects {list(target.shape)}; "
+                    "check --max_frames, prompt lengths and --unified_transformer_layers"
+                )
+            target.copy_(value.reshape(target.shape))
+    if check_backbone:
+        ours_clip = model.clip.state_dict()
+        bad = [
+            k for k, v in backbone_state_from_official(state).items()
+            if k not in ours_clip or ours_clip[k].shape != v.shape or not torch.allclose(ours_clip[k], v, atol=1e-3, rtol=1e-3)
+        ]
+        if bad:
+            raise ValueError(
+                f"{path}: its CLIP weights differ from the loaded backbone in {len(bad)} tensors (e.g. {bad[:3]}); "
+                "load the CLIP it was trained on (--pretrained_clip_name) or use DGL.from_official_checkpoint"
+            )
+
+
+def model_from_official_checkpoint(path: str | os.PathLike, config: DGLConfig) -> DGL:
+    """Build CLIP and DGL from an official checkpoint alone (it carries the full frozen CLIP)."""
+    clip = CLIP.from_state_dict(backbone_state_from_official(read_official_checkpoint(path)), source=str(path))
+    model = DGL(clip, config)
+    load_official_checkpoint(model, path, check_backbone=False)
+    return model
+
+
+def export_official_checkpoint(model: DGL, path: str | os.PathLike, epoch: int = 0, global_step: int = 0, best_r1: float = 0.0) -> None:
+    """Write ``model`` in the official layout, so the official code (and others' tools) can read our prompts."""
+    params = dict(model.named_parameters())
+    state = {f"clip.{k}": v.detach().clone() for k, v in model.clip.state_dict().items()}
+    grid_tokens = model.clip.visual.positional_embedding.shape[0]
+    state["clip.visual.position_ids"] = torch.arange(grid_tokens).unsqueeze(0)
+    for ours, theirs in official_names(model).items():
+        value = params[ours].detach().clone()
+        if theirs in ("clip.visual.prompt_embeddings", "clip.visual_prompt_embedding"):
+            value = value.unsqueeze(0)
+        state[theirs] = value
+    ckpt = {
+        "epoch": epoch,
+        "global_step": global_step,
+        "arch": "CLIp4Clip",
+        "state_dict": {_DDP_PREFIX + k: v for k, v in state.items()},
+        "best_acc1": best_r1,
+    }
+    atomic_save(ckpt, path)
+
+
+# ---------------------------------------------------------------------------------- our format
+def backbone_fingerprint(clip: CLIP) -> str:
+    """A short hash of the frozen weights: identifies the backbone without hashing 150 M parameters."""
+    h = hashlib.sha256()
+    for name in ("visual.class_embedding", "visual.positional_embedding", "positional_embedding", "text_projection", "visual.proj"):
+        h.update(clip.state_dict()[name].detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` to a temporary file in the same folder, then rename: never a half-written checkpoint."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def compact_checkpoint(model: DGL, backbone: dict, **training_state: Any) -> dict:
+    """Our format: trainable tensors + configs + backbone identity (+ optimizer, scheduler, RNG, … for resume)."""
+    return {
+        "format": COMPACT_FORMAT,
+        "dgl_config": model.config.to_dict(),
+        "prompt_layers": model.prompt_layers,
+        "backbone": {**backbone, "fingerprint": backbone_fingerprint(model.clip), "config": model.clip.config.to_dict()},
+        "state_dict": {k: v.detach().cpu().clone() for k, v in model.trainable_parameters().items()},
+        **training_state,
+    }
+
+
+def is_compact_checkpoint(ckpt: Any) -> bool:
+    return isinstance(ckpt, dict) and ckpt.get("format") == COMPACT_FORMAT
+
+
+def load_compact_state(model: DGL, ckpt: dict, source: str = "<checkpoint>") -> None:
+    """Copy a compact checkpoint's tensors into ``model``, refusing another backbone or another shape."""
+    if ckpt["backbone"]["fingerprint"] != backbone_fingerprint(model.clip):
+        raise ValueError(
+            f"{source}: trained on backbone {ckpt['backbone'].get('name', '?')} "
+            f"(fingerprint {ckpt['backbone']['fingerprint']}), but the loaded CLIP differs "
+            f"(fingerprint {backbone_fingerprint(model.clip)}); pass the same --pretrained_clip_name/--pretrained_dir"
+        )
+    expected = model.trainable_parameters()
+    if set(ckpt["state_dict"]) != set(expected):
+        raise ValueError(
+            f"{source}: tensors {sorted(set(ckpt['state_dict']) ^ set(expected))} do not match the model; "
+            f"the checkpoint's config is {ckpt['dgl_config']}"
+        )
+    with torch.no_grad():
+        for name, value in ckpt["state_dict"].items():
+            if value.shape != expected[name].shape:
+                raise ValueError(f"{source}: {name} has shape {list(value.shape)}, model has {list(expected[name].shape)}")
+            expected[name].copy_(value)

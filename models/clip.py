@@ -1,0 +1,172 @@
+"""The OpenAI CLIP ViT backbone, built from any OpenAI-format state dict.
+
+Parameter names equal OpenAI's (``visual.transformer.resblocks.0.attn.in_proj_weight`` ...), so OpenAI
+files load strictly and ``state_dict()`` round-trips. Unlike OpenAI's code, activations are batch-first
+(``[N, L, D]``) and attention runs through ``F.scaled_dot_product_attention`` on the frozen projection
+weights, which lets the DGL encoders reuse the same blocks with their own key/value layouts.
+"""
+from __future__ import annotations
+
+import math
+import os
+from collections import OrderedDict
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .pretrained import CLIPConfig, check_clip_keys, infer_clip_config, load_clip_state_dict, resolve_clip_path
+
+
+class LayerNorm(nn.LayerNorm):
+    """LayerNorm computed in fp32 and cast back, as CLIP does, so fp16/bf16 inputs stay stable."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        orig_type = x.dtype
+        return F.layer_norm(x.float(), self.normalized_shape, self.weight.float(), self.bias.float(), self.eps).to(
+            orig_type
+        )
+
+
+class QuickGELU(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(1.702 * x)
+
+
+class MultiheadAttention(nn.Module):
+    """Self-attention holding ``nn.MultiheadAttention``'s parameters under its names.
+
+    ``qkv`` and ``merge`` are exposed separately so that callers with a custom key layout (DGL's
+    global-local attention) project once and call the fused kernel on their own views.
+    """
+
+    def __init__(self, width: int, heads: int):
+        super().__init__()
+        if width % heads:
+            raise ValueError(f"width {width} is not divisible by {heads} heads")
+        self.heads = heads
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * width, width))
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * width))
+        self.out_proj = nn.Linear(width, width)
+        nn.init.xavier_uniform_(self.in_proj_weight)
+        nn.init.zeros_(self.out_proj.bias)
+
+    def qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``[..., L, D]`` -> q, k, v each ``[..., L, heads, D/heads]`` (views of one projection)."""
+        qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)
+        return qkv.unflatten(-1, (3, self.heads, -1)).unbind(-3)
+
+    def merge(self, heads_out: torch.Tensor) -> torch.Tensor:
+        """``[..., L, heads, D/heads]`` -> output projection ``[..., L, D]``."""
+        return self.out_proj(heads_out.flatten(-2))
+
+    def forward(self, x: torch.Tensor, is_causal: bool = False) -> torch.Tensor:
+        q, k, v = (t.transpose(-3, -2) for t in self.qkv(x))
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=is_causal)
+        return self.merge(out.transpose(-3, -2))
+
+
+class ResidualAttentionBlock(nn.Module):
+    """Pre-LN transformer block: ``x += attn(ln_1(x)); x += mlp(ln_2(x))``."""
+
+    def __init__(self, width: int, heads: int):
+        super().__init__()
+        self.attn = MultiheadAttention(width, heads)
+        self.ln_1 = LayerNorm(width)
+        self.mlp = nn.Sequential(
+            OrderedDict(c_fc=nn.Linear(width, 4 * width), gelu=QuickGELU(), c_proj=nn.Linear(4 * width, width))
+        )
+        self.ln_2 = LayerNorm(width)
+
+    def forward(self, x: torch.Tensor, is_causal: bool = False) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), is_causal=is_causal)
+        return x + self.mlp(self.ln_2(x))
+
+
+class Transformer(nn.Module):
+    def __init__(self, width: int, layers: int, heads: int):
+        super().__init__()
+        self.width = width
+        self.resblocks = nn.ModuleList(ResidualAttentionBlock(width, heads) for _ in range(layers))
+
+    def forward(self, x: torch.Tensor, is_causal: bool = False) -> torch.Tensor:
+        for block in self.resblocks:
+            x = block(x, is_causal=is_causal)
+        return x
+
+
+class VisionTransformer(nn.Module):
+    def __init__(self, resolution: int, patch_size: int, width: int, layers: int, heads: int, output_dim: int):
+        super().__init__()
+        grid = resolution // patch_size
+        scale = width**-0.5
+        self.input_resolution = resolution
+        self.conv1 = nn.Conv2d(3, width, kernel_size=patch_size, stride=patch_size, bias=False)
+        self.class_embedding = nn.Parameter(scale * torch.randn(width))
+        self.positional_embedding = nn.Parameter(scale * torch.randn(grid * grid + 1, width))
+        self.ln_pre = LayerNorm(width)
+        self.transformer = Transformer(width, layers, heads)
+        self.ln_post = LayerNorm(width)
+        self.proj = nn.Parameter(scale * torch.randn(width, output_dim))
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """``[N, 3, H, W]`` -> ``[N, 1 + grid², width]``: CLS + patches, positions added, ``ln_pre`` applied."""
+        patches = self.conv1(images.to(self.conv1.weight.dtype)).flatten(2).transpose(1, 2)
+        cls = self.class_embedding.to(patches.dtype).expand(patches.shape[0], 1, -1)
+        tokens = torch.cat([cls, patches], dim=1) + self.positional_embedding.to(patches.dtype)
+        return self.ln_pre(tokens)
+
+    def project(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``ln_post`` then ``proj``: width-dim tokens into the joint embedding space."""
+        return self.ln_post(tokens) @ self.proj
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.project(self.transformer(self.embed(images))[:, 0])
+
+
+class CLIP(nn.Module):
+    def __init__(self, cfg: CLIPConfig):
+        super().__init__()
+        self.config = cfg
+        self.visual = VisionTransformer(
+            cfg.image_resolution, cfg.vision_patch_size, cfg.vision_width, cfg.vision_layers, cfg.vision_heads, cfg.embed_dim
+        )
+        self.transformer = Transformer(cfg.text_width, cfg.text_layers, cfg.text_heads)
+        self.token_embedding = nn.Embedding(cfg.vocab_size, cfg.text_width)
+        self.positional_embedding = nn.Parameter(torch.empty(cfg.context_length, cfg.text_width))
+        self.ln_final = LayerNorm(cfg.text_width)
+        self.text_projection = nn.Parameter(torch.empty(cfg.text_width, cfg.embed_dim))
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+        nn.init.normal_(self.token_embedding.weight, std=0.02)
+        nn.init.normal_(self.positional_embedding, std=0.01)
+        nn.init.normal_(self.text_projection, std=cfg.text_width**-0.5)
+
+    @classmethod
+    def from_state_dict(cls, state_dict: dict[str, torch.Tensor], source: str = "<state dict>") -> "CLIP":
+        """Build a CLIP whose sizes are read from the tensors' shapes, then load the weights strictly."""
+        check_clip_keys(state_dict, source)
+        model = cls(infer_clip_config(state_dict))
+        model.load_state_dict(state_dict, strict=True)
+        return model
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str, pretrained_dir: str | os.PathLike | None = None) -> "CLIP":
+        """``"ViT-B/32"`` (looked up in ``pretrained_dir``) or a file path; OpenAI archives or plain state dicts."""
+        path = resolve_clip_path(name_or_path, pretrained_dir)
+        return cls.from_state_dict(load_clip_state_dict(path), source=str(path))
+
+    def embed_text(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Token plus positional embedding for ``[N, L]`` ids (L <= context length)."""
+        return self.token_embedding(input_ids) + self.positional_embedding[: input_ids.shape[1]]
+
+    def project_text(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.ln_final(tokens) @ self.text_projection
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        return self.visual(images)
+
+    def encode_text(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Features at the EOT token (the largest id), through the causal text transformer."""
+        hidden = self.transformer(self.embed_text(input_ids), is_causal=True)
+        eot = hidden[torch.arange(hidden.shape[0], device=hidden.device), input_ids.argmax(dim=-1)]
+        return self.project_text(eot)

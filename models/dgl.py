@@ -1,0 +1,241 @@
+"""DGL: a frozen CLIP with deep text prompts, frame-specific local prompts and global video prompts.
+
+Token layout per video: ``G`` global prompts, then ``T`` frames of ``S = 1 + P_local + grid²`` tokens
+(CLS, local prompts, patches), frame-major. Global-local attention (paper Fig. 3) runs as two fused
+attention calls per block: the frames as ``B·T`` sequences of ``S`` queries over ``G + S`` keys (the video's
+globals plus their own frame), and the globals as ``B`` sequences of ``G`` queries over the whole video.
+This equals one masked attention over the ``G + T·S`` tokens at ~1/T of its cost.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from .clip import CLIP, MultiheadAttention, ResidualAttentionBlock, VisionTransformer
+from .prompts import LinearPromptGenerator, Prompts, TransformerPromptGenerator, uniform_prompt_init_
+
+SHARED_LATENT_SPACES = ("transformer", "linear")
+POOLED_OUTPUT_TYPES = (
+    "global_prompt0",
+    "average_global_prompt",
+    "average_frame_cls_token",
+    "average_global_prompt_and_frame_cls_token",
+)
+# ``global-local-feature`` returns [B, 1 + T, E] token features for analysis; it has no similarity
+# (the official similarity crashes on it), so it cannot be the model's training/eval output type.
+VISUAL_OUTPUT_TYPES = POOLED_OUTPUT_TYPES + ("global-local-feature",)
+
+
+@dataclass
+class DGLConfig:
+    """DGL's own sizes. Defaults are the official scripts' (names shortened from the official flags)."""
+
+    shared_latent_space: str = "transformer"
+    max_frames: int = 12  # T; sizes the transformer variant's frame-specific prompt table
+    text_prompt_length: int = 8  # --text_prompt_length; half before the words, half after
+    local_prompt_length: int = 4  # --local_each_frame_prompt_length
+    global_prompt_length: int = 4  # --global_visual_prompt_length
+    prompt_layers: int | None = None  # --unified_transformer_layers; None = vision depth (official: 12)
+    visual_output_type: str = "global_prompt0"
+
+    def __post_init__(self):
+        if self.shared_latent_space not in SHARED_LATENT_SPACES:
+            raise ValueError(f"shared_latent_space must be one of {SHARED_LATENT_SPACES}, got {self.shared_latent_space!r}")
+        if self.visual_output_type not in POOLED_OUTPUT_TYPES:
+            raise ValueError(
+                f"visual_output_type must be one of {POOLED_OUTPUT_TYPES}, got {self.visual_output_type!r} "
+                "('global-local-feature' has no similarity; use encode_video(..., output_type=...) to get its tokens)"
+            )
+        for name in ("max_frames", "text_prompt_length", "local_prompt_length", "global_prompt_length"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_official_args(cls, args: Mapping[str, Any]) -> "DGLConfig":
+        """From the official argparse names (``--local_each_frame_prompt_length`` ...)."""
+        return cls(
+            shared_latent_space=args["shared_latent_space"],
+            max_frames=int(args["max_frames"]),
+            text_prompt_length=int(args["text_prompt_length"]),
+            local_prompt_length=int(args["local_each_frame_prompt_length"]),
+            global_prompt_length=int(args["global_visual_prompt_length"]),
+            prompt_layers=args.get("unified_transformer_layers"),
+            visual_output_type=args.get("visual_output_type", "global_prompt0"),
+        )
+
+
+def global_local_attention(attn: MultiheadAttention, x: torch.Tensor, num_global: int, frames: int) -> torch.Tensor:
+    """Attention of ``x = [globals, frame-major frame tokens]`` (``[B, G + T·S, D]``, already normed)."""
+    batch, length, _ = x.shape
+    tokens_per_frame = (length - num_global) // frames
+    q, k, v = attn.qkv(x)  # [B, L, heads, head_dim] each
+    heads, head_dim = q.shape[-2:]
+
+    # Global prompts see the whole video.
+    out_global = F.scaled_dot_product_attention(q[:, :num_global].transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+
+    # Frame tokens see the video's global prompts and their own frame.
+    def per_frame(t: torch.Tensor) -> torch.Tensor:  # [B, L, h, hd] -> [B·T, h, L', hd]
+        return t.unflatten(1, (frames, tokens_per_frame)).flatten(0, 1).transpose(1, 2)
+
+    def frame_keys(t: torch.Tensor) -> torch.Tensor:
+        shared = t[:, :num_global].unsqueeze(1).expand(batch, frames, num_global, heads, head_dim)
+        own = t[:, num_global:].unflatten(1, (frames, tokens_per_frame))
+        return torch.cat([shared, own], dim=2).flatten(0, 1).transpose(1, 2)
+
+    out_frames = F.scaled_dot_product_attention(per_frame(q[:, num_global:]), frame_keys(k), frame_keys(v))
+    out = torch.cat(
+        [out_global.transpose(1, 2), out_frames.transpose(1, 2).reshape(batch, -1, heads, head_dim)], dim=1
+    )
+    return attn.merge(out)
+
+
+def global_local_block(block: ResidualAttentionBlock, x: torch.Tensor, num_global: int, frames: int) -> torch.Tensor:
+    x = x + global_local_attention(block.attn, block.ln_1(x), num_global, frames)
+    return x + block.mlp(block.ln_2(x))
+
+
+def contrastive_loss(logits: torch.Tensor) -> torch.Tensor:
+    """Symmetric InfoNCE over a square [texts, videos] logit matrix whose diagonal holds the positives."""
+    target = torch.arange(logits.shape[0], device=logits.device)
+    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)) / 2
+
+
+class DGL(nn.Module):
+    """The DGL retrieval model. Only the prompt generator and the global prompts train."""
+
+    def __init__(self, clip: CLIP, config: DGLConfig):
+        super().__init__()
+        cfg, ccfg = config, clip.config
+        layers = cfg.prompt_layers if cfg.prompt_layers is not None else ccfg.vision_layers
+        if not 1 <= layers <= min(ccfg.vision_layers, ccfg.text_layers):
+            raise ValueError(
+                f"prompt_layers={layers} must lie in 1..{min(ccfg.vision_layers, ccfg.text_layers)} "
+                f"(vision depth {ccfg.vision_layers}, text depth {ccfg.text_layers})"
+            )
+        self.config, self.prompt_layers = cfg, layers
+        self.clip = clip.requires_grad_(False)
+        width = ccfg.vision_width
+        self.global_prompts = nn.Parameter(
+            uniform_prompt_init_(torch.empty(cfg.global_prompt_length, width), ccfg.vision_patch_size, width)
+        )
+        if cfg.shared_latent_space == "transformer":
+            self.prompt_generator = TransformerPromptGenerator(
+                width, ccfg.text_width, layers, cfg.text_prompt_length, cfg.local_prompt_length, cfg.max_frames
+            )
+        else:
+            self.prompt_generator = LinearPromptGenerator(
+                width, ccfg.text_width, layers, cfg.local_prompt_length, ccfg.vision_patch_size
+            )
+        self.grad_checkpointing = False
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute the frozen blocks in backward instead of storing their activations."""
+        self.grad_checkpointing = enable
+
+    def train(self, mode: bool = True) -> "DGL":
+        super().train(mode)
+        self.clip.eval()  # frozen: CLIP has no dropout/BN, but keep its mode fixed whatever the caller does
+        return self
+
+    def trainable_parameters(self) -> dict[str, nn.Parameter]:
+        return {name: p for name, p in self.named_parameters() if p.requires_grad}
+
+    def prompts(self) -> Prompts:
+        return self.prompt_generator()
+
+    def _block(self, fn: Callable, *args, **kwargs) -> torch.Tensor:
+        if self.grad_checkpointing and torch.is_grad_enabled():
+            return checkpoint(fn, *args, use_reentrant=False, **kwargs)
+        return fn(*args, **kwargs)
+
+    # ----------------------------------------------------------------------------------------- text
+    def encode_text(self, input_ids: torch.Tensor, prompts: Prompts | None = None) -> torch.Tensor:
+        """``[N, L]`` token ids (SOT ... EOT, zero padded) -> ``[N, E]`` features (not normalised).
+
+        Sequence: SOT, prefix prompts, words, postfix prompts; the feature is read at the shifted EOT.
+        Positions after the batch's last EOT cannot reach any EOT row under the causal mask, so they are
+        dropped before encoding. The postfix prompts cannot reach it either (they are kept, as in the
+        official model, so the official checkpoint layout and its zero gradients stay exact).
+        """
+        text_prompts = (prompts or self.prompts()).text
+        prefix_len = self.config.text_prompt_length // 2
+        eot = input_ids.argmax(dim=-1)
+        kept = int(eot.max()) + 1
+        words = self.clip.embed_text(input_ids[:, :kept])
+        n = words.shape[0]
+        prefix, postfix = text_prompts[:, :prefix_len].to(words.dtype), text_prompts[:, prefix_len:].to(words.dtype)
+        x = torch.cat(
+            [words[:, :1], prefix[0].expand(n, -1, -1), words[:, 1:], postfix[0].expand(n, -1, -1)], dim=1
+        )
+        for i, block in enumerate(self.clip.transformer.resblocks):
+            if 0 < i < self.prompt_layers:  # deep prompts: layer i's prompts replace the carried ones
+                x[:, 1 : 1 + prefix_len] = prefix[i]
+                x[:, prefix_len + kept :] = postfix[i]
+            x = self._block(block, x, is_causal=True)
+        return self.clip.project_text(x[torch.arange(n, device=x.device), eot + prefix_len])
+
+    # ---------------------------------------------------------------------------------------- video
+    def encode_video(
+        self, video: torch.Tensor, prompts: Prompts | None = None, output_type: str | None = None
+    ) -> torch.Tensor:
+        """``[B, T, 3, H, W]`` normalised frames -> ``[B, E]`` (``[B, 1 + T, E]`` for global-local-feature)."""
+        output_type = output_type or self.config.visual_output_type
+        if output_type not in VISUAL_OUTPUT_TYPES:
+            raise ValueError(f"output_type must be one of {VISUAL_OUTPUT_TYPES}, got {output_type!r}")
+        local = (prompts or self.prompts()).local  # [layers, T or 1, P_local, D]
+        batch, frames = video.shape[:2]
+        if local.shape[1] not in (1, frames):
+            raise ValueError(
+                f"video has {frames} frames but the transformer prompt generator was built for "
+                f"max_frames={local.shape[1]} (its prompts are frame-specific)"
+            )
+        visual: VisionTransformer = self.clip.visual
+        tokens = visual.embed(video.flatten(0, 1)).unflatten(0, (batch, frames))  # [B, T, 1 + grid², D]
+        width, num_local, num_global = tokens.shape[-1], local.shape[2], self.config.global_prompt_length
+        local = local.to(tokens.dtype)
+        frame_tokens = torch.cat(
+            [tokens[:, :, :1], local[0].expand(batch, frames, -1, -1), tokens[:, :, 1:]], dim=2
+        )
+        per_frame = frame_tokens.shape[2]
+        x = torch.cat(
+            [self.global_prompts.to(tokens.dtype).expand(batch, -1, -1), frame_tokens.flatten(1, 2)], dim=1
+        )
+        for i, block in enumerate(visual.transformer.resblocks):
+            if 0 < i < self.prompt_layers:  # deep prompts: local prompts are replaced, globals carry on
+                x[:, num_global:].unflatten(1, (frames, per_frame))[:, :, 1 : 1 + num_local] = local[i]
+            x = self._block(global_local_block, block, x, num_global, frames)
+        return self._pool(visual, x, num_global, per_frame, output_type)
+
+    @staticmethod
+    def _pool(visual: VisionTransformer, x: torch.Tensor, num_global: int, per_frame: int, output_type: str):
+        frame_cls = x[:, num_global::per_frame]  # [B, T, D]
+        if output_type == "global-local-feature":
+            return visual.project(torch.cat([x[:, :1], frame_cls], dim=1))
+        chosen = {
+            "global_prompt0": lambda: x[:, :1],
+            "average_global_prompt": lambda: x[:, :num_global],
+            "average_frame_cls_token": lambda: frame_cls,
+            "average_global_prompt_and_frame_cls_token": lambda: torch.cat([x[:, :num_global], frame_cls], dim=1),
+        }[output_type]()
+        return visual.project(chosen).mean(dim=1)
+
+    # ---------------------------------------------------------------------------------- similarity
+    def logits(self, text_features: torch.Tensor, video_features: torch.Tensor) -> torch.Tensor:
+        """CLIP's frozen temperature times the cosine similarity: ``[N_text, N_video]``."""
+        text_features = F.normalize(text_features.float(), dim=-1)
+        video_features = F.normalize(video_features.float(), dim=-1)
+        return self.clip.logit_scale.float().exp() * text_features @ video_features.t()
+
+    def forward(self, input_ids: torch.Tensor, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Text and video features of a batch of pairs, sharing one prompt computation."""
+        prompts = self.prompts()
+        return self.encode_text(input_ids, prompts), self.encode_video(video, prompts)

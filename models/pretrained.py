@@ -1,0 +1,329 @@
+"""OpenAI CLIP weight files: where they live, how to read them, and what sizes they imply.
+
+Independent of the model class: everything here works on plain ``{name: tensor}`` dicts whose names
+are OpenAI's (``visual.transformer.resblocks.0.attn.in_proj_weight``, ...). Two file formats exist in
+the wild and both are accepted: OpenAI's released TorchScript archives and ``torch.save``'d state dicts.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import math
+import os
+import shlex
+import warnings
+import zipfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+__all__ = [
+    "OPENAI_CLIP_FILES",
+    "PRETRAINED_DIR_ENV",
+    "CLIPChecksumWarning",
+    "CLIPConfig",
+    "CLIPLoadError",
+    "CLIPNotFoundError",
+    "ClipFile",
+    "check_clip_keys",
+    "default_pretrained_dir",
+    "expected_clip_keys",
+    "file_sha256",
+    "infer_clip_config",
+    "load_clip_state_dict",
+    "resolve_clip_path",
+]
+
+PRETRAINED_DIR_ENV = "DGL_PRETRAINED_DIR"
+DEFAULT_PRETRAINED_DIR = "~/models/pretrained"  # where the official DGL code looks
+
+# OpenAI's JIT archives carry these 0-d int64 tensors next to the weights; no model parameter matches them.
+_METADATA_KEYS = frozenset({"input_resolution", "context_length", "vocab_size"})
+_VIT_MARKER = "visual.proj"  # present only in ViT CLIPs (ResNet CLIPs pool with attnpool instead)
+_BLOCK_KEYS = (
+    "attn.in_proj_weight", "attn.in_proj_bias", "attn.out_proj.weight", "attn.out_proj.bias",
+    "ln_1.weight", "ln_1.bias",
+    "mlp.c_fc.weight", "mlp.c_fc.bias", "mlp.c_proj.weight", "mlp.c_proj.bias",
+    "ln_2.weight", "ln_2.bias",
+)
+_HEAD_WIDTH = 64  # every OpenAI CLIP uses 64-wide attention heads
+_HASH_CHUNK = 1 << 20
+_LISTED_KEYS = 6  # how many key names an error message spells out
+
+
+class CLIPLoadError(ValueError):
+    """A weight file that exists but is not a readable OpenAI ViT CLIP."""
+
+
+class CLIPNotFoundError(FileNotFoundError):
+    """No weight file where one was expected; the message says where to get it."""
+
+
+class CLIPChecksumWarning(UserWarning):
+    """A file named like an OpenAI release whose bytes are not that release (own category so it can be filtered)."""
+
+
+@dataclass(frozen=True)
+class ClipFile:
+    """One of OpenAI's released CLIP files; the SHA256 is part of OpenAI's download URL."""
+
+    name: str
+    filename: str
+    sha256: str
+
+    @property
+    def url(self) -> str:
+        return f"https://openaipublic.azureedge.net/clip/models/{self.sha256}/{self.filename}"
+
+
+OPENAI_CLIP_FILES: dict[str, ClipFile] = {
+    clip_file.name: clip_file
+    for clip_file in (
+        ClipFile("ViT-B/32", "ViT-B-32.pt", "40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af"),
+        ClipFile("ViT-B/16", "ViT-B-16.pt", "5806e77cd80f8b59890b7e101eabd078d9fb84e6937f9e85e4ecb61988df416f"),
+    )
+}
+_FILES_BY_FILENAME = {clip_file.filename: clip_file for clip_file in OPENAI_CLIP_FILES.values()}
+
+
+@dataclass(frozen=True)
+class CLIPConfig:
+    """Sizes of an OpenAI ViT CLIP, all read from tensor shapes so any width/depth loads."""
+
+    embed_dim: int
+    image_resolution: int
+    vision_layers: int
+    vision_width: int
+    vision_heads: int
+    vision_patch_size: int
+    grid_size: int
+    context_length: int
+    vocab_size: int
+    text_width: int
+    text_heads: int
+    text_layers: int
+
+
+# ----------------------------------------------------------------------------------------- locating files
+
+
+def default_pretrained_dir() -> Path:
+    """``$DGL_PRETRAINED_DIR`` if set, else ``~/models/pretrained`` as in the official code."""
+    return Path(os.environ.get(PRETRAINED_DIR_ENV) or DEFAULT_PRETRAINED_DIR).expanduser()
+
+
+def resolve_clip_path(name_or_path: str, pretrained_dir: str | os.PathLike | None = None) -> Path:
+    """Map "ViT-B/32"/"ViT-B/16" to ``<pretrained_dir>/ViT-B-32.pt`` etc., or accept an existing file.
+
+    Nothing is downloaded: training machines are often offline, so a missing file is an error that
+    says exactly what to fetch and where to put it.
+    """
+    clip_file = OPENAI_CLIP_FILES.get(name_or_path)
+    if clip_file is not None:
+        folder = Path(pretrained_dir).expanduser() if pretrained_dir is not None else default_pretrained_dir()
+        path = folder / clip_file.filename
+        if not path.is_file():
+            raise CLIPNotFoundError(_missing_file_message(path))
+        return path
+    path = Path(name_or_path).expanduser()
+    if path.is_file():
+        return path
+    raise CLIPNotFoundError(
+        f"{name_or_path!r} is neither a known CLIP model ({', '.join(OPENAI_CLIP_FILES)}) "
+        f"nor an existing file (looked for {path.absolute()})"
+    )
+
+
+def _missing_file_message(path: Path) -> str:
+    clip_file = _FILES_BY_FILENAME.get(path.name)
+    if clip_file is None:
+        return f"CLIP weight file not found: {path}"
+    quoted = shlex.quote(str(path))
+    return (
+        f"OpenAI CLIP {clip_file.name} weights not found: {path} does not exist.\n"
+        f"Download {clip_file.url}\n"
+        f"(SHA256 {clip_file.sha256}) and save it under that path, e.g.\n"
+        f"  mkdir -p {shlex.quote(str(path.parent))} && curl -L -o {quoted} {clip_file.url}\n"
+        f"  echo '{clip_file.sha256}  {path}' | sha256sum -c -\n"
+        f"or set pretrained_dir / ${PRETRAINED_DIR_ENV} to the folder that holds {clip_file.filename}."
+    )
+
+
+# ----------------------------------------------------------------------------------------- checksums
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA256 of a file, remembered per (path, size, mtime) so a 350 MB checkpoint is hashed once per process."""
+    resolved = Path(path).resolve()
+    stat = resolved.stat()
+    return _sha256_of(str(resolved), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
+    del size, mtime_ns  # only part of the cache key: a rewritten file is hashed again
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for chunk in iter(lambda: file.read(_HASH_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _warn_if_not_official(path: Path) -> None:
+    """Warn (not fail) on a hash mismatch: fine-tuned or test weights under OpenAI's name are legitimate."""
+    clip_file = _FILES_BY_FILENAME.get(path.name)
+    if clip_file is None:
+        return
+    actual = file_sha256(path)
+    if actual != clip_file.sha256:
+        warnings.warn(
+            f"{path}: SHA256 {actual} differs from OpenAI's {clip_file.filename} ({clip_file.sha256}); "
+            f"these are not the official {clip_file.name} weights (partial download or a different model?)",
+            CLIPChecksumWarning,
+            stacklevel=3,
+        )
+
+
+# ----------------------------------------------------------------------------------------- reading
+
+
+def load_clip_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Read an OpenAI ViT CLIP file as fp32 weights in OpenAI's key order, validated against its own sizes.
+
+    Tensors are fresh contiguous fp32 copies: OpenAI ships fp16, and files may hold views into shared
+    storages, which ``.view()``/safetensors/in-place updates must not see. The three int metadata entries
+    are dropped. The full key set is checked, because callers load it non-strictly into a larger model
+    where a missing tensor would otherwise silently keep its random initialisation.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise CLIPNotFoundError(_missing_file_message(path))
+    _warn_if_not_official(path)
+    raw = _tensor_dict(_read(path), path)
+    state_dict = {key: _fp32_copy(value) for key, value in raw.items() if key not in _METADATA_KEYS}
+    check_clip_keys(state_dict, path)
+    return state_dict
+
+
+def _read(path: Path) -> object:
+    try:
+        if _is_torchscript_archive(path):
+            return _torchscript_state_dict(path)
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch reports damaged or foreign files with many exception types
+        raise CLIPLoadError(
+            f"{path}: cannot be read as a TorchScript archive or a torch.save'd state dict "
+            f"({path.stat().st_size} bytes; an interrupted download, or not a PyTorch file?): {err}"
+        ) from err
+
+
+def _is_torchscript_archive(path: Path) -> bool:
+    """TorchScript zips carry ``constants.pkl`` and ``code/``; ``torch.save`` zips only ``data.pkl``."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(name.endswith("/constants.pkl") or "/code/" in name for name in archive.namelist())
+
+
+def _torchscript_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    with warnings.catch_warnings():
+        # OpenAI only ships TorchScript, so the deprecation notice is not actionable for our users.
+        warnings.filterwarnings("ignore", message=r".*torch\.jit\.load.* is deprecated", category=DeprecationWarning)
+        return dict(torch.jit.load(str(path), map_location="cpu").state_dict())
+
+
+def _tensor_dict(obj: object, path: Path) -> Mapping[str, torch.Tensor]:
+    """Unwrap ``{"state_dict": ...}``/``{"model": ...}`` checkpoints and insist on a ViT CLIP dict of tensors."""
+    if isinstance(obj, Mapping) and _VIT_MARKER not in obj:
+        obj = next((obj[key] for key in ("state_dict", "model") if isinstance(obj.get(key), Mapping)), obj)
+    if not isinstance(obj, Mapping):
+        raise CLIPLoadError(f"{path}: holds a {type(obj).__name__}, not a state dict")
+    not_tensors = [key for key, value in obj.items() if not isinstance(value, torch.Tensor)]
+    if not_tensors:
+        raise CLIPLoadError(f"{path}: not a dict of tensors; {_summarize('non-tensor entries', not_tensors)}")
+    if _VIT_MARKER not in obj:
+        raise CLIPLoadError(
+            f"{path}: no {_VIT_MARKER!r} tensor, so not an OpenAI ViT CLIP state dict "
+            f"(ResNet CLIPs and other checkpoints are not supported); {_summarize('keys', list(obj))}"
+        )
+    return obj
+
+
+def _fp32_copy(tensor: torch.Tensor) -> torch.Tensor:
+    dtype = torch.float32 if tensor.is_floating_point() else tensor.dtype
+    return tensor.detach().to(dtype=dtype, memory_format=torch.contiguous_format, copy=True)
+
+
+# ----------------------------------------------------------------------------------------- sizes and keys
+
+
+def infer_clip_config(state_dict: Mapping[str, torch.Tensor]) -> CLIPConfig:
+    """Read every size from tensor shapes (as OpenAI's ``build_model`` does); heads are width / 64."""
+    vision_width, _, _, patch_size = _shape(state_dict, "visual.conv1.weight")
+    positions = _shape(state_dict, "visual.positional_embedding")[0]
+    grid_size = round(math.sqrt(positions - 1))
+    if grid_size**2 + 1 != positions:
+        raise CLIPLoadError(f"visual.positional_embedding has {positions} rows, not 1 + a square grid of patches")
+    text_width = _shape(state_dict, "ln_final.weight")[0]
+    return CLIPConfig(
+        embed_dim=_shape(state_dict, "text_projection")[1],
+        image_resolution=patch_size * grid_size,
+        vision_layers=sum(k.startswith("visual.") and k.endswith(".attn.in_proj_weight") for k in state_dict),
+        vision_width=vision_width,
+        vision_heads=vision_width // _HEAD_WIDTH,
+        vision_patch_size=patch_size,
+        grid_size=grid_size,
+        context_length=_shape(state_dict, "positional_embedding")[0],
+        vocab_size=_shape(state_dict, "token_embedding.weight")[0],
+        text_width=text_width,
+        text_heads=text_width // _HEAD_WIDTH,
+        text_layers=len({k.split(".")[2] for k in state_dict if k.startswith("transformer.resblocks")}),
+    )
+
+
+def _shape(state_dict: Mapping[str, torch.Tensor], key: str) -> tuple[int, ...]:
+    if key not in state_dict:
+        raise CLIPLoadError(f"missing {key!r}, needed to infer the CLIP sizes")
+    return tuple(state_dict[key].shape)
+
+
+def expected_clip_keys(cfg: CLIPConfig) -> list[str]:
+    """OpenAI's ViT CLIP parameter names, in the order of OpenAI's ``state_dict()``."""
+    return [
+        "positional_embedding", "text_projection", "logit_scale",
+        "visual.class_embedding", "visual.positional_embedding", "visual.proj",
+        "visual.conv1.weight", "visual.ln_pre.weight", "visual.ln_pre.bias",
+        *_block_keys("visual.transformer", cfg.vision_layers),
+        "visual.ln_post.weight", "visual.ln_post.bias",
+        *_block_keys("transformer", cfg.text_layers),
+        "token_embedding.weight", "ln_final.weight", "ln_final.bias",
+    ]
+
+
+def _block_keys(prefix: str, layers: int) -> list[str]:
+    return [f"{prefix}.resblocks.{i}.{key}" for i in range(layers) for key in _BLOCK_KEYS]
+
+
+def check_clip_keys(state_dict: Mapping[str, torch.Tensor], path: str | os.PathLike) -> None:
+    """Raise CLIPLoadError unless the keys are exactly those of the CLIP its shapes describe.
+
+    The metadata entries of OpenAI's archives are tolerated so a raw ``jit.state_dict()`` passes too.
+    """
+    try:
+        expected = expected_clip_keys(infer_clip_config(state_dict))
+    except CLIPLoadError as err:
+        raise CLIPLoadError(f"{path}: {err}") from None
+    wanted = set(expected)
+    missing = [key for key in expected if key not in state_dict]
+    unexpected = [key for key in state_dict if key not in wanted and key not in _METADATA_KEYS]
+    if missing or unexpected:
+        found = [_summarize(label, keys) for label, keys in (("missing", missing), ("unexpected", unexpected)) if keys]
+        raise CLIPLoadError(f"{path}: not a complete OpenAI ViT CLIP state dict; {'; '.join(found)}")
+
+
+def _summarize(label: str, keys: Sequence[object]) -> str:
+    shown = ", ".join(repr(key) for key in keys[:_LISTED_KEYS])
+    more = f", ... (+{len(keys) - _LISTED_KEYS} more)" if len(keys) > _LISTED_KEYS else ""
+    return f"{len(keys)} {label}: {shown}{more}"
