@@ -190,7 +190,7 @@ def _warn_if_not_official(path: Path) -> None:
 
 
 def load_clip_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Read an OpenAI ViT CLIP file as fp32 weights in OpenAI's key order, validated against its own sizes.
+    """Read an OpenAI ViT CLIP file as fp32 weights in the file's key order, validated against its own sizes.
 
     Tensors are fresh contiguous fp32 copies: OpenAI ships fp16, and files may hold views into shared
     storages, which ``.view()``/safetensors/in-place updates must not see. The three int metadata entries
@@ -213,9 +213,10 @@ def _read(path: Path) -> object:
             return _torchscript_state_dict(path)
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch reports damaged or foreign files with many exception types
+        reason = next(iter(str(err).strip().splitlines()), type(err).__name__)  # the rest is in the chained error
         raise CLIPLoadError(
             f"{path}: cannot be read as a TorchScript archive or a torch.save'd state dict "
-            f"({path.stat().st_size} bytes; an interrupted download, or not a PyTorch file?): {err}"
+            f"({path.stat().st_size} bytes; an interrupted download, or not a PyTorch file?): {reason}"
         ) from err
 
 
@@ -326,4 +327,4 @@ def check_clip_keys(state_dict: Mapping[str, torch.Tensor], path: str | os.PathL
 def _summarize(label: str, keys: Sequence[object]) -> str:
     shown = ", ".join(repr(key) for key in keys[:_LISTED_KEYS])
     more = f", ... (+{len(keys) - _LISTED_KEYS} more)" if len(keys) > _LISTED_KEYS else ""
-    return f"{len(keys)} {label}: {shown}{more}"
+    return f"{label} ({len(keys)}): {shown}{more}"

@@ -1,0 +1,132 @@
+"""torch.distributed helpers that also work, as no-ops, in a plain single process (spec §4.5, §7 bugs 14, 20-21, 28).
+
+Launch with ``torchrun``: the process group is read from its environment variables (``env://``).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(backend: str | None = None) -> DistInfo:
+    """Join the torchrun process group (nccl on CUDA, gloo on CPU) and bind this rank's CUDA device.
+
+    Without torchrun's ``RANK``/``WORLD_SIZE`` variables this is a single process: world 1, no process
+    group, and every helper below degrades to a no-op.
+    """
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank)
+        device = torch.device("cuda", local_rank)
+    else:
+        device = torch.device("cpu")
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ and not dist.is_initialized():
+        dist.init_process_group(backend or ("nccl" if device.type == "cuda" else "gloo"), init_method="env://")
+    return DistInfo(get_rank(), get_world_size(), local_rank, device)
+
+
+def get_rank() -> int:
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def get_world_size() -> int:
+    return dist.get_world_size() if dist.is_initialized() else 1
+
+
+def is_main() -> bool:
+    return get_rank() == 0
+
+
+def barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def cleanup() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def all_gather_with_grad(x: Tensor) -> Tensor:
+    """Concatenate the [B, ...] tensors of all ranks into [world * B, ...] in rank order.
+
+    This rank's slice is ``x`` itself and keeps its autograd graph; the other slices are constants.
+    If every rank computes the same global loss and DDP averages the gradients, the result is the
+    gradient of that loss divided by the world size (spec §1.8). All ranks must pass the same shape.
+    A single process returns ``x`` unchanged.
+    """
+    world = get_world_size()
+    if world == 1:
+        return x
+    parts = [torch.empty_like(x) for _ in range(world)]
+    dist.all_gather(parts, x.contiguous())
+    parts[get_rank()] = x
+    return torch.cat(parts)
+
+
+def all_gather_object(obj: Any) -> list[Any]:
+    """Picklable ``obj`` of every rank, in rank order (``[obj]`` in a single process)."""
+    if get_world_size() == 1:
+        return [obj]
+    gathered: list[Any] = [None] * get_world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
+def _all_gather_uneven(x: Tensor) -> Tensor:
+    """Concatenate tensors whose first dimension differs between ranks (pad to the largest, then trim)."""
+    world = get_world_size()
+    if world == 1:
+        return x
+    size = torch.tensor([x.shape[0]], device=x.device)
+    sizes = [torch.empty_like(size) for _ in range(world)]
+    dist.all_gather(sizes, size)
+    sizes_list = [int(s) for s in sizes]
+    padded = x.new_zeros((max(sizes_list), *x.shape[1:]))
+    padded[: x.shape[0]] = x
+    parts = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(parts, padded)
+    return torch.cat([part[:n] for part, n in zip(parts, sizes_list)])
+
+
+@torch.no_grad()
+def gather_eval_features(local_feats: Tensor, local_indices: Tensor, total: int) -> Tensor:
+    """Reassemble the full [total, ...] feature matrix, in dataset index order, on every rank.
+
+    Each rank encodes any subset of the dataset (shards may differ in size) and passes the features with
+    their global indices. Every index in ``[0, total)`` must be covered; an index seen twice (e.g. the
+    padding of a ``DistributedSampler``) is written once, so items are never duplicated or dropped.
+    """
+    feats = _all_gather_uneven(local_feats)
+    indices = _all_gather_uneven(local_indices.to(device=local_feats.device, dtype=torch.long))
+    if indices.numel() and (indices.min() < 0 or indices.max() >= total):
+        raise ValueError(f"feature indices must lie in [0, {total})")
+    covered = torch.zeros(total, dtype=torch.bool, device=indices.device)
+    covered[indices] = True
+    if not covered.all():
+        raise ValueError("some items were encoded by no rank; evaluation would silently drop them")
+    out = feats.new_empty((total, *feats.shape[1:]))
+    out[indices] = feats
+    return out
+
+
+def shard_indices(n: int, rank: int, world: int) -> range:
+    """Contiguous evaluation shard of ``range(n)`` for ``rank``; sizes differ by at most one, none repeats."""
+    return range(rank * n // world, (rank + 1) * n // world)
