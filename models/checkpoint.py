@@ -6,6 +6,7 @@ state for an exact resume.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import tempfile
@@ -167,7 +168,7 @@ def compact_checkpoint(model: DGL, backbone: dict, **training_state: Any) -> dic
         "format": COMPACT_FORMAT,
         "dgl_config": model.config.to_dict(),
         "prompt_layers": model.prompt_layers,
-        "backbone": {**backbone, "fingerprint": backbone_fingerprint(model.clip), "config": model.clip.config.to_dict()},
+        "backbone": {**backbone, "fingerprint": backbone_fingerprint(model.clip), "config": dataclasses.asdict(model.clip.config)},
         "state_dict": {k: v.detach().cpu().clone() for k, v in model.trainable_parameters().items()},
         **training_state,
     }
