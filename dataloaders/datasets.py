@@ -1,0 +1,80 @@
+"""torch Datasets over a `VideoTextSplit`: training pairs, and videos / captions once each for evaluation."""
+from __future__ import annotations
+
+import torch
+from torch.utils.data import Dataset
+
+from dataloaders.config import DataConfig
+from dataloaders.frames import SplitVideos
+from dataloaders.sampling import sample_rng
+from dataloaders.splits import VideoTextSplit
+from models.tokenizer import ClipTokenizer
+
+
+class TrainPairDataset(Dataset):
+    """One item per (caption, video) pair with TSN frame sampling.
+
+    When the split asks for one caption per video (MSR-VTT without --expand_msrvtt_sentences) there
+    is one item per video with a random caption. All randomness of item i comes from a generator
+    seeded with (cfg.seed, epoch, i): call `set_epoch` before creating each epoch's DataLoader
+    iterator (workers copy the dataset then, so persistent_workers would keep the old epoch).
+    """
+
+    def __init__(self, split: VideoTextSplit, cfg: DataConfig, tokenizer: ClipTokenizer | None = None) -> None:
+        self.split = split
+        self.max_words = cfg.max_words
+        self.seed = cfg.seed
+        self.epoch = 0
+        self.tokenizer = tokenizer or ClipTokenizer()
+        self.videos = SplitVideos(split, cfg, train=True)
+        self.captions_of = split.video_captions() if split.sample_one_caption_per_video else None
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.split.num_videos if self.captions_of is not None else self.split.num_captions
+
+    def __getitem__(self, index: int) -> dict:
+        rng = sample_rng(self.seed, self.epoch, index)
+        if self.captions_of is not None:
+            video_index, caption_index = index, int(rng.choice(self.captions_of[index]))
+        else:
+            video_index, caption_index = self.split.caption_video[index], index
+        ids, mask = self.tokenizer(self.split.captions[caption_index], self.max_words)
+        video, video_mask = self.videos.load(video_index, rng)
+        return dict(
+            input_ids=ids[0], input_mask=mask[0], video=video, video_mask=video_mask,
+            video_index=video_index, caption_index=caption_index,
+        )
+
+
+class VideoDataset(Dataset):
+    """Each video of the split once, segment-centre sampling: encode the gallery once."""
+
+    def __init__(self, split: VideoTextSplit, cfg: DataConfig) -> None:
+        self.split = split
+        self.videos = SplitVideos(split, cfg, train=False)
+
+    def __len__(self) -> int:
+        return self.split.num_videos
+
+    def __getitem__(self, index: int) -> dict:
+        video, video_mask = self.videos.load(index)
+        return dict(video=video, video_mask=video_mask, video_index=index)
+
+
+class TextDataset(Dataset):
+    """Each caption of the split once: encode the queries once."""
+
+    def __init__(self, split: VideoTextSplit, cfg: DataConfig, tokenizer: ClipTokenizer | None = None) -> None:
+        self.split = split
+        self.max_words = cfg.max_words
+        self.tokenizer = tokenizer or ClipTokenizer()
+
+    def __len__(self) -> int:
+        return self.split.num_captions
+
+    def __getitem__(self, index: int) -> dict:
+        ids, mask = self.tokenizer(self.split.captions[index], self.max_words)
+        return dict(input_ids=ids[0], input_mask=mask[0], caption_index=index)

@@ -1,0 +1,96 @@
+"""Readers for the official annotation files, with errors that name the file and the fix."""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import pickle
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+class AnnotationError(ValueError):
+    """An annotation file is missing or does not have the official layout."""
+
+
+def require_file(path: str | Path, what: str) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise AnnotationError(f"{what} not found: {path}. Fix: check --data_path / the file name (see the dataset's README).")
+    return path
+
+
+def read_lines(path: str | Path, what: str) -> list[str]:
+    """Non-empty, stripped lines of a text file (the official id lists)."""
+    with open(require_file(path, what), encoding="utf-8") as f:
+        return [line.strip() for line in f if line.strip()]
+
+
+def read_json(path: str | Path, what: str) -> Any:
+    path = require_file(path, what)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as err:
+        raise AnnotationError(f"{what} {path} is not valid JSON: {err}. Fix: re-download the file.") from err
+
+
+def read_pickle(path: str | Path, what: str) -> Any:
+    path = require_file(path, what)
+    try:
+        with open(path, "rb") as f:
+            return pickle.load(f)
+    except (pickle.UnpicklingError, EOFError) as err:
+        raise AnnotationError(f"{what} {path} is not a readable pickle: {err}. Fix: re-download the file.") from err
+
+
+def read_csv_columns(path: str | Path, what: str, columns: Iterable[str]) -> list[dict[str, str]]:
+    """Rows of a CSV with a header that must contain `columns`."""
+    path = require_file(path, what)
+    with open(path, encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f)
+        absent = [c for c in columns if c not in (reader.fieldnames or [])]
+        if absent:
+            raise AnnotationError(
+                f"{what} {path} lacks the column(s) {absent} (header: {reader.fieldnames}). "
+                "Fix: pass the official CSV."
+            )
+        return list(reader)
+
+
+def index_video_files(root: str | Path, keys_of: Callable[[str], Iterable[str]]) -> dict[str, Path]:
+    """Walks `root` once and maps every key of every file name (see `keys_of`) to its path.
+
+    Walk order is sorted, so the first of several files with the same key wins, with a warning.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise AnnotationError(f"video folder not found: {root}. Fix: point --features_path at the (compressed) videos.")
+    found: dict[str, Path] = {}
+    clashes = 0
+    for folder, subdirs, files in os.walk(root):
+        subdirs.sort()
+        for name in sorted(files):
+            for key in keys_of(name):
+                if key in found:
+                    clashes += 1
+                    logger.warning("video id %r matches both %s and %s; using the first", key, found[key], Path(folder, name))
+                else:
+                    found[key] = Path(folder, name)
+    if clashes:
+        logger.warning("%d video ids matched several files under %s", clashes, root)
+    return found
+
+
+def stem(file_name: str) -> str:
+    """The official id rule: file name without its last extension."""
+    return file_name.rsplit(".", 1)[0] if "." in file_name else file_name
+
+
+def unresolved_path(root: str | Path, video_id: str) -> Path:
+    """Stands in for a video the folder walk did not find; validation reports it as missing."""
+    return Path(root) / f"{video_id}.*"

@@ -1,0 +1,51 @@
+"""MSR-VTT: train list CSV + `MSRVTT_data.json` captions; test = JSFusion 1k-A pairs CSV."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from dataloaders.config import DataConfig
+from dataloaders.files import AnnotationError, read_csv_columns, read_json
+from dataloaders.splits import VideoTextSplit, split_from_pairs
+
+SUBSETS = ("train", "val", "test")
+
+
+def parse(cfg: DataConfig, subset: str) -> VideoTextSplit:
+    """Train: every caption of the listed videos (or one random caption per video without
+    --expand_msrvtt_sentences). Val and test: one (video, sentence) pair per row of val_csv."""
+    if subset not in SUBSETS:
+        raise ValueError(f"msrvtt subset must be one of {SUBSETS}, got {subset!r}")
+    features = Path(cfg.features_path)
+    if subset == "train":
+        pairs = _training_pairs(cfg)
+    else:
+        rows = read_csv_columns(cfg.val_csv, "MSR-VTT test CSV (val_csv)", ("video_id", "sentence"))
+        pairs = [(row["video_id"], row["sentence"]) for row in rows]
+    paths = {video_id: features / f"{video_id}.mp4" for video_id, _ in pairs}
+    return split_from_pairs(
+        f"msrvtt/{subset}",
+        pairs,
+        paths,
+        multi_sentence=False,
+        sample_one_caption_per_video=subset == "train" and not cfg.expand_msrvtt_sentences,
+    )
+
+
+def _training_pairs(cfg: DataConfig) -> list[tuple[str, str]]:
+    rows = read_csv_columns(cfg.train_csv, "MSR-VTT training list (train_csv)", ("video_id",))
+    listed = {row["video_id"] for row in rows}
+    data = read_json(cfg.data_path, "MSR-VTT captions (data_path, MSRVTT_data.json)")
+    try:
+        sentences = data["sentences"]
+        pairs = [(s["video_id"], s["caption"]) for s in sentences if s["video_id"] in listed]
+    except (KeyError, TypeError) as err:
+        raise AnnotationError(
+            f"{cfg.data_path} lacks sentences[].video_id/caption ({err!r}). Fix: use CLIP4Clip's MSRVTT_data.json."
+        ) from err
+    uncaptioned = listed - {video_id for video_id, _ in pairs}
+    if uncaptioned:
+        raise AnnotationError(
+            f"{len(uncaptioned)} videos of {cfg.train_csv} have no caption in {cfg.data_path}, "
+            f"e.g. {sorted(uncaptioned)[:3]}. Fix: pair the train CSV with its MSRVTT_data.json."
+        )
+    return pairs

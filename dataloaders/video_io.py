@@ -1,0 +1,235 @@
+"""Reading selected frames of a video file through decord, PyAV or torchcodec.
+
+Every backend offers the same small interface (`VideoReader`): an exact frame count, the average
+frame rate and random access by frame index. Only the requested frames are converted to RGB, and
+backends that can seek (all three) skip whole groups of pictures that hold no requested frame.
+"""
+from __future__ import annotations
+
+import bisect
+import importlib.util
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from dataloaders.splits import Window
+
+
+class VideoReadError(RuntimeError):
+    """A video could not be opened or decoded by any of the tried backends."""
+
+
+class VideoReader(Protocol):
+    num_frames: int
+    fps: float
+
+    def read(self, indices: np.ndarray) -> np.ndarray:
+        """RGB frames uint8 [len(indices), H, W, 3] for sorted, unique frame indices."""
+
+    def close(self) -> None: ...
+
+
+class DecordReader:
+    """decord with one decoding thread (DataLoader workers already run in parallel)."""
+
+    def __init__(self, path: Path) -> None:
+        import decord
+
+        self._video = decord.VideoReader(str(path), num_threads=1)
+        self.num_frames = len(self._video)
+        self.fps = float(self._video.get_avg_fps())
+
+    def read(self, indices: np.ndarray) -> np.ndarray:
+        return self._video.get_batch(indices.tolist()).asnumpy()
+
+    def close(self) -> None:
+        del self._video
+
+
+class PyAVReader:
+    """PyAV. The frame table comes from demuxing the packets (no decoding), never from the
+    container's frame count, which is 0 for e.g. Matroska/WebM (reference bug 36)."""
+
+    def __init__(self, path: Path) -> None:
+        import av
+
+        self._path = path
+        self._container = av.open(str(path))
+        try:
+            if not self._container.streams.video:
+                raise ValueError("the file has no video stream")
+            self._stream = self._container.streams.video[0]
+            self._stream.codec_context.thread_count = 1  # DataLoader workers already run in parallel
+            packets = [(p.pts, p.is_keyframe) for p in self._container.demux(self._stream) if p.size > 0]
+        except BaseException:
+            self._container.close()
+            raise
+        self.num_frames = len(packets)
+        rate = self._stream.average_rate or self._stream.guessed_rate
+        self.fps = float(rate) if rate else 0.0
+        # AVI stores no presentation timestamps (PyAV reports made-up, decode-ordered ones).
+        trusted = "avi" not in self._container.format.name.split(",")
+        if trusted and packets and all(pts is not None for pts, _ in packets):
+            # Packets come in decode order; sorted pts are the frames in presentation order.
+            self._pts = sorted(pts for pts, _ in packets)
+            self._frame_of_pts = {pts: i for i, pts in enumerate(self._pts)}
+            self._keyframes = sorted(self._frame_of_pts[pts] for pts, key in packets if key)
+        else:
+            self._pts = None  # frames are counted while decoding from the start
+
+    def read(self, indices: np.ndarray) -> np.ndarray:
+        wanted = indices.tolist()
+        frames = None
+        if self._pts is not None and self._keyframes:
+            frames = self._read_by_pts(wanted)
+        if frames is None:
+            frames = self._read_in_order(wanted)
+        absent = [i for i in wanted if i not in frames]
+        if absent:
+            raise ValueError(f"the decoder produced no frame for indices {absent[:5]} of {self.num_frames}")
+        return np.stack([frames[i] for i in wanted])
+
+    def _read_by_pts(self, wanted: list[int]) -> dict[int, np.ndarray] | None:
+        """Seeks by timestamp; None when decoded timestamps go backwards (made-up timestamps), in
+        which case frames can only be counted from the start."""
+        keep = set(wanted)
+        frames: dict[int, np.ndarray] = {}
+        decoded = None
+        position = -1  # index of the last frame the decoder returned
+        for target in wanted:
+            if target in frames:
+                continue
+            keyframe = self._keyframes[max(bisect.bisect_right(self._keyframes, target) - 1, 0)]
+            # Seek when a keyframe lies between the decoder and the target (skips whole GOPs).
+            if decoded is None or position < keyframe or position >= target:
+                self._container.seek(self._pts[keyframe], stream=self._stream, backward=True)
+                decoded = self._container.decode(self._stream)
+                previous_pts = None
+            for frame in decoded:
+                if frame.pts is not None and previous_pts is not None and frame.pts <= previous_pts:
+                    return None
+                previous_pts = frame.pts
+                index = self._frame_of_pts.get(frame.pts)
+                if index is None:
+                    continue
+                position = index
+                if index in keep and index not in frames:
+                    frames[index] = frame.to_ndarray(format="rgb24")
+                if index >= target:
+                    break
+        return frames
+
+    def _read_in_order(self, wanted: list[int]) -> dict[int, np.ndarray]:
+        import av
+
+        self._container.close()  # reopen rather than seek: files without timestamps may not seek
+        self._container = av.open(str(self._path))
+        self._stream = self._container.streams.video[0]
+        self._stream.codec_context.thread_count = 1
+        keep, last = set(wanted), max(wanted)
+        frames = {}
+        for index, frame in enumerate(self._container.decode(self._stream)):
+            if index in keep:
+                frames[index] = frame.to_ndarray(format="rgb24")
+            if index >= last:
+                break
+        return frames
+
+    def close(self) -> None:
+        self._container.close()
+
+
+class TorchCodecReader:
+    """torchcodec (optional; only offered when the package is importable)."""
+
+    def __init__(self, path: Path) -> None:
+        from torchcodec.decoders import VideoDecoder
+
+        self._decoder = VideoDecoder(str(path), dimension_order="NHWC", num_ffmpeg_threads=1, seek_mode="exact")
+        self.num_frames = int(self._decoder.metadata.num_frames or 0)
+        self.fps = float(self._decoder.metadata.average_fps or 0.0)
+
+    def read(self, indices: np.ndarray) -> np.ndarray:
+        return self._decoder.get_frames_at(indices=indices.tolist()).data.numpy()
+
+    def close(self) -> None:
+        del self._decoder
+
+
+_BACKENDS: dict[str, tuple[str, Callable[[Path], VideoReader]]] = {
+    "decord": ("decord", DecordReader),
+    "pyav": ("av", PyAVReader),
+    "torchcodec": ("torchcodec", TorchCodecReader),
+}
+AUTO_ORDER = ("decord", "pyav")
+
+
+def available_backends() -> list[str]:
+    return [name for name, (module, _) in _BACKENDS.items() if importlib.util.find_spec(module) is not None]
+
+
+def backend_order(backend: str) -> list[str]:
+    """Backends to try in turn: the named one alone, or for "auto" every importable one of AUTO_ORDER."""
+    available = available_backends()
+    if backend == "auto":
+        order = [name for name in AUTO_ORDER if name in available]
+    elif backend in _BACKENDS:
+        order = [backend] if backend in available else []
+    else:
+        raise ValueError(f"unknown video backend {backend!r}; choose auto, {', '.join(_BACKENDS)}")
+    if not order:
+        raise VideoReadError(f"video backend {backend!r} is not installed (available: {available or 'none'})")
+    return order
+
+
+def window_frames(num_frames: int, fps: float, window: Window) -> tuple[int, int]:
+    """First and last frame index (inclusive) inside a (start, end) window in seconds."""
+    start, end = window
+    first, last = 0, num_frames - 1
+    if start is not None or end is not None:
+        if fps <= 0:
+            raise ValueError("the stream has no frame rate, so a time window cannot be applied")
+        if start is not None:
+            first = max(math.floor(start * fps), 0)
+        if end is not None:
+            last = min(math.floor(end * fps), last)
+    if first > last:
+        raise ValueError(f"time window {window} s selects none of the {num_frames} frames at {fps:g} fps")
+    return first, last
+
+
+def read_video(
+    path: str | Path,
+    pick: Callable[[int], np.ndarray],
+    window: Window = (None, None),
+    backend: str = "auto",
+) -> tuple[np.ndarray, int]:
+    """Decodes the frames `pick(n)` chooses among the n frames of the window.
+
+    Returns (frames uint8 [len(indices), H, W, 3] in the order of the indices, n). Each backend
+    of `backend_order(backend)` is tried in turn; if all fail, one error lists every reason.
+    """
+    path = Path(path)
+    errors = []
+    for name in backend_order(backend):
+        try:
+            reader = _BACKENDS[name][1](path)
+        except Exception as err:  # noqa: BLE001 - each backend raises its own error types
+            errors.append(f"{name}: {err}")
+            continue
+        try:
+            if reader.num_frames <= 0:
+                raise ValueError("the video has no frames")
+            first, last = window_frames(reader.num_frames, reader.fps, window)
+            n = last - first + 1
+            indices = np.asarray(pick(n), dtype=np.int64)
+            unique, inverse = np.unique(indices, return_inverse=True)
+            return reader.read(unique + first)[inverse], n
+        except Exception as err:  # noqa: BLE001
+            errors.append(f"{name}: {err}")
+        finally:
+            reader.close()
+    raise VideoReadError(f"cannot decode {path}: " + "; ".join(errors))

@@ -1,0 +1,368 @@
+"""Contrastively pretrain a tiny CLIP on synthetic stills and save it as an OpenAI-format weight file.
+
+No real CLIP weights can be fetched here, so the demo first teaches a small CLIP (our own `models.clip`
+backbone, OpenAI parameter names, the real 49,408-token BPE vocabulary) to match still frames of the
+synthetic world with captions naming colour, shape, size, position and background. DGL then starts from
+this file exactly as it would from OpenAI's ViT-B/32.
+
+What it can and cannot know: stills carry no motion, so the temporal words of the video captions
+("moves", "left to right", "shrinks", ...) are never supervised here and stay near their random
+initialisation; the sidecar JSON lists those unseen words. Stills are rendered at the video size (64 px)
+and reduced to the model resolution with the video loader's own resize, so both look alike.
+
+The result is cached: when FILE exists and FILE.json records the same recipe (model sizes, steps, batch,
+seed, ...) and the file's SHA256, nothing is trained.
+
+Usage: python preprocess/pretrain_tiny_clip.py --out FILE [--steps N] [--batch_size B] [--seed S]
+       [--width W] [--layers L] [--resolution R] [--patch P] [--context C] [--quick] [--force]
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import re
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from dataloaders.transforms import CLIP_MEAN, CLIP_STD, resize_and_crop  # noqa: E402
+from models.clip import CLIP  # noqa: E402
+from models.pretrained import CLIPConfig  # noqa: E402
+from models.tokenizer import ClipTokenizer  # noqa: E402
+from preprocess import make_synthetic  # noqa: E402
+from preprocess.synthetic_stills import sample_stills  # noqa: E402
+
+RECIPE_VERSION = 1  # bump when the training procedure changes, so cached files are retrained
+VOCAB_SIZE = 49408  # OpenAI's BPE vocabulary, so models.tokenizer's ids index the embedding
+HEAD_WIDTH = 64  # the loader infers heads as width // 64
+MAX_LOGIT_SCALE = math.log(100.0)
+EVAL_SEED = 0  # the held-out stills come from their own stream, fixed whatever the training seed
+EVAL_BATCH = 256
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything that determines the weights; the cache key is this whole record."""
+
+    steps: int = 400
+    batch_size: int = 128
+    seed: int = 0
+    width: int = 192  # both towers
+    layers: int = 3  # both towers
+    resolution: int = 32
+    patch: int = 8
+    context: int = 32
+    embed_dim: int = 128
+    render_size: int = 64  # stills drawn at this size, then resized like video frames (0: draw at resolution)
+    lr: float = 1e-3
+    weight_decay: float = 0.1
+    warmup: float = 0.1  # fraction of the steps
+    eval_size: int = 512
+
+    def clip_config(self) -> CLIPConfig:
+        grid = self.resolution // self.patch
+        return CLIPConfig(
+            embed_dim=self.embed_dim, image_resolution=self.resolution, vision_layers=self.layers,
+            vision_width=self.width, vision_heads=self.width // HEAD_WIDTH, vision_patch_size=self.patch,
+            grid_size=grid, context_length=self.context, vocab_size=VOCAB_SIZE, text_width=self.width,
+            text_heads=self.width // HEAD_WIDTH, text_layers=self.layers,
+        )
+
+    def validate(self) -> None:
+        if self.width < HEAD_WIDTH or self.width % HEAD_WIDTH:
+            raise ValueError(f"width must be a positive multiple of {HEAD_WIDTH} (heads are width/64), got {self.width}")
+        if self.resolution % self.patch:
+            raise ValueError(f"resolution {self.resolution} is not a multiple of patch {self.patch}")
+        if min(self.steps, self.batch_size, self.layers, self.embed_dim, self.eval_size) < 1 or self.batch_size < 2:
+            raise ValueError("steps, layers, embed_dim, eval_size must be >= 1 and batch_size >= 2")
+        if self.context < 8:
+            raise ValueError(f"context must be >= 8 tokens, got {self.context}")
+        if self.render_size and self.render_size < self.resolution:
+            raise ValueError("render_size must be 0 or >= resolution")
+
+
+DEFAULT = Recipe()
+QUICK = Recipe(steps=150, batch_size=64, width=128, layers=2, embed_dim=64, eval_size=256)
+
+
+# ------------------------------------------------------------------------------------------------ data
+class StillBatches:
+    """Fresh seeded stills -> (normalised images [N,3,R,R], token ids [N,L]), L cut to the longest caption."""
+
+    def __init__(self, recipe: Recipe):
+        self.recipe = recipe
+        self.tokenizer = ClipTokenizer()
+        self._ids: dict[str, list[int]] = {}  # caption -> [SOT, ..., EOT]; the world has few distinct captions
+        self.mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
+        self.std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+
+    def images(self, raw: np.ndarray) -> torch.Tensor:
+        frames = resize_and_crop(raw, self.recipe.resolution)  # identity when drawn at the model resolution
+        return (frames.float() / 255.0 - self.mean) / self.std
+
+    def tokens(self, captions: list[str]) -> torch.Tensor:
+        rows = []
+        for caption in captions:
+            ids = self._ids.get(caption)
+            if ids is None:
+                ids, mask = self.tokenizer(caption, self.recipe.context)
+                ids = self._ids[caption] = ids[0, : int(mask.sum())].tolist()
+            rows.append(ids)
+        out = torch.zeros(len(rows), max(map(len, rows)), dtype=torch.long)
+        for row, ids in enumerate(rows):
+            out[row, : len(ids)] = torch.tensor(ids)
+        return out  # causal attention: trailing padding never reaches the EOT feature
+
+    def sample(self, n: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+        raw, captions = sample_stills(n, self.recipe.render_size or self.recipe.resolution, rng)
+        return self.images(raw), self.tokens(captions), captions
+
+
+# ------------------------------------------------------------------------------------------------ training
+def contrastive_loss(model: CLIP, images: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """Symmetric InfoNCE over the batch with CLIP's learnable temperature (capped at 100)."""
+    img = F.normalize(model.encode_image(images), dim=-1)
+    txt = F.normalize(model.encode_text(ids), dim=-1)
+    logits = model.logit_scale.clamp(max=MAX_LOGIT_SCALE).exp() * img @ txt.t()
+    target = torch.arange(len(ids))
+    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)) / 2
+
+
+def _optimizer(model: CLIP, recipe: Recipe) -> torch.optim.Optimizer:
+    """AdamW (CLIP's betas); weight decay only on weight matrices, not on gains, biases, embeddings or the scale."""
+    no_decay_names = {"token_embedding.weight", "positional_embedding", "visual.positional_embedding",
+                      "visual.class_embedding", "logit_scale"}
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        (no_decay if param.ndim < 2 or name in no_decay_names else decay).append(param)
+    groups = [{"params": decay, "weight_decay": recipe.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=recipe.lr, betas=(0.9, 0.98), eps=1e-6)
+
+
+def _schedule(recipe: Recipe):
+    warmup = max(1, round(recipe.warmup * recipe.steps))
+
+    def factor(step: int) -> float:  # step counts finished optimiser steps
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, recipe.steps - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def train(recipe: Recipe, progress: bool = True) -> tuple[CLIP, list[float], set[str]]:
+    """-> (trained model in eval mode, per-step losses, words of the captions it was trained on)."""
+    recipe.validate()
+    torch.manual_seed(recipe.seed)
+    rng = np.random.default_rng([recipe.seed, 1])
+    data = StillBatches(recipe)
+    model = CLIP(recipe.clip_config())
+    model.train()
+    optimizer = _optimizer(model, recipe)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(recipe))
+    losses: list[float] = []
+    bar = tqdm(range(recipe.steps), desc="pretrain tiny CLIP", disable=not progress, dynamic_ncols=True)
+    for _ in bar:
+        images, ids, _ = data.sample(recipe.batch_size, rng)
+        loss = contrastive_loss(model, images, ids)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0.0, MAX_LOGIT_SCALE)
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{losses[-1]:.3f}", scale=f"{model.logit_scale.exp().item():.1f}", refresh=False)
+    model.eval()
+    return model, losses, _words(data._ids.keys())
+
+
+# ------------------------------------------------------------------------------------------------ evaluation
+@torch.no_grad()
+def evaluate(model: CLIP, recipe: Recipe) -> dict[str, float]:
+    """R@1/R@5 (percent) on a fixed held-out set of stills, image->text and text->image.
+
+    Only the paired index counts as a hit, although captions are often ambiguous (30 % omit the size, one
+    template omits the position, and 720 attribute combinations are shared by 512 stills), so 100 % is out
+    of reach; the numbers compare recipes, they are not an accuracy ceiling.
+    """
+    model.eval()
+    data = StillBatches(recipe)
+    images, ids, _ = data.sample(recipe.eval_size, np.random.default_rng([EVAL_SEED, 2]))
+    img = torch.cat([model.encode_image(images[i : i + EVAL_BATCH]) for i in range(0, len(images), EVAL_BATCH)])
+    txt = torch.cat([model.encode_text(ids[i : i + EVAL_BATCH]) for i in range(0, len(ids), EVAL_BATCH)])
+    sim = F.normalize(img, dim=-1) @ F.normalize(txt, dim=-1).t()
+    target = torch.arange(len(sim))
+
+    def recall(scores: torch.Tensor, k: int) -> float:
+        rank = (scores > scores[target, target][:, None]).sum(dim=1)  # how many beat the pair
+        return round(100.0 * (rank < k).float().mean().item(), 2)
+
+    return {"n": len(sim), "i2t_r1": recall(sim, 1), "t2i_r1": recall(sim.t(), 1),
+            "i2t_r5": recall(sim, 5), "t2i_r5": recall(sim.t(), 5)}
+
+
+# ------------------------------------------------------------------------------------------------ vocabulary
+def _words(texts) -> set[str]:
+    return {word for text in texts for word in re.findall(r"[a-z]+", text.lower())}
+
+
+def video_caption_words() -> set[str]:
+    """Every word the synthetic video captions can use (templates, motions, colours, shapes, backgrounds)."""
+    texts = [re.sub(r"\{[a-z_]+\}", " ", t) for t in make_synthetic.CAPTION_TEMPLATES]
+    texts += [p for phrases in make_synthetic.MOTION_PHRASES.values() for p in phrases]
+    texts += [w for words in make_synthetic.SHAPE_WORDS.values() for w in words]
+    texts += [*make_synthetic.COLOURS, *make_synthetic.BACKGROUNDS, "a", "an"]
+    return _words(texts)
+
+
+# ------------------------------------------------------------------------------------------------ files
+def sidecar_path(out: Path) -> Path:
+    return out.with_name(out.name + ".json")
+
+
+def cache_key(recipe: Recipe) -> dict:
+    return {"recipe_version": RECIPE_VERSION, **asdict(recipe)}
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for chunk in iter(lambda: file.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def cached_summary(out: Path, recipe: Recipe) -> dict | None:
+    """The sidecar's record when FILE holds exactly this recipe's weights, else None."""
+    side = sidecar_path(out)
+    if not (out.is_file() and side.is_file()):
+        return None
+    try:
+        summary = json.loads(side.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(summary, dict) or summary.get("cache_key") != cache_key(recipe):
+        return None
+    if summary.get("sha256") != _sha256(out):  # e.g. FILE rewritten by another recipe that then crashed
+        return None
+    return summary
+
+
+def openai_state_dict(model: CLIP) -> dict[str, torch.Tensor]:
+    """``CLIP.state_dict()`` (fp32, OpenAI names) plus the 0-d int64 metadata of OpenAI's archives."""
+    cfg = model.config
+    state = {key: value.detach().clone().contiguous() for key, value in model.state_dict().items()}
+    state["input_resolution"] = torch.tensor(cfg.image_resolution, dtype=torch.int64)
+    state["context_length"] = torch.tensor(cfg.context_length, dtype=torch.int64)
+    state["vocab_size"] = torch.tensor(cfg.vocab_size, dtype=torch.int64)
+    return state
+
+
+def _atomic_write(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def save(model: CLIP, out: Path, summary: dict) -> dict:
+    """Write FILE then FILE.json, each atomically; the sidecar goes first so a crash never leaves a stale match."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sidecar_path(out).unlink(missing_ok=True)
+    state = openai_state_dict(model)
+    _atomic_write(out, lambda tmp: torch.save(state, tmp))
+    summary = {**summary, "sha256": _sha256(out)}
+    _atomic_write(sidecar_path(out), lambda tmp: tmp.write_text(json.dumps(summary, indent=2) + "\n"))
+    return summary
+
+
+def pretrain(out: str | os.PathLike, recipe: Recipe = DEFAULT, force: bool = False, progress: bool = True,
+             log=print) -> dict:
+    """Train (unless cached) and write FILE + FILE.json; returns the sidecar record plus ``skipped``."""
+    out = Path(out)
+    recipe.validate()
+    if not force:
+        cached = cached_summary(out, recipe)
+        if cached is not None:
+            log(f"{out}: already pretrained with this recipe (held-out R@1 i2t {cached['held_out']['i2t_r1']} "
+                f"t2i {cached['held_out']['t2i_r1']}); skipping (--force retrains)")
+            return {**cached, "skipped": True}
+    start = time.perf_counter()
+    model, losses, seen = train(recipe, progress=progress)
+    train_s = time.perf_counter() - start
+    held_out = evaluate(model, recipe)
+    unseen = sorted(video_caption_words() - seen)
+    summary = {
+        "cache_key": cache_key(recipe),
+        "config": asdict(model.config),
+        "steps": recipe.steps,
+        "seed": recipe.seed,
+        "batch_size": recipe.batch_size,
+        "train_seconds": round(train_s, 1),
+        "wall_seconds": round(time.perf_counter() - start, 1),
+        "torch_threads": torch.get_num_threads(),
+        "loss_first": round(float(np.mean(losses[:10])), 4),
+        "loss_last": round(float(np.mean(losses[-10:])), 4),
+        "logit_scale": round(model.logit_scale.exp().item(), 2),
+        "held_out": held_out,
+        "trained_words": sorted(seen),
+        "video_words_not_trained": unseen,
+        "knows": "colour, shape (with synonyms), size, position and background of one shape in a still; "
+                 "no motion or temporal words (stills carry no time)",
+    }
+    summary = save(model, out, summary)
+    log(f"held-out stills (n={held_out['n']}): R@1 image->text {held_out['i2t_r1']} %, text->image "
+        f"{held_out['t2i_r1']} % (R@5 {held_out['i2t_r5']} / {held_out['t2i_r5']} %); "
+        f"{summary['wall_seconds']} s; wrote {out}")
+    return {**summary, "skipped": False}
+
+
+# ------------------------------------------------------------------------------------------------ command line
+def parse_recipe(argv: list[str] | None = None) -> tuple[argparse.Namespace, Recipe]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
+    parser.add_argument("--out", required=True, help="weight file to write (FILE.json gets the summary)")
+    parser.add_argument("--quick", action="store_true", help="small, fast preset (~half a minute) for smoke runs")
+    parser.add_argument("--force", action="store_true", help="retrain even if FILE matches the recipe")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--no_progress", action="store_true", help="no tqdm bar")
+    for field in dataclasses.fields(Recipe):
+        kind = float if isinstance(getattr(DEFAULT, field.name), float) else int
+        parser.add_argument(f"--{field.name}", type=kind, default=None,
+                            help=f"default {getattr(DEFAULT, field.name)}, --quick {getattr(QUICK, field.name)}")
+    args = parser.parse_args(argv)
+    base = QUICK if args.quick else DEFAULT
+    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(Recipe) if getattr(args, f.name) is not None}
+    recipe = dataclasses.replace(base, **overrides)
+    try:
+        recipe.validate()
+    except ValueError as err:
+        parser.error(str(err))
+    return args, recipe
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args, recipe = parse_recipe(argv)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    return pretrain(args.out, recipe, force=args.force, progress=not args.no_progress)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,20 @@
+# Sourced by the dataset scripts: `launch ARGS...` runs main.py on $GPUS processes (torchrun) or one.
+# Environment overrides shared by all recipes: GPUS, NNODES, NODE_RANK, MASTER_ADDR, MASTER_PORT,
+# do_train, do_eval, resume, shared_latent_space, output_dir, CLIP (name or file), CLIP_DIR, EXTRA (more flags).
+source "$(dirname "${BASH_SOURCE[0]}")/_venv.sh"
+cd "$ROOT"
+do_train=${do_train:-1}
+do_eval=${do_eval:-0}
+launch() {
+  local common=(--do_train "$do_train" --do_eval "$do_eval" --pretrained_clip_name "${CLIP:-ViT-B/32}"
+                --shared_latent_space "$shared_latent_space" --output_dir "$output_dir"
+                --optim AdamW --coef_lr 1e-3 --wd 0.2 --precision amp --freeze_clip 1 --seed 42)
+  [ -n "${CLIP_DIR:-}" ] && common+=(--pretrained_dir "$CLIP_DIR")
+  [ -n "${resume:-}" ] && common+=(--resume "$resume")
+  if [ "${GPUS:-1}" -gt 1 ] || [ "${NNODES:-1}" -gt 1 ]; then
+    exec "$PY" -m torch.distributed.run --nproc_per_node="${GPUS:-1}" --nnodes="${NNODES:-1}" \
+      --node_rank="${NODE_RANK:-0}" --master_addr="${MASTER_ADDR:-127.0.0.1}" --master_port="${MASTER_PORT:-29500}" \
+      main.py "${common[@]}" "$@" ${EXTRA:-}
+  fi
+  exec "$PY" main.py "${common[@]}" "$@" ${EXTRA:-}
+}

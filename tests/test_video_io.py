@@ -1,0 +1,162 @@
+"""Frame sampling rules, video backends and the frame transform."""
+import av
+import numpy as np
+import pytest
+import torch
+
+from dataloaders import video_io
+from dataloaders.sampling import frame_mask, sample_rng, segment_centres, segment_random
+from dataloaders.synthetic import gray_level
+from dataloaders.transforms import CLIP_MEAN, CLIP_STD, normalize, resize_and_crop
+from dataloaders.video_io import VideoReadError, read_video
+from tests.video_utils import corrupt_file, indices_of_frames, write_index_video
+
+BACKENDS = ["decord", "pyav"]
+
+
+# --- sampling (spec 3.2 examples) -------------------------------------------------------------
+
+def test_segment_centres_match_the_reference_examples():
+    assert segment_centres(30, 12).tolist() == [1, 3, 6, 8, 11, 13, 16, 18, 21, 23, 26, 28]
+    assert segment_centres(5, 12).tolist() == [0, 1, 2, 3, 4] + [4] * 7
+    assert segment_centres(12, 12).tolist() == list(range(12))
+    assert frame_mask(5, 12).tolist() == [1] * 5 + [0] * 7
+    assert frame_mask(40, 12).tolist() == [1] * 12
+
+
+def test_segment_random_draws_one_frame_per_segment():
+    rng = np.random.default_rng(0)
+    draws = np.stack([segment_random(38, 12, rng) for _ in range(300)])  # segments of 3 frames
+    segment_start = np.arange(12) * 3
+    assert ((draws >= segment_start) & (draws < segment_start + 3)).all()
+    assert all(len(np.unique(draws[:, j])) == 3 for j in range(12))  # every offset occurs
+    assert draws.max() < 36  # frames past T * (n // T) are never drawn, as in the reference
+    assert segment_random(5, 12, rng).tolist() == [0, 1, 2, 3, 4] + [4] * 7
+    assert segment_random(12, 12, rng).tolist() == list(range(12))
+
+
+def test_sample_rng_depends_on_seed_epoch_and_index_only():
+    draw = lambda *key: sample_rng(*key).integers(0, 1 << 30, 4).tolist()  # noqa: E731
+    assert draw(42, 1, 7) == draw(42, 1, 7)
+    assert len({tuple(draw(*key)) for key in [(42, 1, 7), (42, 2, 7), (42, 1, 8), (43, 1, 7)]}) == 4
+
+
+# --- decoding -------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    root = tmp_path_factory.mktemp("videos")
+    return {ext: write_index_video(root / f"v.{ext}", 30) for ext in ("mp4", "mkv", "avi")}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("ext", ["mp4", "mkv"])
+def test_backends_return_exactly_the_requested_frames(videos, backend, ext):
+    wanted = np.array([29, 0, 7, 7, 13])
+    frames, n = read_video(videos[ext], lambda count: wanted, backend=backend)
+    assert n == 30 and frames.dtype == np.uint8 and frames.shape == (5, 40, 48, 3)
+    assert indices_of_frames(frames).tolist() == wanted.tolist()
+
+
+def test_matroska_frame_count_comes_from_packets_not_the_container(videos):
+    with av.open(str(videos["mkv"])) as container:
+        assert container.streams.video[0].frames == 0  # the header has no count (reference bug 36)
+    reader = video_io.PyAVReader(videos["mkv"])
+    assert reader.num_frames == 30 and reader.fps == 3.0
+    reader.close()
+
+
+def test_backends_decode_identical_pixels(videos):
+    pick = lambda n: segment_centres(n, 12)  # noqa: E731
+    decord_frames, _ = read_video(videos["mp4"], pick, backend="decord")
+    pyav_frames, _ = read_video(videos["mp4"], pick, backend="pyav")
+    assert np.array_equal(decord_frames, pyav_frames)
+
+
+def test_pyav_seeks_across_many_keyframes(tmp_path):
+    """Keyframe every 4 frames, B-frames on: random access must still hit the exact frames."""
+    path = tmp_path / "gop.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
+        stream.codec_context.gop_size = 4
+        for i in range(36):
+            image = np.full((32, 32, 3), gray_level(i), np.uint8)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode())
+    rng = np.random.default_rng(1)
+    for _ in range(10):
+        wanted = np.sort(rng.choice(36, size=6))
+        frames, _ = read_video(path, lambda n: wanted, backend="pyav")
+        assert indices_of_frames(frames).tolist() == wanted.tolist()
+
+
+def test_pyav_counts_frames_in_avi_whose_timestamps_are_made_up(videos):
+    wanted = np.array([0, 5, 17, 29])
+    frames, n = read_video(videos["avi"], lambda count: wanted, backend="pyav")
+    assert n == 30 and indices_of_frames(frames).tolist() == wanted.tolist()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_time_window_selects_frames_by_frame_rate(videos, backend):
+    # [2.0, 4.5] s at 3 fps: frames floor(6) .. floor(13.5) = 6..13 (n = 8)
+    frames, n = read_video(videos["mp4"], lambda count: np.arange(count), window=(2.0, 4.5), backend=backend)
+    assert n == 8 and indices_of_frames(frames).tolist() == list(range(6, 14))
+    _, n = read_video(videos["mp4"], lambda count: np.arange(count), window=(0.0, 100.0), backend=backend)
+    assert n == 30
+    with pytest.raises(VideoReadError, match="selects none"):
+        read_video(videos["mp4"], lambda count: np.arange(count), window=(20.0, 30.0), backend=backend)
+
+
+def test_unreadable_file_reports_every_backend(tmp_path):
+    path = corrupt_file(tmp_path / "broken.mp4")
+    with pytest.raises(VideoReadError) as info:
+        read_video(path, lambda n: np.zeros(1, int))
+    assert str(path) in str(info.value) and "decord:" in str(info.value) and "pyav:" in str(info.value)
+
+
+def test_auto_falls_back_when_the_first_backend_fails(videos, monkeypatch):
+    def refuse(path):
+        raise RuntimeError("decord refuses")
+
+    monkeypatch.setitem(video_io._BACKENDS, "decord", ("decord", refuse))
+    frames, _ = read_video(videos["mp4"], lambda n: np.array([4]), backend="auto")
+    assert indices_of_frames(frames).tolist() == [4]
+    with pytest.raises(VideoReadError, match="decord refuses"):
+        read_video(videos["mp4"], lambda n: np.array([4]), backend="decord")
+
+
+def test_unknown_backend_is_rejected():
+    with pytest.raises(ValueError, match="unknown video backend"):
+        video_io.backend_order("opencv")
+
+
+# --- transform ------------------------------------------------------------------------------
+
+def test_crop_only_when_short_side_already_matches():
+    frames = np.arange(2 * 6 * 10 * 3, dtype=np.uint8).reshape(2, 6, 10, 3)
+    out = resize_and_crop(frames, 6)
+    assert out.dtype == torch.uint8 and out.shape == (2, 3, 6, 6)
+    # torchvision CenterCrop: left = round((10 - 6) / 2) = 2
+    assert torch.equal(out, torch.from_numpy(frames[:, :, 2:8]).permute(0, 3, 1, 2))
+
+
+@pytest.mark.parametrize("height,width", [(40, 80), (80, 40), (16, 16)])
+def test_short_side_is_resized_then_centre_cropped(height, width):
+    """A vertical bar at the centre stays centred; a left stripe vanishes in landscape crops."""
+    frames = np.zeros((1, height, width, 3), np.uint8)
+    frames[:, :, width // 2 - 2 : width // 2 + 2] = 255
+    frames[:, :, :2] = 128
+    out = resize_and_crop(frames, 32)
+    assert out.shape == (1, 3, 32, 32)
+    columns = out[0, 0].float().mean(dim=0)
+    assert columns[14:18].min() > 150 and columns[:10].max() < 60 if width > height else True
+    assert int(columns.argmax()) in (15, 16)
+
+
+def test_normalize_uses_clip_statistics():
+    frames = torch.full((1, 3, 2, 2), 255, dtype=torch.uint8)
+    out = normalize(frames)
+    assert out.dtype == torch.float32
+    expected = (1 - torch.tensor(CLIP_MEAN)) / torch.tensor(CLIP_STD)
+    assert torch.allclose(out[0, :, 0, 0], expected)
