@@ -9,10 +9,7 @@ sizes are read from its tensors where they can be, the official flags below over
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import pickle
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -24,15 +21,8 @@ from dataloaders.sampling import segment_centres
 from dataloaders.transforms import normalize, resize_and_crop
 from dataloaders.video_io import read_video
 from models.attention_maps import VideoAttention, explicit_encode_video
-from models.checkpoint import (
-    is_compact_checkpoint,
-    load_compact_state,
-    load_official_checkpoint,
-    model_from_official_checkpoint,
-    read_official_checkpoint,
-)
-from models.clip import CLIP
-from models.dgl import DGL, DGLConfig, POOLED_OUTPUT_TYPES
+from models.dgl import DGL
+from models.factory import add_config_arguments, config_overrides, load_dgl
 from utils.figures import attention_figure
 
 
@@ -51,80 +41,8 @@ def normalise(frames: np.ndarray) -> torch.Tensor:
 
 
 # -------------------------------------------------------------------------------------------- model
-def _load(path: str | Path) -> object:
-    try:
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError:  # mmap needs the zip format; files from old torch versions are not
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        # Our training checkpoints may hold non-tensor training state (numpy RNG state, ...).
-        warnings.warn(f"{path}: not loadable with weights_only=True; loading it as a full pickle (trusted file)")
-        return torch.load(path, map_location="cpu", weights_only=False)
-
-
-def official_config(path: str | Path, args: argparse.Namespace, state: dict | None = None) -> DGLConfig:
-    """DGL sizes of an official checkpoint: the given flags, the rest read from the tensors' shapes."""
-    state = state if state is not None else read_official_checkpoint(path)
-    width = state["clip.visual.conv1.weight"].shape[0]
-    variant = args.shared_latent_space or ("transformer" if "clip.unified_prompt_embedding.weight" in state else "linear")
-    num_global = args.global_visual_prompt_length or state["clip.visual.prompt_embeddings"].shape[-2]
-    table = state["clip.unified_prompt_embedding.weight" if variant == "transformer" else "clip.visual_prompt_embedding"]
-    layers = args.unified_transformer_layers or table.shape[-1] // width
-    text_len = args.text_prompt_length or 8
-    if variant == "transformer":
-        local = args.local_each_frame_prompt_length or num_global  # the official code needs local == global
-        rows = table.shape[0]
-        frames = args.max_frames or (rows - text_len) // local
-        if text_len + local * frames != rows:
-            raise ValueError(
-                f"{path}: its prompt table has {rows} rows, not text_prompt_length + local·max_frames = "
-                f"{text_len} + {local}·{frames}; pass --text_prompt_length/--local_each_frame_prompt_length/--max_frames"
-            )
-    else:
-        local = args.local_each_frame_prompt_length or table.shape[-2]
-        frames = args.max_frames or 12
-    return DGLConfig(
-        shared_latent_space=variant,
-        max_frames=frames,
-        text_prompt_length=text_len,
-        local_prompt_length=local,
-        global_prompt_length=num_global,
-        prompt_layers=layers,
-        visual_output_type=args.visual_output_type or "global_prompt0",
-    )
-
-
 def load_model(args: argparse.Namespace) -> DGL:
-    ckpt = _load(args.checkpoint)
-    if is_compact_checkpoint(ckpt):
-        config = DGLConfig(**ckpt["dgl_config"])
-        overrides = {"visual_output_type": args.visual_output_type} if args.visual_output_type else {}
-        if args.max_frames and args.max_frames != config.max_frames:
-            if config.shared_latent_space == "transformer":
-                raise ValueError(
-                    f"--max_frames {args.max_frames}: this transformer-variant checkpoint has frame-specific prompts "
-                    f"for exactly {config.max_frames} frames"
-                )
-            overrides["max_frames"] = args.max_frames
-        config = dataclasses.replace(config, **overrides)
-        backbone = ckpt.get("backbone", {})
-        name = args.pretrained_clip_name or backbone.get("name") or backbone.get("path")
-        if not name:
-            raise ValueError(f"{args.checkpoint}: no backbone name inside; pass --pretrained_clip_name")
-        model = DGL(CLIP.from_pretrained(name, args.pretrained_dir), config)
-        load_compact_state(model, ckpt, source=str(args.checkpoint))
-        return model
-    state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else {}
-    if not any(k.endswith("visual.prompt_embeddings") for k in state):
-        raise ValueError(f"{args.checkpoint}: neither our compact checkpoint nor an official DGL checkpoint")
-    config = official_config(args.checkpoint, args, {k.removeprefix("module."): v for k, v in state.items()})
-    del ckpt, state
-    if args.pretrained_clip_name:  # checked against the checkpoint's own copy of CLIP
-        model = DGL(CLIP.from_pretrained(args.pretrained_clip_name, args.pretrained_dir), config)
-        load_official_checkpoint(model, args.checkpoint)
-        return model
-    return model_from_official_checkpoint(args.checkpoint, config)
+    return load_dgl(args.checkpoint, args.pretrained_clip_name, args.pretrained_dir, **config_overrides(args))
 
 
 # --------------------------------------------------------------------------------------------- main
@@ -145,20 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--caption", help="also show the text-video cosine similarity")
     p.add_argument("--layer", type=parse_layer, default="mean", help="vision layer index (negative from the end) or 'mean'")
     p.add_argument("--prompt", type=int, default=0, help="which global prompt's attention to draw")
-    p.add_argument("--pretrained_clip_name", help="ViT-B/32, ViT-B/16 or a file; default: the checkpoint's backbone")
-    p.add_argument("--pretrained_dir", help="folder of the OpenAI CLIP files")
     p.add_argument("--max_words", type=int, default=32)
     p.add_argument("--frame_size", type=int, help="displayed frame size in pixels (default: the model's input size)")
     p.add_argument("--video_backend", default="auto", choices=VIDEO_BACKENDS)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    g = p.add_argument_group("DGL config of an official checkpoint (default: read from its tensors / official default)")
-    g.add_argument("--shared_latent_space", choices=("transformer", "linear"))
-    g.add_argument("--max_frames", type=int, help="T (linear variant: any; transformer: the trained value)")
-    g.add_argument("--text_prompt_length", type=int)
-    g.add_argument("--local_each_frame_prompt_length", type=int)
-    g.add_argument("--global_visual_prompt_length", type=int)
-    g.add_argument("--unified_transformer_layers", type=int)
-    g.add_argument("--visual_output_type", choices=POOLED_OUTPUT_TYPES, help="video feature used for --caption")
+    add_config_arguments(p, output_help="video feature used for --caption")
     return p
 
 

@@ -66,6 +66,7 @@ def _atomic_write(target: Path, write: Callable[[object], None], mode: str = "wb
     try:
         with os.fdopen(fd, mode) as f:
             write(f)
+        os.chmod(temp, 0o644)  # mkstemp creates owner-only files
         os.replace(temp, target)
     except BaseException:
         os.unlink(temp)
@@ -133,10 +134,10 @@ class FrameCache:
 
     def load(self, entry: CacheEntry, pick: Callable[[int], np.ndarray]) -> tuple[np.ndarray, int]:
         """(uint8 frames [T, 3, S, S], n) as `read_video` + `resize_and_crop` would give them."""
-        frames = np.load(self.root / entry.file, mmap_mode="r")
-        if self.settings.num_frames is None:
-            return np.ascontiguousarray(frames[pick(entry.valid_frames)]), entry.valid_frames
-        return np.ascontiguousarray(frames), entry.valid_frames
+        if self.settings.num_frames is None:  # memory-mapped: only the picked frames are read
+            frames = np.load(self.root / entry.file, mmap_mode="r")
+            return np.array(frames[pick(entry.valid_frames)]), entry.valid_frames
+        return np.load(self.root / entry.file), entry.valid_frames
 
     def write_frames(self, path: Path, window: Window, frames: np.ndarray, valid_frames: int, stamp: tuple[int, int]) -> tuple[str, CacheEntry]:
         """Stores one video's frames (atomically); the manifest is updated by `add` + `save`."""

@@ -31,7 +31,7 @@ def _frame(index: int, width: int, height: int, pattern: str, rng: np.random.Gen
     phase = index * 0.3
     base = 127 + 60 * np.sin(x / 17 + phase) + 40 * np.cos(y / 11 - phase)
     channels = np.stack([base, np.roll(base, index * 3, axis=1), 255 - base], axis=-1)
-    return np.clip(channels + rng.normal(0, 12, channels.shape), 0, 255).astype(np.uint8)
+    return np.clip(channels + rng.normal(0, 4, channels.shape), 0, 255).astype(np.uint8)
 
 
 def write_video(

@@ -1,8 +1,9 @@
 """Reading selected frames of a video file through decord, PyAV or torchcodec.
 
 Every backend offers the same small interface (`VideoReader`): an exact frame count, the average
-frame rate and random access by frame index. Only the requested frames are converted to RGB, and
-backends that can seek (all three) skip whole groups of pictures that hold no requested frame.
+frame rate and random access by frame index. Only the requested frames are converted to RGB and
+decoding stops after the last one; seeking skips groups of pictures that hold no requested frame
+(PyAV seeks by timestamp, except in AVI files, which have none and are read from the start).
 """
 from __future__ import annotations
 
@@ -164,7 +165,9 @@ _BACKENDS: dict[str, tuple[str, Callable[[Path], VideoReader]]] = {
     "pyav": ("av", PyAVReader),
     "torchcodec": ("torchcodec", TorchCodecReader),
 }
-AUTO_ORDER = ("decord", "pyav")
+# PyAV first: as fast as decord here, and decord silently returns wrong frames when seeking in
+# AVI files with B-frames (their timestamps are made up); decord stays the fallback.
+AUTO_ORDER = ("pyav", "decord")
 
 
 def available_backends() -> list[str]:

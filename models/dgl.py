@@ -103,6 +103,13 @@ def global_local_block(block: ResidualAttentionBlock, x: torch.Tensor, num_globa
     return x + block.mlp(block.ln_2(x))
 
 
+def cosine_logits(logit_scale: torch.Tensor, text_features: torch.Tensor, video_features: torch.Tensor) -> torch.Tensor:
+    """CLIP's temperature times the cosine similarity, in fp32: ``[N_text, N_video]``."""
+    text_features = F.normalize(text_features.float(), dim=-1)
+    video_features = F.normalize(video_features.float(), dim=-1)
+    return logit_scale.float().exp() * text_features @ video_features.t()
+
+
 def contrastive_loss(logits: torch.Tensor) -> torch.Tensor:
     """Symmetric InfoNCE over a square [texts, videos] logit matrix whose diagonal holds the positives."""
     target = torch.arange(logits.shape[0], device=logits.device)
@@ -230,10 +237,8 @@ class DGL(nn.Module):
 
     # ---------------------------------------------------------------------------------- similarity
     def logits(self, text_features: torch.Tensor, video_features: torch.Tensor) -> torch.Tensor:
-        """CLIP's frozen temperature times the cosine similarity: ``[N_text, N_video]``."""
-        text_features = F.normalize(text_features.float(), dim=-1)
-        video_features = F.normalize(video_features.float(), dim=-1)
-        return self.clip.logit_scale.float().exp() * text_features @ video_features.t()
+        """CLIP's frozen temperature (the stored value, never a hard-coded 100) times the cosine similarity."""
+        return cosine_logits(self.clip.logit_scale, text_features, video_features)
 
     def forward(self, input_ids: torch.Tensor, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Text and video features of a batch of pairs, sharing one prompt computation."""

@@ -16,7 +16,6 @@ import argparse
 import logging
 import os
 import sys
-from multiprocessing import Pool
 from pathlib import Path
 
 import numpy as np
@@ -24,8 +23,9 @@ from tqdm import tqdm
 
 from dataloaders import DataConfig, add_data_arguments, build_split
 from dataloaders.frame_cache import CacheEntry, CacheSettings, FrameCache, source_stamp
+from dataloaders.parallel import parallel_map
 from dataloaders.sampling import segment_centres
-from dataloaders.splits import Window
+from dataloaders.splits import VideoTextSplit, Window
 from dataloaders.transforms import resize_and_crop
 from dataloaders.video_io import read_video
 
@@ -55,28 +55,19 @@ def _run(args: tuple) -> tuple[Path, tuple[str, CacheEntry] | None, str | None]:
         return path, None, f"{type(err).__name__}: {err}"
 
 
-def _results(tasks: list, workers: int):
-    if workers <= 1:
-        yield from map(_run, tasks)
-        return
-    with Pool(workers) as pool:
-        yield from pool.imap_unordered(_run, tasks)
-
-
-def build_cache(cfg: DataConfig, subsets: list[str], all_frames: bool, workers: int = 1, rebuild: bool = False) -> dict:
-    """Fills cfg.frame_cache for the videos of `subsets`; returns counts (cached, skipped, failed)."""
+def build_cache(
+    splits: list[VideoTextSplit], cfg: DataConfig, all_frames: bool, workers: int = 1, rebuild: bool = False
+) -> dict:
+    """Fills cfg.frame_cache with the videos of `splits` (at cfg.max_frames / cfg.image_resolution);
+    returns counts of videos, newly cached, already up to date and failed."""
     settings = CacheSettings(cfg.image_resolution, None if all_frames else cfg.max_frames)
     cache = FrameCache.open_or_create(cfg.frame_cache, settings, rebuild=rebuild)
-    videos: dict[tuple[Path, Window], None] = {}
-    for subset in subsets:
-        split = build_split(cfg, subset)
-        for i, path in enumerate(split.video_paths):
-            videos[(path, split.window(i))] = None
+    videos = {(path, split.window(i)): None for split in splits for i, path in enumerate(split.video_paths)}
     todo = [(path, window) for path, window in videos if not cache.is_fresh(path, window)]
     failures = []
     writer = FrameCache(cache.root, cache.settings)  # without the entries: cheap to send to workers
     tasks = [(writer, path, window, cfg.video_backend) for path, window in todo]
-    for done, (path, result, error) in enumerate(tqdm(_results(tasks, workers), total=len(tasks), unit="video"), 1):
+    for done, (path, result, error) in enumerate(tqdm(parallel_map(_run, tasks, workers), total=len(tasks), unit="video"), 1):
         if error is not None:
             failures.append((path, error))
             tqdm.write(f"FAILED {path}: {error}", file=sys.stderr)
@@ -101,7 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.frame_cache is None:
         parser.error("--frame_cache (the folder to fill) is required")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    counts = build_cache(DataConfig.from_args(args), args.subsets, args.all_frames, args.workers, args.rebuild)
+    cfg = DataConfig.from_args(args)
+    splits = [build_split(cfg, subset) for subset in args.subsets]
+    counts = build_cache(splits, cfg, args.all_frames, args.workers, args.rebuild)
     print(f"frame cache {args.frame_cache}: {counts}", file=sys.stderr)
     return 1 if counts["failed"] else 0
 

@@ -22,12 +22,13 @@ import os
 import sys
 from dataclasses import dataclass
 from fractions import Fraction
-from multiprocessing import Pool
 from pathlib import Path
 
 import av
 import av.filter
 from tqdm import tqdm
+
+from dataloaders.parallel import parallel_map
 
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv", ".avi", ".webm", ".3gp", ".flv", ".mpg", ".mpeg", ".wmv", ".ogv", ".ts")
 H264_CONTAINERS = (".mp4", ".m4v", ".mov", ".mkv", ".avi")  # keep these names as they are
@@ -126,14 +127,6 @@ def _run(args: tuple[Job, int, int]) -> tuple[Job, str | None]:
     return job, None
 
 
-def _results(tasks: list, workers: int):
-    if workers <= 1:
-        yield from map(_run, tasks)
-        return
-    with Pool(workers) as pool:
-        yield from pool.imap_unordered(_run, tasks)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--input_root", type=Path, required=True)
@@ -156,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     tasks = [(job, args.fps, args.short_side) for job in todo]
     failures = []
     with tqdm(total=len(tasks), unit="video") as progress:
-        for job, error in _results(tasks, args.workers):
+        for job, error in parallel_map(_run, tasks, args.workers):
             if error is not None:
                 failures.append((job, error))
                 tqdm.write(f"FAILED {job.source}: {error}", file=sys.stderr)

@@ -141,15 +141,39 @@ def contrastive_loss(model: CLIP, images: torch.Tensor, ids: torch.Tensor) -> to
     return (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)) / 2
 
 
-def _optimizer(model: CLIP, recipe: Recipe) -> torch.optim.Optimizer:
-    """AdamW (CLIP's betas); weight decay only on weight matrices, not on gains, biases, embeddings or the scale."""
-    no_decay_names = {"token_embedding.weight", "positional_embedding", "visual.positional_embedding",
-                      "visual.class_embedding", "logit_scale"}
-    decay, no_decay = [], []
-    for name, param in model.named_parameters():
-        (no_decay if param.ndim < 2 or name in no_decay_names else decay).append(param)
-    groups = [{"params": decay, "weight_decay": recipe.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=recipe.lr, betas=(0.9, 0.98), eps=1e-6)
+class _Optimizers:
+    """AdamW (CLIP's betas) for everything but the token table, which gets sparse gradients and SparseAdam.
+
+    The table has 49,408 rows of which the stills use about a hundred; dense gradients and AdamW over the
+    whole table would dominate the step time. Rows never used get no update either way (Adam's moments
+    stay zero and the table is not weight-decayed). Weight decay only on weight matrices, not on gains,
+    biases, embeddings or the temperature.
+    """
+
+    NO_DECAY = {"positional_embedding", "visual.positional_embedding", "visual.class_embedding", "logit_scale"}
+
+    def __init__(self, model: CLIP, recipe: Recipe):
+        model.token_embedding.sparse = True
+        decay, no_decay = [], []
+        for name, param in model.named_parameters():
+            if name != "token_embedding.weight":
+                (no_decay if param.ndim < 2 or name in self.NO_DECAY else decay).append(param)
+        groups = [{"params": decay, "weight_decay": recipe.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        kwargs = {"lr": recipe.lr, "betas": (0.9, 0.98), "eps": 1e-6}
+        self.dense = torch.optim.AdamW(groups, **kwargs)
+        self.sparse = torch.optim.SparseAdam([model.token_embedding.weight], **kwargs)
+        factor = _schedule(recipe)
+        self.schedulers = [torch.optim.lr_scheduler.LambdaLR(opt, factor) for opt in (self.dense, self.sparse)]
+
+    def zero_grad(self) -> None:
+        self.dense.zero_grad(set_to_none=True)
+        self.sparse.zero_grad(set_to_none=True)
+
+    def step(self) -> None:
+        self.dense.step()
+        self.sparse.step()
+        for scheduler in self.schedulers:
+            scheduler.step()
 
 
 def _schedule(recipe: Recipe):
@@ -172,21 +196,20 @@ def train(recipe: Recipe, progress: bool = True) -> tuple[CLIP, list[float], set
     data = StillBatches(recipe)
     model = CLIP(recipe.clip_config())
     model.train()
-    optimizer = _optimizer(model, recipe)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(recipe))
+    optimizer = _Optimizers(model, recipe)
     losses: list[float] = []
     bar = tqdm(range(recipe.steps), desc="pretrain tiny CLIP", disable=not progress, dynamic_ncols=True)
     for _ in bar:
         images, ids, _ = data.sample(recipe.batch_size, rng)
         loss = contrastive_loss(model, images, ids)
-        optimizer.zero_grad(set_to_none=True)
+        optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        scheduler.step()
         with torch.no_grad():
             model.logit_scale.clamp_(0.0, MAX_LOGIT_SCALE)
         losses.append(loss.item())
         bar.set_postfix(loss=f"{losses[-1]:.3f}", scale=f"{model.logit_scale.exp().item():.1f}", refresh=False)
+    model.token_embedding.sparse = False
     model.eval()
     return model, losses, _words(data._ids.keys())
 

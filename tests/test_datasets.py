@@ -8,7 +8,6 @@ import dataclasses
 import logging
 import pickle
 
-import numpy as np
 import pytest
 import torch
 
@@ -248,3 +247,16 @@ def test_skip_mode_drops_missing_and_unreadable_videos_with_counts(tmp_path, cap
     assert "skipped 2 bad videos (1 missing, 1 unreadable)" in caplog.text
     assert "video1.mp4" in caplog.text and "video2.mp4" in caplog.text
     assert len(TrainPairDataset(split, cfg)) == 2
+
+
+def test_both_backends_give_the_same_model_input(msrvtt):
+    split = build_split(msrvtt, "test")
+    by_backend = [VideoDataset(split, dataclasses.replace(msrvtt, video_backend=b))[1]["video"] for b in ("decord", "pyav")]
+    assert torch.equal(*by_backend)
+
+
+def test_measure_loader_times_a_split_from_its_config(msrvtt):
+    from dataloaders.throughput import measure_loader
+
+    result = measure_loader(config=msrvtt, subset="train", num_workers=0, batch_size=1, max_batches=2)
+    assert result["videos"] == 2 and result["videos_per_s"] > 0

@@ -112,4 +112,4 @@ def test_official_checkpoint_evaluates_identically_on_one_and_two_ranks(workspac
     torchrun(2, flags + ["--output_dir", str(workspace / "eval2")])
     double = json.loads((workspace / "eval2" / "eval_metrics.json").read_text())
     assert single == double
-    assert single["DGL"]["t2v"]["R@10"] == 100.0  # 8 test videos: every caption's video is in the top 10
+    assert single["DGL-transformer"]["t2v"]["R@10"] == 100.0  # 8 test videos: every caption's video is in the top 10

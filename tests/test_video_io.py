@@ -54,7 +54,7 @@ def videos(tmp_path_factory):
 def test_backends_return_exactly_the_requested_frames(videos, backend, ext):
     wanted = np.array([29, 0, 7, 7, 13])
     frames, n = read_video(videos[ext], lambda count: wanted, backend=backend)
-    assert n == 30 and frames.dtype == np.uint8 and frames.shape == (5, 40, 48, 3)
+    assert n == 30 and frames.dtype == np.uint8 and frames.shape == (5, 40, 64, 3)
     assert indices_of_frames(frames).tolist() == wanted.tolist()
 
 
@@ -73,9 +73,10 @@ def test_backends_decode_identical_pixels(videos):
     assert np.array_equal(decord_frames, pyav_frames)
 
 
-def test_pyav_seeks_across_many_keyframes(tmp_path):
+@pytest.mark.parametrize("ext", ["mp4", "mkv"])
+def test_pyav_seeks_across_many_keyframes(tmp_path, ext):
     """Keyframe every 4 frames, B-frames on: random access must still hit the exact frames."""
-    path = tmp_path / "gop.mp4"
+    path = tmp_path / f"gop.{ext}"
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=30)
         stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
@@ -117,13 +118,14 @@ def test_unreadable_file_reports_every_backend(tmp_path):
 
 def test_auto_falls_back_when_the_first_backend_fails(videos, monkeypatch):
     def refuse(path):
-        raise RuntimeError("decord refuses")
+        raise RuntimeError("backend refuses")
 
-    monkeypatch.setitem(video_io._BACKENDS, "decord", ("decord", refuse))
+    first = video_io.AUTO_ORDER[0]
+    monkeypatch.setitem(video_io._BACKENDS, first, (video_io._BACKENDS[first][0], refuse))
     frames, _ = read_video(videos["mp4"], lambda n: np.array([4]), backend="auto")
     assert indices_of_frames(frames).tolist() == [4]
-    with pytest.raises(VideoReadError, match="decord refuses"):
-        read_video(videos["mp4"], lambda n: np.array([4]), backend="decord")
+    with pytest.raises(VideoReadError, match="refuses"):
+        read_video(videos["mp4"], lambda n: np.array([4]), backend=first)
 
 
 def test_unknown_backend_is_rejected():
@@ -143,15 +145,20 @@ def test_crop_only_when_short_side_already_matches():
 
 @pytest.mark.parametrize("height,width", [(40, 80), (80, 40), (16, 16)])
 def test_short_side_is_resized_then_centre_cropped(height, width):
-    """A vertical bar at the centre stays centred; a left stripe vanishes in landscape crops."""
+    """A centred vertical bar stays centred; a stripe at the left edge survives only when the
+    width is the short side (landscape crops cut it away)."""
     frames = np.zeros((1, height, width, 3), np.uint8)
     frames[:, :, width // 2 - 2 : width // 2 + 2] = 255
     frames[:, :, :2] = 128
     out = resize_and_crop(frames, 32)
-    assert out.shape == (1, 3, 32, 32)
+    assert out.shape == (1, 3, 32, 32) and out.dtype == torch.uint8
     columns = out[0, 0].float().mean(dim=0)
-    assert columns[14:18].min() > 150 and columns[:10].max() < 60 if width > height else True
-    assert int(columns.argmax()) in (15, 16)
+    bright = torch.nonzero(columns > 200).flatten().float()
+    assert 15.0 <= bright.mean() <= 16.5
+    if width > height:
+        assert columns[:8].max() < 40
+    else:
+        assert 100 < columns[0] < 160
 
 
 def test_normalize_uses_clip_statistics():

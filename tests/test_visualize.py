@@ -10,9 +10,10 @@ import torch.nn.functional as F
 from PIL import Image
 
 from models.attention_maps import explicit_encode_video, explicit_global_local_attention
-from models.checkpoint import atomic_save, compact_checkpoint, load_official_checkpoint
+from models.checkpoint import atomic_save, compact_checkpoint, load_official_checkpoint, read_official_checkpoint
 from models.clip import CLIP
 from models.dgl import DGL, DGLConfig, POOLED_OUTPUT_TYPES
+from models.factory import official_config_from_state
 from models.pretrained import CLIPConfig
 from utils.figures import attention_figure, figure_size
 import visualize
@@ -195,8 +196,7 @@ def test_cli_transformer_checkpoint_refuses_other_frame_count(fixture_dir, tmp_p
 def test_official_config_read_from_checkpoint(fixture_dir, variant):
     """Without flags the sizes come from the tensors; they equal the fixture's settings (T: official default
     12 for the frame-independent linear variant)."""
-    args = visualize.build_parser().parse_args(["--checkpoint", "c", "--video", "v", "--out", "o"])
-    config = visualize.official_config(fixture_dir / f"dgl_{variant}_ckpt.pth.tar", args)
+    config = official_config_from_state(read_official_checkpoint(fixture_dir / f"dgl_{variant}_ckpt.pth.tar"))
     expected = DGLConfig.from_official_args(json.loads((fixture_dir / "config.json").read_text())["variants"][variant]["args"])
     if variant == "linear":
         expected.max_frames = 12

@@ -9,7 +9,7 @@ import torch
 from dataloaders.synthetic import frame_index_of_gray, write_video
 from dataloaders.transforms import CLIP_MEAN, CLIP_STD
 
-SMALL = (48, 40)  # width, height of test videos: short side 40, resized to the test resolution
+SMALL = (64, 40)  # width, height of test videos: short side 40, resized to the test resolution
 
 
 def write_index_video(path: Path, num_frames: int, size: tuple[int, int] = SMALL, fps: int = 3) -> Path:

@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--qb_norm", action="store_true", help="also report QB-Norm metrics (query bank from the training set)")
     a("--qb_norm_bank_size", type=int, default=5000)
     a("--qb_norm_beta", type=float, default=0.87, help="fixed QB-Norm beta (on logits)")
+    a("--save_features", action="store_true", help="write the evaluation features to eval_features.pt")
+    a("--baseline", choices=("meanp",), default=None,
+      help="evaluate the frozen CLIP's frame-mean (CLIP4Clip meanP zero-shot) instead of DGL")
     a("--export_official", action="store_true", help="also write the best model in the official layout")
     for flag, takes_value in IGNORED_FLAGS.items():
         if takes_value:
@@ -104,6 +107,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         raise SystemExit("--lmdb_dataset is not supported: decode the video files, or build a --frame_cache")
     if not (args.do_train or args.do_eval):
         raise SystemExit("nothing to do: pass --do_train 1 and/or --do_eval 1")
+    if args.baseline and (args.do_train or args.resume):
+        raise SystemExit("--baseline is a zero-shot reference: use it with --do_eval 1 only, without --resume")
     if args.batch_size % args.gradient_accumulation_steps:
         raise SystemExit("--batch_size must be divisible by --gradient_accumulation_steps")
     return args

@@ -66,15 +66,22 @@ def encode_split(
 
 
 def evaluate_features(
-    model: DGL, features: Features, split: VideoTextSplit, bank: Features | None = None, dsl: bool = False, qb_beta: float = 0.87
+    model: DGL,
+    features: Features,
+    split: VideoTextSplit,
+    label: str = "DGL",
+    bank: Features | None = None,
+    dsl: bool = False,
+    qb_beta: float = 0.87,
 ) -> dict[str, dict]:
-    """Metrics of the plain similarity and, on request, of DSL / QB-Norm re-ranking (labelled apart)."""
+    """Metrics of the plain similarity (first entry, under ``label``) and, on request, of DSL / QB-Norm
+    re-ranking, each labelled apart."""
     caption_video = torch.as_tensor(split.caption_video, device=features.text.device)
     sim = model.logits(features.text, features.video)
-    results = {"DGL": retrieval_metrics(sim, caption_video)}
+    results = {label: retrieval_metrics(sim, caption_video)}
     if dsl:
         # DSL normalises with the test set's own other queries: not comparable to the plain numbers.
-        results["DGL + DSL (uses test queries)"] = retrieval_metrics(dual_softmax(sim, temperature=1.0), caption_video)
+        results[f"{label} + DSL (uses test queries)"] = retrieval_metrics(dual_softmax(sim, temperature=1.0), caption_video)
     if bank is not None:
         t2v_bank = model.logits(bank.text, features.video)  # training captions x test videos
         v2t_bank = model.logits(bank.video, features.text)  # training videos x test captions (as queries)
@@ -82,7 +89,7 @@ def evaluate_features(
         v2t = qb_norm(sim.t(), v2t_bank, beta=qb_beta).t()
         qb = retrieval_metrics(t2v, caption_video)
         qb["v2t"] = retrieval_metrics(v2t, caption_video)["v2t"]
-        results[f"DGL + QB-Norm (train bank, beta={qb_beta:g})"] = qb
+        results[f"{label} + QB-Norm (train bank, beta={qb_beta:g})"] = qb
     return results
 
 

@@ -15,6 +15,7 @@ from dataloaders import TrainPairDataset, build_split
 from dataloaders.config import DataConfig
 from models.checkpoint import is_compact_checkpoint, load_compact_state, load_official_checkpoint
 from models.clip import CLIP
+from models.baseline import MeanPoolCLIP
 from models.dgl import DGL, DGLConfig
 from models.pretrained import resolve_clip_path
 from utils.config import write_run_config
@@ -32,22 +33,24 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_model(args: argparse.Namespace, device: torch.device) -> tuple[DGL, dict]:
+def build_model(args: argparse.Namespace, device: torch.device) -> tuple[DGL | MeanPoolCLIP, dict]:
     """CLIP from the OpenAI-format file, DGL on top; returns the model and the backbone's identity."""
     clip_path = resolve_clip_path(args.pretrained_clip_name, args.pretrained_dir)
     clip = CLIP.from_pretrained(str(clip_path))
+    backbone = {"name": args.pretrained_clip_name, "file": clip_path.name}
+    if args.baseline == "meanp":
+        return MeanPoolCLIP(clip).to(device), backbone
     model = DGL(clip, DGLConfig.from_official_args(vars(args)))
     if not args.freeze_clip:
         model.clip.requires_grad_(True)
     if args.grad_checkpointing:
         model.set_grad_checkpointing(True)
-    backbone = {"name": args.pretrained_clip_name, "file": clip_path.name}
     return model.to(device), backbone
 
 
 def load_resume(model: DGL, path: str) -> dict | None:
     """Weights from ``--resume``; returns our checkpoint dict (for an exact resume) or None (official)."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
     if is_compact_checkpoint(ckpt):
         load_compact_state(model, ckpt, source=path)
         return ckpt
@@ -75,7 +78,7 @@ def run(args: argparse.Namespace) -> dict | None:
 
     model, backbone = build_model(args, dist.device)
     resume_ckpt = load_resume(model, args.resume) if args.resume else None
-    n_train = sum(p.numel() for p in model.trainable_parameters().values())
+    n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     n_all = sum(p.numel() for p in model.parameters())
     logger.info("trainable parameters: %d of %d (%.3f %%)", n_train, n_all, 100 * n_train / n_all)
 
@@ -90,13 +93,20 @@ def run(args: argparse.Namespace) -> dict | None:
         feats = encode_split(model, test_split, data_cfg, args.batch_size_val, args.num_thread_reader, dist.device, autocast)
         if args.qb_norm and bank is None or args.qb_norm and args.do_train:
             bank = query_bank(model, data_cfg, args, dist, autocast)
-        results = evaluate_features(model, feats, test_split, bank, dsl=args.dsl, qb_beta=args.qb_norm_beta)
+        label = "CLIP meanP zero-shot" if args.baseline else f"DGL-{args.shared_latent_space}"
+        results = evaluate_features(model, feats, test_split, label, bank, dsl=args.dsl, qb_beta=args.qb_norm_beta)
+        if args.save_features and dist.is_main:
+            torch.save(
+                {"text": feats.text.cpu(), "video": feats.video.cpu(), "logit_scale": model.clip.logit_scale.detach().cpu(),
+                 "captions": test_split.captions, "caption_video": test_split.caption_video, "video_ids": test_split.video_ids},
+                output_dir / "eval_features.pt",
+            )
         title = f"{test_split.name}: {test_split.num_captions} captions, {test_split.num_videos} videos"
         log_results(results, title if epoch is None else f"epoch {epoch} | {title}")
         if dist.is_main:
             name = "eval_metrics.json" if epoch is None else f"eval_metrics_epoch{epoch}.json"
             (output_dir / name).write_text(json.dumps(results, indent=1))
-        return results["DGL"]["t2v"]["R@1"]
+        return results[label]["t2v"]["R@1"]
 
     results = None
     if args.do_train:

@@ -1,0 +1,162 @@
+"""Build a ready DGL from either checkpoint kind, without argparse.
+
+Our compact checkpoints carry their DGL config and backbone name; official ``ckpt.pth.tar`` files carry the
+full CLIP but no config, so its sizes are read from the tensors' shapes (official flags fill what shapes
+cannot tell). Scripts (visualize.py, retrieve.py) share the flags through `add_config_arguments`.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import pickle
+from typing import Any
+
+import torch
+
+from .checkpoint import is_compact_checkpoint, load_compact_state, load_official_checkpoint, model_from_official_checkpoint
+from .clip import CLIP
+from .dgl import DGL, POOLED_OUTPUT_TYPES, DGLConfig
+
+CONFIG_FIELDS = tuple(f.name for f in dataclasses.fields(DGLConfig))
+# Compact checkpoints fix every size; only these may differ from the stored config (T: linear variant only).
+COMPACT_OVERRIDABLE = ("visual_output_type", "max_frames")
+
+
+def read_checkpoint(path: str | os.PathLike) -> Any:
+    """``torch.load`` with ``weights_only=True`` (memory-mapped when the file's format allows it)."""
+    try:
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:  # mmap needs the zip format; files from old torch versions are not
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise ValueError(
+            f"{path}: not loadable with weights_only=True ({err}); checkpoints from before the trainer stored its "
+            "RNG state as tensors hold pickled numpy objects: re-save them with a current trainer"
+        ) from err
+
+
+def official_config_from_state(
+    state: dict[str, torch.Tensor], source: str = "<checkpoint>", **overrides: Any
+) -> DGLConfig:
+    """DGL sizes of an official checkpoint's (``module.``-stripped) state: the overrides, the rest from the
+    tensors' shapes (prompt layers, lengths; T of the transformer variant) or the official defaults."""
+    _check_fields(overrides)
+    o = {k: v for k, v in overrides.items() if v is not None}
+    width = state["clip.visual.conv1.weight"].shape[0]
+    variant = o.get("shared_latent_space") or ("transformer" if "clip.unified_prompt_embedding.weight" in state else "linear")
+    num_global = o.get("global_prompt_length") or state["clip.visual.prompt_embeddings"].shape[-2]
+    table = state["clip.unified_prompt_embedding.weight" if variant == "transformer" else "clip.visual_prompt_embedding"]
+    layers = o.get("prompt_layers") or table.shape[-1] // width
+    text_len = o.get("text_prompt_length") or 8
+    if variant == "transformer":
+        local = o.get("local_prompt_length") or num_global  # the official code needs local == global
+        rows = table.shape[0]
+        frames = o.get("max_frames") or (rows - text_len) // local
+        if text_len + local * frames != rows:
+            raise ValueError(
+                f"{source}: its prompt table has {rows} rows, not text_prompt_length + local_prompt_length·max_frames "
+                f"= {text_len} + {local}·{frames}; give text_prompt_length / local_prompt_length / max_frames "
+                "(flags --text_prompt_length / --local_each_frame_prompt_length / --max_frames)"
+            )
+    else:
+        local = o.get("local_prompt_length") or table.shape[-2]
+        frames = o.get("max_frames") or 12
+    return DGLConfig(
+        shared_latent_space=variant,
+        max_frames=frames,
+        text_prompt_length=text_len,
+        local_prompt_length=local,
+        global_prompt_length=num_global,
+        prompt_layers=layers,
+        visual_output_type=o.get("visual_output_type") or "global_prompt0",
+    )
+
+
+def load_dgl(
+    checkpoint: str | os.PathLike,
+    pretrained_clip_name: str | None = None,
+    pretrained_dir: str | os.PathLike | None = None,
+    **config_overrides: Any,
+) -> DGL:
+    """A DGL (CPU, train mode as built) from our compact checkpoint or an official one.
+
+    ``config_overrides`` take `DGLConfig` field names; None means "not given". ``pretrained_clip_name``
+    defaults to the compact checkpoint's backbone; for an official checkpoint it is optional and, when
+    given, must equal the checkpoint's own copy of CLIP.
+    """
+    _check_fields(config_overrides)
+    overrides = {k: v for k, v in config_overrides.items() if v is not None}
+    ckpt = read_checkpoint(checkpoint)
+    if is_compact_checkpoint(ckpt):
+        return _compact_model(ckpt, str(checkpoint), pretrained_clip_name, pretrained_dir, overrides)
+    state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else {}
+    if not any(k.endswith("visual.prompt_embeddings") for k in state):
+        raise ValueError(f"{checkpoint}: neither our compact checkpoint nor an official DGL checkpoint")
+    config = official_config_from_state({k.removeprefix("module."): v for k, v in state.items()}, str(checkpoint), **overrides)
+    del ckpt, state
+    if pretrained_clip_name:  # checked against the checkpoint's own copy of CLIP
+        model = DGL(CLIP.from_pretrained(pretrained_clip_name, pretrained_dir), config)
+        load_official_checkpoint(model, checkpoint)
+        return model
+    return model_from_official_checkpoint(checkpoint, config)
+
+
+def _compact_model(ckpt: dict, source: str, clip_name: str | None, clip_dir: str | os.PathLike | None, overrides: dict) -> DGL:
+    config = DGLConfig(**ckpt["dgl_config"])
+    fixed = {k: v for k, v in overrides.items() if k not in COMPACT_OVERRIDABLE and v != getattr(config, k)}
+    if fixed:
+        raise ValueError(f"{source}: {fixed} differ from the checkpoint's own config {config.to_dict()}, which fixes them")
+    frames = overrides.get("max_frames", config.max_frames)
+    if frames != config.max_frames and config.shared_latent_space == "transformer":
+        raise ValueError(
+            f"max_frames {frames}: this transformer-variant checkpoint has frame-specific prompts "
+            f"for exactly {config.max_frames} frames"
+        )
+    config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if k in COMPACT_OVERRIDABLE})
+    backbone = ckpt.get("backbone", {})
+    name = clip_name or backbone.get("name") or backbone.get("path")
+    if not name:
+        raise ValueError(f"{source}: no backbone name inside; pass pretrained_clip_name (--pretrained_clip_name)")
+    model = DGL(CLIP.from_pretrained(name, clip_dir), config)
+    load_compact_state(model, ckpt, source=source)
+    return model
+
+
+def _check_fields(overrides: dict) -> None:
+    unknown = sorted(set(overrides) - set(CONFIG_FIELDS))
+    if unknown:
+        raise TypeError(f"unknown DGL config override(s) {unknown}; known: {CONFIG_FIELDS}")
+
+
+# ---------------------------------------------------------------------------- shared command-line flags
+_FLAGS = {  # official flag name -> DGLConfig field
+    "shared_latent_space": "shared_latent_space",
+    "max_frames": "max_frames",
+    "text_prompt_length": "text_prompt_length",
+    "local_each_frame_prompt_length": "local_prompt_length",
+    "global_visual_prompt_length": "global_prompt_length",
+    "unified_transformer_layers": "prompt_layers",
+    "visual_output_type": "visual_output_type",
+}
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, output_help: str = "pooled video feature") -> None:
+    """The backbone and official-config flags of every script that loads a DGL checkpoint."""
+    parser.add_argument("--pretrained_clip_name", help="ViT-B/32, ViT-B/16 or a file; default: the checkpoint's backbone")
+    parser.add_argument("--pretrained_dir", help="folder of the OpenAI CLIP files")
+    g = parser.add_argument_group("DGL config of an official checkpoint (default: read from its tensors / official default)")
+    g.add_argument("--shared_latent_space", choices=("transformer", "linear"))
+    g.add_argument("--max_frames", type=int, help="T (linear variant: any; transformer: the trained value)")
+    g.add_argument("--text_prompt_length", type=int)
+    g.add_argument("--local_each_frame_prompt_length", type=int)
+    g.add_argument("--global_visual_prompt_length", type=int)
+    g.add_argument("--unified_transformer_layers", type=int)
+    g.add_argument("--visual_output_type", choices=POOLED_OUTPUT_TYPES, help=output_help)
+
+
+def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The `load_dgl` overrides given on the command line (official flag names -> config fields)."""
+    return {field: getattr(args, flag) for flag, field in _FLAGS.items() if getattr(args, flag, None) is not None}
+

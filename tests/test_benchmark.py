@@ -1,0 +1,105 @@
+"""The benchmark harness: its FLOP formula, its naive attention reference, and a tiny end-to-end run."""
+import json
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from models.dgl import DGLConfig, POOLED_OUTPUT_TYPES, contrastive_loss
+from models.pretrained import expected_clip_keys
+from utils import benchmark as bench
+
+
+def tiny_shapes(variant: str = "linear") -> bench.Shapes:
+    return bench.Shapes(vision_width=2, vision_layers=1, patch=1, grid=1, text_width=2, text_layers=1, embed=2,
+                        frames=2, global_prompts=1, local_prompts=1, text_prompts=2, prompt_layers=1, variant=variant)
+
+
+def test_flop_formula_by_hand():
+    s = tiny_shapes()
+    # S = 1 + 1 + 1 = 3 tokens per frame, L = 1 + 2*3 = 7; pairs = T*S*(G+S) + G*L = 2*3*4 + 1*7 = 31
+    assert (s.tokens_per_frame, s.video_tokens) == (3, 7)
+    # forward: 24*7*2^2 = 672 GEMM + 4*2*31 = 248 attention + stem 2*T*grid^2*3p^2*D = 24 + head 2*D*E = 8
+    # backward: 672 (input grads only) + 2*248 + head 8; the stem gets no gradient
+    assert bench.video_flops(s) == (952, 1176)
+    assert bench.video_flops(s, videos=3) == (3 * 952, 3 * 1176)
+    # text with 3 id slots kept: L = 3 + 2 prompts = 5; 24*5*4 = 480 + 4*2*25 = 200 + head 8
+    assert bench.text_flops(s, 1, 3) == (688, 888)
+    # linear prompt maps: 2 maps * NL * P_local * 2*D_v*D_t = 16; trainable: backward 2x
+    assert bench.prompt_flops(s) == (16, 32)
+    flops = bench.train_step_flops(s, batch=1, kept=3)
+    assert flops["logits"] == 2 * 2 + 4 * 2
+    assert flops["total"] == 952 + 1176 + 688 + 888 + 16 + 32 + 12
+
+
+def test_b32_shapes():
+    cfg = bench.MODEL_PRESETS["B/32"]
+    assert list(bench.clip_state_dict_shapes(cfg)) == expected_clip_keys(cfg)
+    shapes = bench.clip_state_dict_shapes(cfg)
+    assert sum(int(torch.Size(s).numel()) for s in shapes.values()) == 151_277_313  # spec §1.1
+    assert bench.MODEL_PRESETS["B/16"].grid_size == 14
+
+
+@pytest.mark.parametrize("variant", ["transformer", "linear"])
+def test_gemm_count_matches_torch_flop_counter(variant):
+    """Without the fused attention products (no CPU formula in the counter) the count is exact, backward included."""
+    model = bench.build_model("tiny", variant, frames=3)
+    shapes = bench.Shapes.of(model, 3)
+    ids, video = bench.random_captions(2, 512), torch.randn(2, 3, 3, 32, 32)
+    with FlopCounterMode(display=False) as counter:
+        text, vid = model(ids, video)
+        contrastive_loss(model.logits(text, vid)).backward()
+    expected = bench.train_step_flops(shapes, 2, bench.kept_words(ids), attention=False)["total"]
+    assert counter.get_total_flops() == expected
+
+
+@pytest.mark.parametrize("variant", ["transformer", "linear"])
+def test_naive_attention_matches_model(variant):
+    torch.manual_seed(0)
+    model = bench.build_model("tiny", variant, frames=3).eval()
+    video = torch.randn(2, 3, 3, 32, 32)
+    with torch.no_grad():
+        prompts = model.prompts()
+        for output_type in POOLED_OUTPUT_TYPES + ("global-local-feature",):
+            ours = model.encode_video(video, prompts, output_type=output_type)
+            naive = bench.naive_encode_video(model, video, prompts, output_type=output_type)
+            torch.testing.assert_close(naive, ours, atol=1e-5, rtol=0)
+
+
+def test_mask_layout():
+    mask = bench.global_local_mask(num_global=1, frames=2, tokens_per_frame=2)
+    assert mask.tolist() == [
+        [True, True, True, True, True],
+        [True, True, True, False, False],
+        [True, True, True, False, False],
+        [True, False, False, True, True],
+        [True, False, False, True, True],
+    ]
+
+
+def test_quick_run_tiny(capsys, tmp_path):
+    out = tmp_path / "bench.json"
+    argv = ["--models", "tiny", "--frames", "2", "--batch_size", "2", "--eval_video_batch", "2", "--eval_text_batch", "4",
+            "--repeats", "1", "--warmup", "0", "--naive", "--in_process", "--device", "cpu", "--json_out", str(out)]
+    bench.main(argv)
+    lines = capsys.readouterr().out.strip().splitlines()
+    report = json.loads(lines[-1])
+    assert json.loads(out.read_text()) == report
+    assert [c["variant"] for c in report["configs"]] == ["transformer", "linear"]
+    for cfg in report["configs"]:
+        assert set(cfg["sections"]) == {"train_step", "train_step_naive", "encode_video", "encode_video_naive", "encode_text"}
+        for stats in cfg["sections"].values():
+            assert stats["gflop"] > 0 and stats["items_per_s"] > 0 and stats["efficiency"] > 0
+        assert cfg["sections"]["train_step"]["peak_mem_mb"] >= 0
+    assert "skipped" in report["data"] or "runs" in report["data"]
+    table = "\n".join(lines[:-1])
+    assert "train_step" in table and "encode_text" in table and "data loading" in table
+
+
+def test_isolated_worker(capsys):
+    """The default path: each configuration in a fresh subprocess, memory measured there."""
+    report = bench.main(["--models", "tiny", "--variants", "linear", "--frames", "2", "--batch_size", "1",
+                         "--sections", "train", "--repeats", "1", "--warmup", "0", "--device", "cpu"])
+    (cfg,) = report["configs"]
+    assert "error" not in cfg and cfg["sections"]["train_step"]["peak_mem_mb"] > 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["configs"][0]["variant"] == "linear"

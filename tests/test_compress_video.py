@@ -1,0 +1,81 @@
+"""preprocess/compress_video.py on landscape, portrait and square inputs in nested folders."""
+import hashlib
+
+import av
+import numpy as np
+import pytest
+
+from dataloaders.synthetic import write_video
+from dataloaders.video_io import read_video
+from preprocess.compress_video import main, output_size
+from tests.video_utils import corrupt_file, indices_of_frames
+
+
+def stream_facts(path):
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        frames = sum(1 for packet in container.demux(stream) if packet.size)
+        return stream.width, stream.height, float(stream.average_rate), stream.codec_context.name, stream.pix_fmt, frames
+
+
+def digest(folder):
+    return {p.relative_to(folder): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture()
+def raw(tmp_path):
+    root = tmp_path / "raw"
+    write_video(root / "a" / "land.mp4", 36, 320, 180, fps=30)  # 1.2 s
+    write_video(root / "a" / "b" / "port.mkv", 30, 180, 320, fps=25)  # 1.2 s
+    write_video(root / "c" / "land.mp4", 24, 100, 100, fps=12)  # same name, other folder; 2 s
+    write_video(root / "c" / "clip.webm", 10, 64, 48, fps=10, codec="libvpx-vp9")
+    (root / "c" / "notes.txt").write_text("not a video")
+    return root
+
+
+def test_output_size_keeps_aspect_with_even_sides():
+    assert output_size(1280, 720, 224) == (398, 224)
+    assert output_size(720, 1280, 224) == (224, 398)  # the reference gave 224x126 here
+    assert output_size(500, 500, 224) == (224, 224)
+    assert output_size(300, 200, 224) == (336, 224)
+
+
+def test_compresses_to_3_fps_and_224_short_side_in_mirrored_folders(raw, tmp_path):
+    out = tmp_path / "out"
+    before = digest(raw)
+    assert main(["--input_root", str(raw), "--output_root", str(out), "--workers", "1"]) == 0
+    assert digest(raw) == before  # inputs untouched
+    produced = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert produced == ["a/b/port.mkv", "a/land.mp4", "c/clip.webm.mp4", "c/land.mp4"]
+    assert stream_facts(out / "a/land.mp4") == (398, 224, 3.0, "h264", "yuv420p", 4)
+    assert stream_facts(out / "a/b/port.mkv") == (224, 398, 3.0, "h264", "yuv420p", 4)
+    assert stream_facts(out / "c/land.mp4") == (224, 224, 3.0, "h264", "yuv420p", 6)
+    assert stream_facts(out / "c/clip.webm.mp4")[:3] == (298, 224, 3.0)
+    # 12 fps -> 3 fps, FFmpeg's fps filter: source frame i falls in output slot round(i / 4) and
+    # each slot keeps its last frame: slot 0 <- {0, 1}, slot 1 <- {2..5}, ... ; 2 s -> 6 frames.
+    frames, n = read_video(out / "c/land.mp4", lambda count: np.arange(count))
+    assert n == 6 and indices_of_frames(frames).tolist() == [1, 5, 9, 13, 17, 21]
+
+
+def test_rerun_skips_finished_outputs(raw, tmp_path):
+    out = tmp_path / "out"
+    assert main(["--input_root", str(raw), "--output_root", str(out), "--workers", "1"]) == 0
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    assert main(["--input_root", str(raw), "--output_root", str(out), "--workers", "1", "--fps", "5"]) == 0
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == stamps
+
+
+def test_failures_are_reported_and_exit_nonzero(raw, tmp_path, capsys):
+    corrupt_file(raw / "c" / "broken.mp4")
+    out = tmp_path / "out"
+    assert main(["--input_root", str(raw), "--output_root", str(out), "--workers", "2", "--short_side", "32"]) == 1
+    err = capsys.readouterr().err
+    assert "1 of 5 videos failed" in err and str(raw / "c" / "broken.mp4") in err and "InvalidDataError" in err
+    assert not (out / "c" / "broken.mp4").exists()
+    assert not [p for p in out.rglob(".*") if p.is_file()]  # no temporary leftovers
+    assert stream_facts(out / "a/land.mp4")[:3] == (56, 32, 3.0)  # the others still done, --short_side honoured
+
+
+def test_output_inside_input_is_refused(raw):
+    with pytest.raises(SystemExit):
+        main(["--input_root", str(raw), "--output_root", str(raw / "compressed")])
