@@ -14,6 +14,7 @@ from preprocess import pretrain_tiny_clip as ptc
 # Smallest model the loader accepts (heads are width/64); 16 px images in 2x2 patches of 8.
 TINY = ptc.Recipe(steps=3, batch_size=8, seed=0, width=64, layers=1, resolution=16, patch=8, context=16,
                   embed_dim=32, render_size=32, eval_size=16)
+METADATA = {"input_resolution", "context_length", "vocab_size"}  # OpenAI archives' 0-d int64 entries
 
 
 def _silent(*_args):
@@ -29,7 +30,7 @@ def test_saved_file_loads_with_its_config_and_same_embeddings(tmp_path):
     raw = torch.load(out, weights_only=True)
     for key, value in (("input_resolution", 16), ("context_length", 16), ("vocab_size", 49408)):
         assert raw[key].dtype == torch.int64 and raw[key].ndim == 0 and raw[key].item() == value
-    assert [k for k in raw if k not in ptc_metadata()] == list(model.state_dict())
+    assert [k for k in raw if k not in METADATA] == list(model.state_dict())
 
     loaded = CLIP.from_pretrained(str(out)).eval()
     assert loaded.config == TINY.clip_config() == infer_clip_config(load_clip_state_dict(out))
@@ -40,10 +41,6 @@ def test_saved_file_loads_with_its_config_and_same_embeddings(tmp_path):
         torch.testing.assert_close(loaded.encode_text(ids), model.encode_text(ids), rtol=0, atol=0)
     assert json.loads((tmp_path / "tiny.pt.json").read_text())["note"] == "test"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.pt", "tiny.pt.json"]  # no temp files left
-
-
-def ptc_metadata():
-    return {"input_resolution", "context_length", "vocab_size"}
 
 
 def test_cache_skips_same_recipe_and_retrains_a_changed_one(tmp_path, monkeypatch):

@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import secrets
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ VIDEO_EXTENSIONS = frozenset(
     ".mp4 .m4v .mov .avi .mkv .webm .3gp .3g2 .mpg .mpeg .m2v .mpe .ts .mts .m2ts .wmv .asf .flv .f4v .ogv .vob .dv .mxf"
     .split()
 )
+NO_SOURCE = {"checkpoint": None, "pretrained_clip_name": None, "pretrained_dir": None, "config_overrides": {}}
 PathLike = str | os.PathLike
 Paths = PathLike | Sequence[PathLike]
 
@@ -179,9 +181,10 @@ def read_manifest(folder: PathLike) -> dict[str, Any]:
 
 
 def write_shard(folder: Path, done: list[tuple[FileStamp, torch.Tensor]], failed: list[tuple[FileStamp, str]]) -> Path:
-    """One more shard, atomically, numbered after the last: a crash leaves either all of it or none."""
+    """One more shard, atomically, numbered after the last: a crash leaves either all of it or none. The random
+    suffix keeps two runs that race for a number from replacing each other's shard."""
     numbers = [int(p.stem.split("-")[1]) for p in folder.glob(SHARD_GLOB)]
-    path = folder / f"shard-{max(numbers, default=-1) + 1:06d}.pt"
+    path = folder / f"shard-{max(numbers, default=-1) + 1:06d}-{secrets.token_hex(4)}.pt"
     features = torch.stack([f for _, f in done]) if done else torch.empty(0)
     atomic_save(
         {"files": [s.row() for s, _ in done], "features": features, "failed": [[*s.row(), e] for s, e in failed]}, path
@@ -288,7 +291,7 @@ class Retriever:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = model.to(self.device).eval()
         # How to rebuild the model; recorded in new indexes so `from_index` needs no checkpoint argument.
-        self.source = source or {"checkpoint": None, "pretrained_clip_name": None, "pretrained_dir": None, "config_overrides": {}}
+        self.source = {**NO_SOURCE, **(source or {})}
         self.batch_size, self.workers, self.video_backend, self.max_words = batch_size, workers, video_backend, max_words
         self.identity = model_identity(model)
         self.tokenizer = ClipTokenizer()
@@ -332,7 +335,7 @@ class Retriever:
         **options: Any,
     ) -> "Retriever":
         """The index's own model as recorded when it was built (or the given checkpoint), with the index open."""
-        recorded = read_manifest(folder)["source"]
+        recorded = {**NO_SOURCE, **read_manifest(folder)["source"]}
         checkpoint = checkpoint or recorded["checkpoint"]
         if checkpoint is None or not Path(checkpoint).is_file():
             raise FileNotFoundError(f"{folder}: its model's checkpoint {checkpoint} is not there; pass the checkpoint")
@@ -410,8 +413,8 @@ class Retriever:
 
         Unchanged files already in the index are not re-encoded; files that failed before are not retried
         unless ``retry_failed``. ``max_videos`` caps the videos attempted by this call (the rest is left for
-        the next). Results are flushed every ``shard_size`` videos and when the call ends, even by an error
-        or Ctrl-C, so an interrupted run loses at most the batch in flight.
+        the next). Results are written every ``shard_size`` videos and when the call ends, also by an error or
+        Ctrl-C; a killed process loses at most the videos since the last shard.
         """
         folder = Path(out)
         files = find_videos(videos)
@@ -488,18 +491,21 @@ class Retriever:
     def search(self, texts: str | Sequence[str], k: int = 5) -> list[list[Hit]]:
         """The ``k`` best videos for each text, best first: one ``[Q, N]`` product of unit vectors."""
         gallery = self._require_gallery()
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
         texts = [texts] if isinstance(texts, str) else list(texts)
         queries = F.normalize(self.encode_texts(texts), dim=-1).to(self.device)
         scores, order = (queries @ self._gallery_unit.t()).topk(min(k, len(gallery)), dim=1)
         scale = float(self.model.clip.logit_scale.float().exp())
-        paths = [str(p) for p in gallery.paths()]
         return [
-            [Hit(paths[j], s, scale * s) for s, j in zip(row_scores, row_order)]
+            [Hit(str(gallery.root / gallery.stamps[j].rel), s, scale * s) for s, j in zip(row_scores, row_order)]
             for row_scores, row_order in zip(scores.cpu().tolist(), order.cpu().tolist())
         ]
 
     def rank_captions(self, video: PathLike, captions: Sequence[str], k: int = 5) -> list[CaptionHit]:
         """The reverse direction: the ``k`` captions that best describe one video file, best first."""
+        if k < 1 or not captions:
+            raise ValueError(f"need k >= 1 and at least one caption, got k={k} and {len(captions)} captions")
         frames = eval_frames(video, self.model.config.max_frames, self.model.clip.config.image_resolution, self.video_backend)
         query = F.normalize(self.encode_videos(frames[None]), dim=-1)
         scores, order = (query @ F.normalize(self.encode_texts(captions), dim=-1).t())[0].topk(min(k, len(captions)))
