@@ -15,7 +15,7 @@ import csv
 import itertools
 import json
 import multiprocessing
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import av
@@ -222,15 +222,15 @@ def render_clip(attrs: ClipAttrs, frames: int, size: int, rng: np.random.Generat
     track = _TRACKS[attrs.motion if forward else REVERSE[attrs.motion]](rng, t)
     if not forward:
         track = track.reversed()
-    n = frames
     return draw_frames(
-        track.cx * size, track.cy * size, track.r * size, track.alpha, [attrs.shape] * n,
-        np.tile(COLOURS[attrs.colour], (n, 1)), np.tile(BACKGROUNDS[attrs.background], (n, 1)), size,
+        track.cx * size, track.cy * size, track.r * size, track.alpha, [attrs.shape] * frames,
+        np.tile(COLOURS[attrs.colour], (frames, 1)), np.tile(BACKGROUNDS[attrs.background], (frames, 1)), size,
     )
 
 
 # ---------------------------------------------------------------------------------------------- captions
 def article(word: str) -> str:
+    """Indefinite article, so captions read like the human-written MSR-VTT ones ("an orange ...")."""
     return "an" if word[0] in "aeiou" else "a"
 
 
@@ -283,8 +283,8 @@ def plan_units(cfg: SyntheticConfig) -> list[Unit]:
     for j in range(cfg.test_pairs):
         a = _random_attrs(rng, forward_motions)
         if rng.random() < 0.5:  # which twin comes first must not leak the motion direction
-            a = ClipAttrs(a.colour, a.shape, REVERSE[a.motion], a.background)
-        b = ClipAttrs(a.colour, a.shape, REVERSE[a.motion], a.background)
+            a = replace(a, motion=REVERSE[a.motion])
+        b = replace(a, motion=REVERSE[a.motion])
         caps = caption_variants([a, b], cfg.captions_per_video, rng)
         first = cfg.train_videos + 2 * j
         units.append(Unit([f"video{first}", f"video{first + 1}"], [a, b], caps, int(rng.integers(2**63)), "test"))
@@ -293,13 +293,15 @@ def plan_units(cfg: SyntheticConfig) -> list[Unit]:
 
 # ------------------------------------------------------------------------------------------------- writing
 def write_video(path: Path, frames: np.ndarray, crf: int) -> None:
-    """H.264/yuv420p mp4 at 3 fps; one encoder thread so output bytes do not depend on scheduling."""
+    """H.264/yuv420p mp4 at 3 fps, byte-reproducible: one encoder thread, and no macroblock-tree rate
+    control, whose SIMD path reads uninitialised memory on frames this small (the bytes then depended on
+    the process's heap history, i.e. on which pool worker encoded a clip)."""
     with av.open(str(path), mode="w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=FPS)
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "yuv420p"
         stream.codec_context.thread_count = 1
-        stream.options = {"crf": str(crf), "preset": "medium"}
+        stream.options = {"crf": str(crf), "preset": "medium", "x264-params": "mbtree=0"}
         for img in frames:
             container.mux(stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
         container.mux(stream.encode(None))
