@@ -10,7 +10,7 @@ from dataloaders.config import DataConfig
 from dataloaders.frame_cache import CacheEntry, FrameCache, FrameCacheError
 from dataloaders.sampling import frame_mask, segment_centres, segment_random
 from dataloaders.splits import VideoTextSplit
-from dataloaders.transforms import normalize, resize_and_crop
+from dataloaders.transforms import resize_and_crop
 from dataloaders.video_io import VideoReadError, read_video
 
 logger = logging.getLogger(__name__)
@@ -22,7 +22,10 @@ READ_FIX = (
 
 
 class SplitVideos:
-    """Loads video i of a split as (frames float32 [T, 3, S, S], mask long [T]).
+    """Loads video i of a split as (frames uint8 [T, 3, S, S], mask long [T]).
+
+    Frames stay uint8: the model normalises them on its device (``VisionTransformer.embed``), so workers
+    send a quarter of the bytes a float32 tensor would take.
 
     `train=True` samples one random frame per segment (TSN) from the generator given to `load`;
     otherwise the segment centres are taken. A frame cache (cfg.frame_cache) is used for every
@@ -76,4 +79,4 @@ class SplitVideos:
                 frames = resize_and_crop(decoded, self.resolution)
         except (VideoReadError, OSError, ValueError) as err:
             raise VideoReadError(f"{self.split.describe_video(index)}: {err}. {READ_FIX}") from err
-        return normalize(frames), torch.from_numpy(frame_mask(n, self.num_frames))
+        return frames, torch.from_numpy(frame_mask(n, self.num_frames))

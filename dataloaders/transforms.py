@@ -12,8 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+from models.clip import CLIP_MEAN, CLIP_STD
 
 
 def resize_and_crop(frames: np.ndarray | torch.Tensor, size: int) -> torch.Tensor:

@@ -17,6 +17,10 @@ from torch import nn
 
 from .pretrained import CLIPConfig, check_clip_keys, infer_clip_config, load_clip_state_dict, resolve_clip_path
 
+# CLIP's pixel statistics (RGB, on [0, 1] intensities).
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
 
 class LayerNorm(nn.LayerNorm):
     """LayerNorm computed in fp32 and cast back, as CLIP does, so fp16/bf16 inputs stay stable."""
@@ -108,9 +112,18 @@ class VisionTransformer(nn.Module):
         self.transformer = Transformer(width, layers, heads)
         self.ln_post = LayerNorm(width)
         self.proj = nn.Parameter(scale * torch.randn(width, output_dim))
+        # Not in the state dict: OpenAI's files have no such entries.
+        self.register_buffer("pixel_mean", 255 * torch.tensor(CLIP_MEAN).view(3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", 255 * torch.tensor(CLIP_STD).view(3, 1, 1), persistent=False)
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
-        """``[N, 3, H, W]`` -> ``[N, 1 + grid², width]``: CLS + patches, positions added, ``ln_pre`` applied."""
+        """``[N, 3, H, W]`` -> ``[N, 1 + grid², width]``: CLS + patches, positions added, ``ln_pre`` applied.
+
+        Float images are taken as already normalised; uint8 images are normalised here, on the model's device,
+        so data loaders can ship 4x fewer bytes.
+        """
+        if images.dtype == torch.uint8:
+            images = (images.float() - self.pixel_mean) / self.pixel_std
         patches = self.conv1(images.to(self.conv1.weight.dtype)).flatten(2).transpose(1, 2)
         cls = self.class_embedding.to(patches.dtype).expand(patches.shape[0], 1, -1)
         tokens = torch.cat([cls, patches], dim=1) + self.positional_embedding.to(patches.dtype)

@@ -99,3 +99,14 @@ def test_sizes_come_from_shapes_not_constants():
     assert rebuilt.config == cfg
     with torch.no_grad():
         assert rebuilt.encode_image(torch.randn(2, 3, 40, 40)).shape == (2, 32)
+
+
+def test_uint8_frames_are_normalised_on_the_model_side(tiny):
+    from dataloaders.transforms import normalize
+
+    model, _ = tiny
+    size = model.config.image_resolution
+    pixels = torch.randint(0, 256, (2, 3, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.allclose(model.encode_image(pixels), model.encode_image(normalize(pixels)), atol=1e-5)
+    assert not any("pixel" in k for k in model.state_dict())  # OpenAI layout unchanged

@@ -23,10 +23,13 @@ def indices_of_frames(frames: np.ndarray) -> np.ndarray:
 
 
 def indices_of_video(video: torch.Tensor) -> np.ndarray:
-    """Frame indices of a normalised model input [T, 3, S, S] (undoes the CLIP normalisation)."""
-    mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
-    pixels = (video * std + mean) * 255.0
+    """Frame indices of a model input [T, 3, S, S]: uint8 pixels, or CLIP-normalised floats (undone here)."""
+    if video.dtype == torch.uint8:
+        pixels = video.float()
+    else:
+        mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
+        std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+        pixels = (video * std + mean) * 255.0
     return frame_index_of_gray(pixels.flatten(1).mean(dim=1).numpy())
 
 
