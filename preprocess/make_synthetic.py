@@ -97,6 +97,9 @@ class SyntheticConfig:
 
     seed: int = 0
     train_videos: int = 800
+    # Training videos as time-reversed twin pairs too (adjacent ids; no static clips), so that a sampler that
+    # keeps neighbours together (main.py --train_group_size 2) puts each video's reversal in its batch.
+    train_twins: bool = False
     test_pairs: int = 150
     frames: int = 12
     size: int = 64
@@ -107,6 +110,8 @@ class SyntheticConfig:
     def validate(self) -> None:
         if self.size < 16 or self.size % 2:
             raise ValueError("size must be an even number >= 16 (yuv420p needs even dimensions)")
+        if self.train_twins and self.train_videos % 2:
+            raise ValueError("train_twins needs an even number of train_videos")
         if self.frames < 2:
             raise ValueError("frames must be >= 2 for motion to exist")
         fewest = min(len(p) for p in MOTION_PHRASES.values()) * len(CAPTION_TEMPLATES)
@@ -274,20 +279,25 @@ def _random_attrs(rng: np.random.Generator, motions: tuple[str, ...]) -> ClipAtt
 def plan_units(cfg: SyntheticConfig) -> list[Unit]:
     """All random choices except the per-clip geometry, drawn in a fixed order from the seed."""
     rng = np.random.default_rng(cfg.seed)
-    units = []
-    for i in range(cfg.train_videos):
-        a = _random_attrs(rng, MOTIONS)
-        caps = caption_variants([a], cfg.captions_per_video, rng)
-        units.append(Unit([f"video{i}"], [a], caps, int(rng.integers(2**63)), "train"))
     forward_motions = tuple(pair[0] for pair in MOTION_PAIRS)
-    for j in range(cfg.test_pairs):
+
+    def twin_unit(first: int, split: str) -> Unit:
         a = _random_attrs(rng, forward_motions)
         if rng.random() < 0.5:  # which twin comes first must not leak the motion direction
             a = replace(a, motion=REVERSE[a.motion])
         b = replace(a, motion=REVERSE[a.motion])
         caps = caption_variants([a, b], cfg.captions_per_video, rng)
-        first = cfg.train_videos + 2 * j
-        units.append(Unit([f"video{first}", f"video{first + 1}"], [a, b], caps, int(rng.integers(2**63)), "test"))
+        return Unit([f"video{first}", f"video{first + 1}"], [a, b], caps, int(rng.integers(2**63)), split)
+
+    units = []
+    if cfg.train_twins:
+        units += [twin_unit(2 * j, "train") for j in range(cfg.train_videos // 2)]
+    else:
+        for i in range(cfg.train_videos):
+            a = _random_attrs(rng, MOTIONS)
+            caps = caption_variants([a], cfg.captions_per_video, rng)
+            units.append(Unit([f"video{i}"], [a], caps, int(rng.integers(2**63)), "train"))
+    units += [twin_unit(cfg.train_videos + 2 * j, "test") for j in range(cfg.test_pairs)]
     return units
 
 
@@ -341,9 +351,9 @@ def _write_annotations(units: list[Unit], cfg: SyntheticConfig, out: Path) -> No
             twin = [v for v in unit.video_ids if v != vid]
             meta[vid] = {**asdict(attrs), "split": unit.split, "twin": twin[0] if twin else None,
                          "render_seed": unit.render_seed}
-        if len(unit.video_ids) == 2:
+        if unit.split == "test":
             twins.append(unit.video_ids)
-    train = [u.video_ids[0] for u in units if u.split == "train"]
+    train = [v for u in units if u.split == "train" for v in u.video_ids]
     _write_csv(out / "MSRVTT_train.9k.csv", ["video_id"], [[v] for v in train])
     # one query per test video: its first caption (twins' first captions differ only in temporal words)
     test = [(v, caps[0]) for u in units if u.split == "test" for v, caps in zip(u.video_ids, u.captions)]
@@ -388,7 +398,10 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--out", required=True)
     defaults = SyntheticConfig()
     for name, value in asdict(defaults).items():
-        p.add_argument(f"--{name}", type=type(value), default=value)
+        if isinstance(value, bool):
+            p.add_argument(f"--{name}", action="store_true")
+        else:
+            p.add_argument(f"--{name}", type=type(value), default=value)
     args = vars(p.parse_args(argv))
     out = args.pop("out")
     summary = make_dataset(SyntheticConfig(**args), out)

@@ -113,3 +113,17 @@ def test_official_checkpoint_evaluates_identically_on_one_and_two_ranks(workspac
     double = json.loads((workspace / "eval2" / "eval_metrics.json").read_text())
     assert single == double
     assert single["DGL-transformer"]["t2v"]["R@10"] == 100.0  # 8 test videos: every caption's video is in the top 10
+
+
+def test_epoch_sampler_shards_global_batches_and_keeps_groups_together():
+    from utils.trainer import EpochSampler
+
+    single = list(EpochSampler(22, 8, 0, 1, seed=5, group_size=2))
+    ranks = [list(EpochSampler(22, 4, r, 2, seed=5, group_size=2)) for r in range(2)]
+    assert len(single) == 16 and len(set(single)) == 16
+    for b in range(2):  # global batch b is the same samples on 1 or 2 ranks
+        assert sorted(single[8 * b : 8 * b + 8]) == sorted(ranks[0][4 * b : 4 * b + 4] + ranks[1][4 * b : 4 * b + 4])
+    assert all(single[i] // 2 == single[i + 1] // 2 for i in range(0, 16, 2))  # twins stay adjacent
+    resumed = EpochSampler(22, 8, 0, 1, seed=5, group_size=2)
+    resumed.set_position(0, 1)
+    assert list(resumed) == single[8:]

@@ -72,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--clip_grad_norm", type=float, default=1.0)
     a("--gradient_accumulation_steps", type=int, default=1, help="encode each batch in this many chunks")
     a("--precision", default="amp", choices=("amp", "bf16", "fp16", "fp32"))
+    a("--train_group_size", type=int, default=1,
+      help="keep runs of this many consecutive training samples in one batch (e.g. 2 for twin videos stored side by side)")
     a("--max_steps", type=int, default=None, help="stop (and save) after this many optimiser steps")
     # logging / evaluation
     a("--n_display", type=int, default=100)

@@ -35,12 +35,16 @@ logger = logging.getLogger(__name__)
 
 class EpochSampler(Sampler[int]):
     """Seeded per-epoch permutation cut into global batches; rank r takes the r-th slice of each, so a
-    global batch holds the same samples whatever the number of ranks. It can start part-way into an
+    global batch holds the same samples whatever the number of ranks. With ``group_size`` g, runs of g
+    consecutive samples move together (hard negatives stored side by side share a batch). It can start part-way into an
     epoch, which an exact mid-epoch resume needs. The last incomplete global batch is dropped."""
 
-    def __init__(self, size: int, batch_size: int, rank: int, world: int, seed: int):
+    def __init__(self, size: int, batch_size: int, rank: int, world: int, seed: int, group_size: int = 1):
         self.size, self.batch_size, self.rank, self.world, self.seed = size, batch_size, rank, world, seed
-        self.batches_per_epoch = size // (batch_size * world)
+        if (batch_size * world) % group_size:
+            raise ValueError(f"the global batch ({batch_size} x {world} ranks) must hold whole groups of {group_size}")
+        self.group_size = group_size
+        self.batches_per_epoch = (size - size % group_size) // (batch_size * world)
         if self.batches_per_epoch == 0:
             raise ValueError(f"{size} training samples cannot fill one global batch of {batch_size} x {world} ranks")
         self.epoch, self.start_batch = 0, 0
@@ -49,7 +53,8 @@ class EpochSampler(Sampler[int]):
         self.epoch, self.start_batch = epoch, start_batch
 
     def __iter__(self):
-        order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+        groups = torch.randperm(self.size // self.group_size, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+        order = (groups[:, None] * self.group_size + torch.arange(self.group_size)).flatten()
         used = self.batches_per_epoch * self.batch_size * self.world
         mine = order[:used].view(self.batches_per_epoch, self.world, self.batch_size)[self.start_batch :, self.rank]
         return iter(mine.flatten().tolist())
@@ -125,7 +130,9 @@ class Trainer:
             if dist.world_size > 1
             else None
         )
-        self.sampler = EpochSampler(len(dataset), args.batch_size, dist.rank, dist.world_size, args.seed)
+        self.sampler = EpochSampler(
+            len(dataset), args.batch_size, dist.rank, dist.world_size, args.seed, args.train_group_size
+        )
         self.loader = DataLoader(
             dataset,
             batch_size=args.batch_size,
