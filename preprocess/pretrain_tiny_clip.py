@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -43,7 +44,7 @@ from models.clip import CLIP  # noqa: E402
 from models.pretrained import CLIPConfig  # noqa: E402
 from models.tokenizer import ClipTokenizer  # noqa: E402
 from preprocess import make_synthetic  # noqa: E402
-from preprocess.synthetic_stills import sample_stills  # noqa: E402
+from preprocess.synthetic_stills import POSITION_PHRASES, sample_stills  # noqa: E402
 
 RECIPE_VERSION = 1  # bump when the training procedure changes, so cached files are retrained
 VOCAB_SIZE = 49408  # OpenAI's BPE vocabulary, so models.tokenizer's ids index the embedding
@@ -217,26 +218,60 @@ def train(recipe: Recipe, progress: bool = True) -> tuple[CLIP, list[float], set
 # ------------------------------------------------------------------------------------------------ evaluation
 @torch.no_grad()
 def evaluate(model: CLIP, recipe: Recipe) -> dict[str, float]:
-    """R@1/R@5 (percent) on a fixed held-out set of stills, image->text and text->image.
+    """Retrieval and zero-shot attribute accuracy (percent) on a fixed held-out set of stills.
 
-    Only the paired index counts as a hit, although captions are often ambiguous (30 % omit the size, one
-    template omits the position, and 720 attribute combinations are shared by 512 stills), so 100 % is out
-    of reach; the numbers compare recipes, they are not an accuracy ceiling.
+    R@1/R@5 image->text and text->image count only the paired index as a hit, although captions are often
+    ambiguous (30 % omit the size, one template in five the position, and 512 stills share 720 attribute
+    combinations), so 100 % is out of reach; they compare recipes. ``zero_shot_*``: each still is scored
+    against the prompts "a {colour} {shape} {position}" (6 x 4 x 5) and the best prompt's colour, shape and
+    position are checked against the still's caption (position only where the caption names one).
     """
     model.eval()
     data = StillBatches(recipe)
-    images, ids, _ = data.sample(recipe.eval_size, np.random.default_rng([EVAL_SEED, 2]))
-    img = torch.cat([model.encode_image(images[i : i + EVAL_BATCH]) for i in range(0, len(images), EVAL_BATCH)])
-    txt = torch.cat([model.encode_text(ids[i : i + EVAL_BATCH]) for i in range(0, len(ids), EVAL_BATCH)])
-    sim = F.normalize(img, dim=-1) @ F.normalize(txt, dim=-1).t()
+    images, ids, captions = data.sample(recipe.eval_size, np.random.default_rng([EVAL_SEED, 2]))
+    img = F.normalize(_batched(model.encode_image, images), dim=-1)
+    txt = F.normalize(_batched(model.encode_text, ids), dim=-1)
+    sim = img @ txt.t()
     target = torch.arange(len(sim))
 
     def recall(scores: torch.Tensor, k: int) -> float:
         rank = (scores > scores[target, target][:, None]).sum(dim=1)  # how many beat the pair
-        return round(100.0 * (rank < k).float().mean().item(), 2)
+        return _percent((rank < k).float().mean())
 
-    return {"n": len(sim), "i2t_r1": recall(sim, 1), "t2i_r1": recall(sim.t(), 1),
-            "i2t_r5": recall(sim, 5), "t2i_r5": recall(sim.t(), 5)}
+    result = {"n": len(sim), "i2t_r1": recall(sim, 1), "t2i_r1": recall(sim.t(), 1),
+              "i2t_r5": recall(sim, 5), "t2i_r5": recall(sim.t(), 5)}
+    prompts = list(itertools.product(make_synthetic.COLOURS, make_synthetic.SHAPES, POSITION_PHRASES))
+    words = [f"{make_synthetic.article(colour)} {colour} {shape} {POSITION_PHRASES[position][0]}" for colour, shape, position in prompts]
+    prompt_txt = F.normalize(_batched(model.encode_text, data.tokens(words)), dim=-1)
+    best = [prompts[i] for i in (img @ prompt_txt.t()).argmax(dim=1).tolist()]
+    truth = [_caption_attributes(caption) for caption in captions]
+    for index, name in enumerate(("colour", "shape", "position")):
+        pairs = [(b[index], t[index]) for b, t in zip(best, truth) if t[index] is not None]
+        result[f"zero_shot_{name}"] = _percent(torch.tensor([b == t for b, t in pairs], dtype=torch.float).mean())
+    return result
+
+
+def _batched(encode, inputs: torch.Tensor) -> torch.Tensor:
+    return torch.cat([encode(inputs[i : i + EVAL_BATCH]) for i in range(0, len(inputs), EVAL_BATCH)])
+
+
+def _percent(fraction: torch.Tensor) -> float:
+    return round(100.0 * fraction.item(), 2)
+
+
+_SHAPE_OF = {word: shape for shape, words in make_synthetic.SHAPE_WORDS.items() for word in words}
+_POSITION_OF = {phrase: position for position, phrases in POSITION_PHRASES.items() for phrase in phrases}
+
+
+def _caption_attributes(caption: str) -> tuple[str | None, str | None, str | None]:
+    """(colour, shape, position) named by a still caption; None for what it does not name."""
+    padded = f" {caption} "
+
+    def find(names) -> str | None:
+        return next((name for name in sorted(names, key=len, reverse=True) if f" {name} " in padded), None)
+
+    shape_word, phrase = find(_SHAPE_OF), find(_POSITION_OF)
+    return find(make_synthetic.COLOURS), _SHAPE_OF.get(shape_word), _POSITION_OF.get(phrase)
 
 
 # ------------------------------------------------------------------------------------------------ vocabulary
@@ -352,8 +387,9 @@ def pretrain(out: str | os.PathLike, recipe: Recipe = DEFAULT, force: bool = Fal
     }
     summary = save(model, out, summary)
     log(f"held-out stills (n={held_out['n']}): R@1 image->text {held_out['i2t_r1']} %, text->image "
-        f"{held_out['t2i_r1']} % (R@5 {held_out['i2t_r5']} / {held_out['t2i_r5']} %); "
-        f"{summary['wall_seconds']} s; wrote {out}")
+        f"{held_out['t2i_r1']} % (R@5 {held_out['i2t_r5']} / {held_out['t2i_r5']} %); zero-shot colour "
+        f"{held_out['zero_shot_colour']} %, shape {held_out['zero_shot_shape']} %, position "
+        f"{held_out['zero_shot_position']} %; {summary['wall_seconds']} s; wrote {out}")
     return {**summary, "skipped": False}
 
 

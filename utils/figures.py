@@ -170,3 +170,31 @@ def attention_figure(
     summary = f"mass: global prompts {global_mass:.3f} | all frames {float(totals.sum()):.3f} ({parts})"
     draw.text((PAD, y + 2), fit_text(draw, summary, font, text_width), fill=TEXT, font=font)
     return image
+
+
+def twin_figure(frames: Sequence[np.ndarray], captions: Sequence[str], scores: dict[str, np.ndarray], scale: int = 2) -> Image.Image:
+    """Two time-reversed videos (rows of frames) with their captions, and each model's 2x2 caption-video
+    cosine matrix: a model that tells the twins apart scores the diagonal above the off-diagonal."""
+    font = _font()
+    size = frames[0].shape[1] * scale
+    count = frames[0].shape[0]
+    width = PAD + count * (size + 4) + PAD
+    rows_h = 2 * (LINE_H + size + PAD)
+    height = PAD + rows_h + LINE_H * (1 + len(scores)) + PAD
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    y = PAD
+    for row, (video, caption) in enumerate(zip(frames, captions)):
+        draw.text((PAD, y), fit_text(draw, f"video {'AB'[row]}: \"{caption}\"", font, width - 2 * PAD), fill="black", font=font)
+        y += LINE_H
+        for t, frame in enumerate(video):
+            tile = Image.fromarray(frame).resize((size, size), Image.NEAREST)
+            image.paste(tile, (PAD + t * (size + 4), y))
+        y += size + PAD
+    draw.text((PAD, y), "cosine(caption, video)   A-A   A-B   B-B   B-A   twins told apart", fill="black", font=font)
+    for name, s in scores.items():
+        y += LINE_H
+        told = int(s[0, 0] > s[0, 1]) + int(s[1, 1] > s[1, 0])
+        line = f"{name}: {s[0, 0]:+.3f} {s[0, 1]:+.3f} {s[1, 1]:+.3f} {s[1, 0]:+.3f}   {told}/2"
+        draw.text((PAD, y), fit_text(draw, line, font, width - 2 * PAD), fill="black", font=font)
+    return image

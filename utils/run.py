@@ -85,14 +85,11 @@ def run(args: argparse.Namespace) -> dict | None:
     data_cfg = data_config(args, model)
     test_split = build_split(data_cfg, "test")
     precision = resolve_precision(args.precision, dist.device)
-    bank = None
 
     def evaluate(epoch: int | None = None) -> float:
-        nonlocal bank
         autocast = autocast_context(precision, dist.device)
         feats = encode_split(model, test_split, data_cfg, args.batch_size_val, args.num_thread_reader, dist.device, autocast)
-        if args.qb_norm and bank is None or args.qb_norm and args.do_train:
-            bank = query_bank(model, data_cfg, args, dist, autocast)
+        bank = query_bank(model, data_cfg, args, dist, autocast) if args.qb_norm else None
         label = "CLIP meanP zero-shot" if args.baseline else f"DGL-{args.shared_latent_space}"
         results = evaluate_features(model, feats, test_split, label, bank, dsl=args.dsl, qb_beta=args.qb_norm_beta)
         if args.save_features and dist.is_main:

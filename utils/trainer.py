@@ -269,9 +269,12 @@ class Trainer:
                     state.epoch + 1, state.global_step, self.total_steps, loss.item(), lr, grad_norm, data_time,
                     step_time, samples,
                 )
-                for tag, value in (("loss", loss.item()), ("lr", lr), ("grad_norm", grad_norm), ("data_time", data_time),
-                                   ("step_time", step_time), ("samples_per_s", samples)):
+                record = {"loss": loss.item(), "lr": lr, "grad_norm": grad_norm, "data_time": data_time,
+                          "step_time": step_time, "samples_per_s": samples}
+                for tag, value in record.items():
                     self.writer.add_scalar(f"train/{tag}", value, state.global_step)
+                with (self.output_dir / "train_log.jsonl").open("a") as log:
+                    log.write(json.dumps({"epoch": state.epoch + 1, "step": state.global_step, **record}) + "\n")
             if args.max_steps is not None and state.global_step >= args.max_steps:
                 bar.close()
                 self.save("checkpoint_latest.pt")
