@@ -412,8 +412,8 @@ def matmul_limit(m: int, k: int, n: int, device: torch.device, min_time: float =
 class PeakMemory:
     """Increase of peak memory over a baseline: CUDA allocator on GPU, resident high-water mark on CPU."""
 
-    def __init__(self, device: torch.device):
-        self.device = device
+    def __init__(self, device: torch.device, isolated: bool = True):
+        self.device, self.isolated = device, isolated
         if device.type == "cuda":
             self.method = "cuda max_memory_allocated"
         elif _can_reset_hwm():
@@ -428,7 +428,7 @@ class PeakMemory:
             self.base = torch.cuda.memory_allocated(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
             return
-        self.tight = _mallopt(64 * 1024, 128 * 1024)
+        self.tight = self.isolated and _mallopt(64 * 1024, 128 * 1024)  # never retune a host process
         if self.tight and "mmap threshold" not in self.method:
             self.method += ", glibc mmap threshold 64 KiB"
         gc.collect()
@@ -592,7 +592,7 @@ def run_config(spec: dict[str, Any]) -> dict[str, Any]:
             # tensor leaves the resident set at once and the high-water mark follows live memory (with the
             # default, freed heap is kept and reused, which inflates it, mostly under checkpointing); the timed
             # steps run at 32 MiB / 64 MiB, the steady state glibc's dynamic thresholds reach by themselves.
-            memory = PeakMemory(device)
+            memory = PeakMemory(device, isolated=spec.get("isolated", False))
             memory.start()
             time_fn(step, device, max(warmup, 1), 0)
             peak, base = memory.peak_increase()
@@ -829,7 +829,7 @@ def _specs(args: argparse.Namespace) -> list[dict[str, Any]]:
          "frames": args.frames, "batch_size": args.batch_size, "eval_video_batch": args.eval_video_batch,
          "eval_text_batch": args.eval_text_batch, "compile": args.compile, "naive": args.naive,
          "repeats": args.repeats, "warmup": args.warmup, "sections": args.sections, "profile": args.profile,
-         "seed": args.seed, "threads": args.threads}
+         "seed": args.seed, "threads": args.threads, "isolated": not args.in_process}
         for m in args.models for v in args.variants for c in ckpt
     ]
 
