@@ -50,7 +50,8 @@ def test_cache_skips_same_recipe_and_retrains_a_changed_one(tmp_path, monkeypatc
     side = json.loads((tmp_path / "clip.pt.json").read_text())
     assert side["config"] == dataclasses.asdict(TINY.clip_config())
     assert (side["steps"], side["seed"]) == (TINY.steps, TINY.seed)
-    assert {"i2t_r1", "t2i_r1"} <= set(side["held_out"]) and side["held_out"]["n"] == TINY.eval_size
+    assert {"i2t_r1", "t2i_r1", "zero_shot_colour", "zero_shot_shape", "zero_shot_position"} <= set(side["held_out"])
+    assert side["held_out"]["n"] == TINY.eval_size
     assert "moves" in side["video_words_not_trained"] and "red" not in side["video_words_not_trained"]
 
     calls = []
@@ -94,3 +95,9 @@ def test_main_writes_a_loadable_file(tmp_path):
     summary = ptc.main(argv)
     assert not summary["skipped"] and CLIP.from_pretrained(str(out)).config.context_length == 16
     assert ptc.main(argv)["skipped"]
+
+
+def test_caption_attributes_are_read_from_still_captions():
+    assert ptc._caption_attributes("a big yellow plus sign on the right side") == ("yellow", "cross", "right")
+    assert ptc._caption_attributes("there is a tiny purple box near the top") == ("purple", "square", "top")
+    assert ptc._caption_attributes("a big purple dot on a black background") == ("purple", "circle", None)
