@@ -113,7 +113,8 @@ def run(args: argparse.Namespace) -> dict | None:
         if resume_ckpt is not None and not args.load_from_pretrained:
             trainer.restore(resume_ckpt)
         state = trainer.fit(evaluate)
-        logger.info("best text-to-video R@1 %.1f at epoch %d", state.best_r1, state.best_epoch)
+        if state.best_epoch >= 0:
+            logger.info("best text-to-video R@1 %.1f at epoch %d", state.best_r1, state.best_epoch)
     if args.do_eval:
         evaluate()
         results = json.loads((output_dir / "eval_metrics.json").read_text()) if dist.is_main else None
