@@ -1,6 +1,6 @@
 """Attention weights of DGL's global prompts, for visualisation only.
 
-``explicit_encode_video`` repeats :meth:`models.dgl.DGL.encode_video` step by step with the model's own
+``explicit_encode_video`` runs :meth:`models.dgl.DGL.run_visual`, the loop of ``encode_video``, with the model's own
 blocks and weights, but computes every attention as an explicit ``softmax(q·kᵀ/sqrt(d))·v`` instead of the
 fused kernel, so the weights of the global-prompt queries can be kept. Training and evaluation never use
 this path (it materialises the weights and is slower); a test checks that both give the same features.
@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .clip import MultiheadAttention, ResidualAttentionBlock, VisionTransformer
-from .dgl import DGL, VISUAL_OUTPUT_TYPES
+from .clip import MultiheadAttention, ResidualAttentionBlock
+from .dgl import DGL, check_output_type
 from .prompts import Prompts
 
 
@@ -120,40 +120,27 @@ def explicit_global_local_block(
 def explicit_encode_video(
     model: DGL, video: torch.Tensor, prompts: Prompts | None = None, output_type: str | None = None
 ) -> VideoAttention:
-    """``[B, T, 3, H, W]`` normalised frames -> the features of ``model.encode_video`` and the attention of the
-    global prompts at every vision layer."""
-    output_type = output_type or model.config.visual_output_type
-    if output_type not in VISUAL_OUTPUT_TYPES:
-        raise ValueError(f"output_type must be one of {VISUAL_OUTPUT_TYPES}, got {output_type!r}")
-    local = (prompts or model.prompts()).local  # [layers, T or 1, P_local, D]
-    batch, frames = video.shape[:2]
-    if local.shape[1] not in (1, frames):
-        raise ValueError(
-            f"video has {frames} frames but the transformer prompt generator was built for "
-            f"max_frames={local.shape[1]} (its prompts are frame-specific)"
-        )
-    visual: VisionTransformer = model.clip.visual
-    tokens = visual.embed(video.flatten(0, 1)).unflatten(0, (batch, frames))  # [B, T, 1 + grid², D]
-    num_local, num_global = local.shape[2], model.config.global_prompt_length
-    local = local.to(tokens.dtype)
-    frame_tokens = torch.cat([tokens[:, :, :1], local[0].expand(batch, frames, -1, -1), tokens[:, :, 1:]], dim=2)
-    per_frame = frame_tokens.shape[2]
-    x = torch.cat([model.global_prompts.to(tokens.dtype).expand(batch, -1, -1), frame_tokens.flatten(1, 2)], dim=1)
+    """``[B, T, 3, H, W]`` frames -> the features of ``model.encode_video`` and the attention of the global
+    prompts at every vision layer (the model's own visual loop, with the explicit block)."""
+    output_type = check_output_type(output_type or model.config.visual_output_type)
     layer_weights = []
-    for i, block in enumerate(visual.transformer.resblocks):
-        if 0 < i < model.prompt_layers:  # deep prompts: local prompts are replaced, globals carry on
-            x[:, num_global:].unflatten(1, (frames, per_frame))[:, :, 1 : 1 + num_local] = local[i]
+
+    def block_fn(block: ResidualAttentionBlock, x: torch.Tensor, num_global: int, frames: int) -> torch.Tensor:
         x, weights = explicit_global_local_block(block, x, num_global, frames)
         layer_weights.append(weights)
-    patches = tokens.shape[2] - 1
+        return x
+
+    x, per_frame = model.run_visual(video, prompts, block_fn)
+    num_global, frames = model.config.global_prompt_length, video.shape[1]
+    patches = model.clip.visual.positional_embedding.shape[0] - 1
     rows = cols = math.isqrt(patches)
     if rows * cols != patches:
         raise ValueError(f"{patches} patch tokens do not form a square grid")
     return VideoAttention(
-        features=model._pool(visual, x, num_global, per_frame, output_type),
+        features=model._pool(model.clip.visual, x, num_global, per_frame, output_type),
         attention=torch.stack(layer_weights, dim=1),
         num_global=num_global,
         frames=frames,
-        num_local=num_local,
+        num_local=per_frame - 1 - patches,
         grid=(rows, cols),
     )

@@ -110,6 +110,12 @@ def cosine_logits(logit_scale: torch.Tensor, text_features: torch.Tensor, video_
     return logit_scale.float().exp() * text_features @ video_features.t()
 
 
+def check_output_type(output_type: str) -> str:
+    if output_type not in VISUAL_OUTPUT_TYPES:
+        raise ValueError(f"output_type must be one of {VISUAL_OUTPUT_TYPES}, got {output_type!r}")
+    return output_type
+
+
 def contrastive_loss(logits: torch.Tensor) -> torch.Tensor:
     """Symmetric InfoNCE over a square [texts, videos] logit matrix whose diagonal holds the positives."""
     target = torch.arange(logits.shape[0], device=logits.device)
@@ -194,10 +200,17 @@ class DGL(nn.Module):
     def encode_video(
         self, video: torch.Tensor, prompts: Prompts | None = None, output_type: str | None = None
     ) -> torch.Tensor:
-        """``[B, T, 3, H, W]`` normalised frames -> ``[B, E]`` (``[B, 1 + T, E]`` for global-local-feature)."""
-        output_type = output_type or self.config.visual_output_type
-        if output_type not in VISUAL_OUTPUT_TYPES:
-            raise ValueError(f"output_type must be one of {VISUAL_OUTPUT_TYPES}, got {output_type!r}")
+        """``[B, T, 3, H, W]`` frames -> ``[B, E]`` (``[B, 1 + T, E]`` for global-local-feature)."""
+        output_type = check_output_type(output_type or self.config.visual_output_type)
+        x, per_frame = self.run_visual(video, prompts, global_local_block)
+        return self._pool(self.clip.visual, x, self.config.global_prompt_length, per_frame, output_type)
+
+    def run_visual(self, video: torch.Tensor, prompts: Prompts | None, block_fn: Callable) -> tuple[torch.Tensor, int]:
+        """The prompted vision transformer: returns the last hidden states ``[B, G + T·S, D]`` and ``S``.
+
+        ``block_fn(block, x, num_global, frames) -> x`` runs one block; the fused ``global_local_block`` here,
+        an explicit-softmax twin in ``models.attention_maps`` that also records the attention weights.
+        """
         local = (prompts or self.prompts()).local  # [layers, T or 1, P_local, D]
         batch, frames = video.shape[:2]
         if local.shape[1] not in (1, frames):
@@ -207,7 +220,7 @@ class DGL(nn.Module):
             )
         visual: VisionTransformer = self.clip.visual
         tokens = visual.embed(video.flatten(0, 1)).unflatten(0, (batch, frames))  # [B, T, 1 + grid², D]
-        width, num_local, num_global = tokens.shape[-1], local.shape[2], self.config.global_prompt_length
+        num_local, num_global = local.shape[2], self.config.global_prompt_length
         local = local.to(tokens.dtype)
         frame_tokens = torch.cat(
             [tokens[:, :, :1], local[0].expand(batch, frames, -1, -1), tokens[:, :, 1:]], dim=2
@@ -219,8 +232,8 @@ class DGL(nn.Module):
         for i, block in enumerate(visual.transformer.resblocks):
             if 0 < i < self.prompt_layers:  # deep prompts: local prompts are replaced, globals carry on
                 x[:, num_global:].unflatten(1, (frames, per_frame))[:, :, 1 : 1 + num_local] = local[i]
-            x = self._block(global_local_block, block, x, num_global, frames)
-        return self._pool(visual, x, num_global, per_frame, output_type)
+            x = self._block(block_fn, block, x, num_global, frames)
+        return x, per_frame
 
     @staticmethod
     def _pool(visual: VisionTransformer, x: torch.Tensor, num_global: int, per_frame: int, output_type: str):
