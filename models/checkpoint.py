@@ -81,7 +81,11 @@ def load_official_checkpoint(model: DGL, path: str | os.PathLike, check_backbone
     With ``check_backbone`` the checkpoint's frozen CLIP weights must equal the model's (fp16-rounding
     tolerance): evaluating released prompts on another backbone is an error, not a silent mismatch.
     """
-    state = read_official_checkpoint(path)
+    load_official_state(model, read_official_checkpoint(path), path, check_backbone)
+
+
+def load_official_state(model: DGL, state: dict[str, torch.Tensor], path: str | os.PathLike, check_backbone: bool) -> None:
+    """``load_official_checkpoint`` on an already read state dict (``path`` only names it in errors)."""
     names = official_names(model)
     missing = [theirs for theirs in names.values() if theirs not in state]
     if missing:
@@ -112,9 +116,9 @@ def load_official_checkpoint(model: DGL, path: str | os.PathLike, check_backbone
 
 def model_from_official_checkpoint(path: str | os.PathLike, config: DGLConfig) -> DGL:
     """Build CLIP and DGL from an official checkpoint alone (it carries the full frozen CLIP)."""
-    clip = CLIP.from_state_dict(backbone_state_from_official(read_official_checkpoint(path)), source=str(path))
-    model = DGL(clip, config)
-    load_official_checkpoint(model, path, check_backbone=False)
+    state = read_official_checkpoint(path)
+    model = DGL(CLIP.from_state_dict(backbone_state_from_official(state), source=str(path)), config)
+    load_official_state(model, state, path, check_backbone=False)
     return model
 
 
