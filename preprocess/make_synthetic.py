@@ -269,7 +269,7 @@ class Unit:
     split: str
 
 
-def _random_attrs(rng: np.random.Generator, motions: tuple[str, ...]) -> ClipAttrs:
+def random_attrs(rng: np.random.Generator, motions: tuple[str, ...]) -> ClipAttrs:
     return ClipAttrs(
         colour=str(rng.choice(list(COLOURS))), shape=str(rng.choice(SHAPES)),
         motion=str(rng.choice(motions)), background=str(rng.choice(list(BACKGROUNDS))),
@@ -282,7 +282,7 @@ def plan_units(cfg: SyntheticConfig) -> list[Unit]:
     forward_motions = tuple(pair[0] for pair in MOTION_PAIRS)
 
     def twin_unit(first: int, split: str) -> Unit:
-        a = _random_attrs(rng, forward_motions)
+        a = random_attrs(rng, forward_motions)
         if rng.random() < 0.5:  # which twin comes first must not leak the motion direction
             a = replace(a, motion=REVERSE[a.motion])
         b = replace(a, motion=REVERSE[a.motion])
@@ -294,7 +294,7 @@ def plan_units(cfg: SyntheticConfig) -> list[Unit]:
         units += [twin_unit(2 * j, "train") for j in range(cfg.train_videos // 2)]
     else:
         for i in range(cfg.train_videos):
-            a = _random_attrs(rng, MOTIONS)
+            a = random_attrs(rng, MOTIONS)
             caps = caption_variants([a], cfg.captions_per_video, rng)
             units.append(Unit([f"video{i}"], [a], caps, int(rng.integers(2**63)), "train"))
     units += [twin_unit(cfg.train_videos + 2 * j, "test") for j in range(cfg.test_pairs)]

@@ -5,15 +5,21 @@ backbone, OpenAI parameter names, the real 49,408-token BPE vocabulary) to match
 synthetic world with captions naming colour, shape, size, position and background. DGL then starts from
 this file exactly as it would from OpenAI's ViT-B/32.
 
-Default (width 128, 3+3 layers, 32 px in 8 px patches, batch 128, 900 steps; about 2 minutes on 2 cores)
+Default (width 128, 3+3 layers, 32 px in 8 px patches, batch 128 stills + 64 captions, 900 steps; about
+3 minutes on 2 cores)
 learns colour, position and most of shape; it was chosen over width 192 because more steps of a narrower
 model learnt more in the same time (shape and position are learnt late, after ~400 steps). --quick
-(2+2 layers, batch 64, 400 steps; about half a minute) learns colour only: a smoke-test model.
+(2+2 layers, batch 64 + 32 captions, 400 steps; under a minute) learns colour only: a smoke-test model.
 
-What it can and cannot know: stills carry no motion, so the temporal words of the video captions
-("moves", "left to right", "shrinks", ...) are never supervised here and stay near their random
-initialisation; the sidecar JSON lists those unseen words. Stills are rendered at the video size (64 px)
-and reduced to the model resolution with the video loader's own resize, so both look alike.
+What it can and cannot know: stills carry no motion, so the image tower never sees one. A text-only term
+(``caption_batch``) teaches the text tower the temporal words of the video captions ("moves", "left to
+right", "shrinks", ...): it contrasts two wordings of the same clip's caption against the captions of other
+clips, half of which are the clip's time-reversed twin worded alike, as web captions taught real CLIP's text
+tower words that no single photo grounds. Without it (``--caption_batch 0``) twin captions embed almost
+alike (held-out cosine 0.93, told apart 56 %, i.e. chance) and no video model could be rewarded for telling
+twins apart. The sidecar JSON lists the words seen with images, seen in text only, and never seen. Stills are
+rendered at the video size (64 px) and reduced to the model resolution with the video loader's own resize, so
+both look alike.
 
 The result is cached: when FILE exists and FILE.json records the same recipe (model sizes, steps, batch,
 seed, ...) and the file's SHA256, nothing is trained.
@@ -35,7 +41,7 @@ import os
 import re
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, astuple, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -79,6 +85,10 @@ class Recipe:
     weight_decay: float = 0.1
     warmup: float = 0.1  # fraction of the steps
     eval_size: int = 512
+    # Video captions per step for the text-only paraphrase term (0: stills only). Half the batch are
+    # time-reversed twins of the other half, so the text tower learns to tell "left to right" from
+    # "right to left" without ever seeing a moving image.
+    caption_batch: int = 64
 
     def clip_config(self) -> CLIPConfig:
         grid = self.resolution // self.patch
@@ -98,22 +108,45 @@ class Recipe:
             raise ValueError("steps, layers, embed_dim, eval_size must be >= 1 and batch_size >= 2")
         if self.context < 8:
             raise ValueError(f"context must be >= 8 tokens, got {self.context}")
+        if self.caption_batch < 0 or self.caption_batch % 2:
+            raise ValueError(f"caption_batch must be an even number >= 0 (clips come in twin pairs), got {self.caption_batch}")
         if self.render_size and self.render_size < self.resolution:
             raise ValueError("render_size must be 0 or >= resolution")
 
 
 DEFAULT = Recipe()
-QUICK = Recipe(steps=400, batch_size=64, layers=2, embed_dim=64, eval_size=256)
+QUICK = Recipe(steps=400, batch_size=64, layers=2, embed_dim=64, eval_size=256, caption_batch=32)
 
 
 # ------------------------------------------------------------------------------------------------ data
+class CaptionTokens:
+    """Captions -> token ids [N,L], L cut to the longest caption; remembers every caption it tokenised."""
+
+    def __init__(self, context: int):
+        self.context = context
+        self.tokenizer = ClipTokenizer()
+        self.seen: dict[str, list[int]] = {}  # caption -> [SOT, ..., EOT]; the world has few distinct captions
+
+    def __call__(self, captions: list[str]) -> torch.Tensor:
+        rows = []
+        for caption in captions:
+            ids = self.seen.get(caption)
+            if ids is None:
+                ids, mask = self.tokenizer(caption, self.context)
+                ids = self.seen[caption] = ids[0, : int(mask.sum())].tolist()
+            rows.append(ids)
+        out = torch.zeros(len(rows), max(map(len, rows)), dtype=torch.long)
+        for row, ids in enumerate(rows):
+            out[row, : len(ids)] = torch.tensor(ids)
+        return out  # causal attention: trailing padding never reaches the EOT feature
+
+
 class StillBatches:
-    """Fresh seeded stills -> (normalised images [N,3,R,R], token ids [N,L]), L cut to the longest caption."""
+    """Fresh seeded stills -> (normalised images [N,3,R,R], token ids [N,L], captions)."""
 
     def __init__(self, recipe: Recipe):
         self.recipe = recipe
-        self.tokenizer = ClipTokenizer()
-        self._ids: dict[str, list[int]] = {}  # caption -> [SOT, ..., EOT]; the world has few distinct captions
+        self.tokens = CaptionTokens(recipe.context)
         self.mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
         self.std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
 
@@ -121,32 +154,63 @@ class StillBatches:
         frames = resize_and_crop(raw, self.recipe.resolution)  # identity when drawn at the model resolution
         return (frames.float() / 255.0 - self.mean) / self.std
 
-    def tokens(self, captions: list[str]) -> torch.Tensor:
-        rows = []
-        for caption in captions:
-            ids = self._ids.get(caption)
-            if ids is None:
-                ids, mask = self.tokenizer(caption, self.recipe.context)
-                ids = self._ids[caption] = ids[0, : int(mask.sum())].tolist()
-            rows.append(ids)
-        out = torch.zeros(len(rows), max(map(len, rows)), dtype=torch.long)
-        for row, ids in enumerate(rows):
-            out[row, : len(ids)] = torch.tensor(ids)
-        return out  # causal attention: trailing padding never reaches the EOT feature
-
     def sample(self, n: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
         raw, captions = sample_stills(n, self.recipe.render_size or self.recipe.resolution, rng)
         return self.images(raw), self.tokens(captions), captions
 
 
+class MotionCaptions:
+    """Two differently worded video captions of the same clip, for the text-only paraphrase term.
+
+    Clips come in time-reversed twin pairs (a static clip is paired with a random motion) whose captions
+    share template and wording except for the motion phrase, so the hardest negative of every caption is
+    its twin's. ``keys`` identify the clip's attributes: equal keys are both positives.
+    """
+
+    def __init__(self, tokens: CaptionTokens):
+        self.tokens = tokens
+        self.moving = [m for m in make_synthetic.MOTIONS if m in make_synthetic.REVERSE]
+
+    def _partner(self, attrs: make_synthetic.ClipAttrs, rng: np.random.Generator) -> make_synthetic.ClipAttrs:
+        motion = make_synthetic.REVERSE.get(attrs.motion) or self.moving[rng.integers(len(self.moving))]
+        return dataclasses.replace(attrs, motion=motion)
+
+    def texts(self, n: int, rng: np.random.Generator) -> tuple[list[str], list[str], list[tuple]]:
+        """n clips as n/2 (clip, twin) pairs at indices (2i, 2i+1) -> (wording 1, wording 2, attributes)."""
+        clips = []
+        for _ in range(n // 2):
+            first = make_synthetic.random_attrs(rng, make_synthetic.MOTIONS)
+            clips += [first, self._partner(first, rng)]
+        views = [caps for i in range(0, n, 2) for caps in make_synthetic.caption_variants(clips[i : i + 2], 2, rng)]
+        return [v[0] for v in views], [v[1] for v in views], [astuple(c) for c in clips]
+
+    def sample(self, n: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, list[tuple]]:
+        first, second, keys = self.texts(n, rng)
+        return self.tokens(first), self.tokens(second), keys
+
+
 # ------------------------------------------------------------------------------------------------ training
+def _symmetric_infonce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target.t())) / 2
+
+
 def contrastive_loss(model: CLIP, images: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     """Symmetric InfoNCE over the batch with CLIP's learnable temperature (capped at 100)."""
     img = F.normalize(model.encode_image(images), dim=-1)
     txt = F.normalize(model.encode_text(ids), dim=-1)
     logits = model.logit_scale.clamp(max=MAX_LOGIT_SCALE).exp() * img @ txt.t()
-    target = torch.arange(len(ids))
-    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)) / 2
+    return _symmetric_infonce(logits, torch.eye(len(ids)))
+
+
+def paraphrase_loss(model: CLIP, first: torch.Tensor, second: torch.Tensor, keys: list[tuple]) -> torch.Tensor:
+    """Symmetric InfoNCE between two wordings of the same clips; clips with equal attributes share the target."""
+    a = F.normalize(model.encode_text(first), dim=-1)
+    b = F.normalize(model.encode_text(second), dim=-1)
+    logits = model.logit_scale.clamp(max=MAX_LOGIT_SCALE).exp() * a @ b.t()
+    index: dict[tuple, int] = {}
+    codes = torch.tensor([index.setdefault(key, len(index)) for key in keys])
+    same = (codes[:, None] == codes[None, :]).float()
+    return _symmetric_infonce(logits, same / same.sum(dim=1, keepdim=True))
 
 
 class _Optimizers:
@@ -196,12 +260,14 @@ def _schedule(recipe: Recipe):
     return factor
 
 
-def train(recipe: Recipe, progress: bool = True) -> tuple[CLIP, list[float], set[str]]:
-    """-> (trained model in eval mode, per-step losses, words of the captions it was trained on)."""
+def train(recipe: Recipe, progress: bool = True) -> tuple[CLIP, list[float], dict[str, set[str]]]:
+    """-> (trained model in eval mode, per-step losses, caption words seen {"with_images", "text_only"})."""
     recipe.validate()
     torch.manual_seed(recipe.seed)
     rng = np.random.default_rng([recipe.seed, 1])
     data = StillBatches(recipe)
+    captions = MotionCaptions(CaptionTokens(recipe.context))
+    caption_rng = np.random.default_rng([recipe.seed, 3])
     model = CLIP(recipe.clip_config())
     model.train()
     optimizer = _Optimizers(model, recipe)
@@ -210,6 +276,8 @@ def train(recipe: Recipe, progress: bool = True) -> tuple[CLIP, list[float], set
     for _ in bar:
         images, ids, _ = data.sample(recipe.batch_size, rng)
         loss = contrastive_loss(model, images, ids)
+        if recipe.caption_batch:
+            loss = loss + paraphrase_loss(model, *captions.sample(recipe.caption_batch, caption_rng))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -219,7 +287,8 @@ def train(recipe: Recipe, progress: bool = True) -> tuple[CLIP, list[float], set
         bar.set_postfix(loss=f"{losses[-1]:.3f}", scale=f"{model.logit_scale.exp().item():.1f}", refresh=False)
     model.token_embedding.sparse = False
     model.eval()
-    return model, losses, _words(data._ids.keys())
+    with_images = _words(data.tokens.seen)
+    return model, losses, {"with_images": with_images, "text_only": _words(captions.tokens.seen) - with_images}
 
 
 # ------------------------------------------------------------------------------------------------ evaluation
@@ -255,7 +324,24 @@ def evaluate(model: CLIP, recipe: Recipe) -> dict[str, float]:
     for index, name in enumerate(("colour", "shape", "position")):
         pairs = [(b[index], t[index]) for b, t in zip(best, truth) if t[index] is not None]
         result[f"zero_shot_{name}"] = _percent(torch.tensor([b == t for b, t in pairs], dtype=torch.float).mean())
-    return result
+    return result | twin_caption_scores(model, MotionCaptions(data.tokens), recipe.eval_size)
+
+
+@torch.no_grad()
+def twin_caption_scores(model: CLIP, captions: MotionCaptions, n: int) -> dict[str, float]:
+    """How well the text tower alone tells time-reversed twins apart, on held-out caption pairs.
+
+    ``twin_caption_cosine``: mean cosine of a caption and its twin's (same words but the motion phrase);
+    ``twin_caption_accuracy``: share (percent) of captions closer to a rewording of their own clip than to
+    the same rewording of the twin.
+    """
+    first, second, _ = captions.sample(n - n % 2, np.random.default_rng([EVAL_SEED, 4]))
+    a = F.normalize(_batched(model.encode_text, first), dim=-1)
+    b = F.normalize(_batched(model.encode_text, second), dim=-1)
+    twin = torch.arange(len(a)) ^ 1  # clips come as (clip, twin) at indices (2i, 2i+1)
+    own, other = (a * b).sum(-1), (a * b[twin]).sum(-1)
+    return {"twin_caption_cosine": round((a * a[twin]).sum(-1).mean().item(), 3),
+            "twin_caption_accuracy": _percent((own > other).float().mean())}
 
 
 def _batched(encode, inputs: torch.Tensor) -> torch.Tensor:
@@ -373,7 +459,7 @@ def pretrain(out: str | os.PathLike, recipe: Recipe = DEFAULT, force: bool = Fal
     model, losses, seen = train(recipe, progress=progress)
     train_s = time.perf_counter() - start
     held_out = evaluate(model, recipe)
-    unseen = sorted(video_caption_words() - seen)
+    unseen = sorted(video_caption_words() - seen["with_images"] - seen["text_only"])
     summary = {
         "cache_key": cache_key(recipe),
         "config": asdict(model.config),
@@ -387,16 +473,22 @@ def pretrain(out: str | os.PathLike, recipe: Recipe = DEFAULT, force: bool = Fal
         "loss_last": round(float(np.mean(losses[-10:])), 4),
         "logit_scale": round(model.logit_scale.exp().item(), 2),
         "held_out": held_out,
-        "trained_words": sorted(seen),
+        "words_with_images": sorted(seen["with_images"]),
+        "words_text_only": sorted(seen["text_only"]),
         "video_words_not_trained": unseen,
-        "knows": "colour, shape (with synonyms), size, position and background of one shape in a still; "
+        "knows": "images: colour, shape (with synonyms), size, position and background of one shape in a still, "
+                 "never motion (stills carry no time); text: also which video captions are rewordings of each "
+                 "other, so motion phrases and their reversals embed apart"
+                 if recipe.caption_batch else
+                 "colour, shape (with synonyms), size, position and background of one shape in a still; "
                  "no motion or temporal words (stills carry no time)",
     }
     summary = save(model, out, summary)
     log(f"held-out stills (n={held_out['n']}): R@1 image->text {held_out['i2t_r1']} %, text->image "
         f"{held_out['t2i_r1']} % (R@5 {held_out['i2t_r5']} / {held_out['t2i_r5']} %); zero-shot colour "
         f"{held_out['zero_shot_colour']} %, shape {held_out['zero_shot_shape']} %, position "
-        f"{held_out['zero_shot_position']} %; {summary['wall_seconds']} s; wrote {out}")
+        f"{held_out['zero_shot_position']} %; twin captions: cosine {held_out['twin_caption_cosine']}, told apart "
+        f"{held_out['twin_caption_accuracy']} %; {summary['wall_seconds']} s; wrote {out}")
     return {**summary, "skipped": False}
 
 

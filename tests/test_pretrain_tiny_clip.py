@@ -10,10 +10,11 @@ import torch
 from models.clip import CLIP
 from models.pretrained import infer_clip_config, load_clip_state_dict
 from preprocess import pretrain_tiny_clip as ptc
+from preprocess.make_synthetic import MOTION_PHRASES, REVERSE, ClipAttrs
 
 # Smallest model the loader accepts (heads are width/64); 16 px images in 2x2 patches of 8.
 TINY = ptc.Recipe(steps=3, batch_size=8, seed=0, width=64, layers=1, resolution=16, patch=8, context=16,
-                  embed_dim=32, render_size=32, eval_size=16)
+                  embed_dim=32, render_size=32, eval_size=16, caption_batch=4)
 METADATA = {"input_resolution", "context_length", "vocab_size"}  # OpenAI archives' 0-d int64 entries
 
 
@@ -23,7 +24,9 @@ def _silent(*_args):
 
 def test_saved_file_loads_with_its_config_and_same_embeddings(tmp_path):
     model, losses, words = ptc.train(TINY, progress=False)
-    assert len(losses) == TINY.steps and {"red", "circle", "left"} <= words
+    assert len(losses) == TINY.steps and {"red", "circle", "left"} <= words["with_images"]
+    # every motion phrase has a word no still caption uses ("moves", "rises", "fades", ...)
+    assert words["text_only"] and words["text_only"] <= ptc.video_caption_words() - words["with_images"]
     out = tmp_path / "tiny.pt"
     ptc.save(model, out, {"note": "test"})
 
@@ -50,9 +53,11 @@ def test_cache_skips_same_recipe_and_retrains_a_changed_one(tmp_path, monkeypatc
     side = json.loads((tmp_path / "clip.pt.json").read_text())
     assert side["config"] == dataclasses.asdict(TINY.clip_config())
     assert (side["steps"], side["seed"]) == (TINY.steps, TINY.seed)
-    assert {"i2t_r1", "t2i_r1", "zero_shot_colour", "zero_shot_shape", "zero_shot_position"} <= set(side["held_out"])
+    assert {"i2t_r1", "t2i_r1", "zero_shot_colour", "zero_shot_shape", "zero_shot_position", "twin_caption_cosine",
+            "twin_caption_accuracy"} <= set(side["held_out"])
     assert side["held_out"]["n"] == TINY.eval_size
-    assert "moves" in side["video_words_not_trained"] and "red" not in side["video_words_not_trained"]
+    assert "red" in side["words_with_images"] and "red" not in side["video_words_not_trained"]
+    assert not set(side["words_text_only"]) & set(side["words_with_images"])
 
     calls = []
     real_train = ptc.train
@@ -73,10 +78,11 @@ def test_cache_skips_same_recipe_and_retrains_a_changed_one(tmp_path, monkeypatc
 
 
 def test_loss_decreases_on_a_tiny_model():
-    recipe = dataclasses.replace(TINY, steps=60, batch_size=16, lr=1e-3)
+    recipe = dataclasses.replace(TINY, steps=60, batch_size=16, lr=1e-3, caption_batch=16)
     _, losses, _ = ptc.train(recipe, progress=False)
     assert np.mean(losses[:5]) > np.mean(losses[-5:])
-    assert np.mean(losses[-5:]) < np.log(recipe.batch_size) - 0.1  # better than chance, not a collapse to uniform
+    chance = np.log(recipe.batch_size) + np.log(recipe.caption_batch)  # stills term + paraphrase term
+    assert np.mean(losses[-5:]) < chance - 0.2  # better than chance, not a collapse to uniform
 
 
 def test_command_line_presets_and_overrides(tmp_path):
@@ -101,3 +107,32 @@ def test_caption_attributes_are_read_from_still_captions():
     assert ptc._caption_attributes("a big yellow plus sign on the right side") == ("yellow", "cross", "right")
     assert ptc._caption_attributes("there is a tiny purple box near the top") == ("purple", "square", "top")
     assert ptc._caption_attributes("a big purple dot on a black background") == ("purple", "circle", None)
+
+
+
+def test_motion_captions_pair_time_reversed_twins_worded_alike():
+    first, second, keys = ptc.MotionCaptions(None).texts(40, np.random.default_rng(3))
+    assert len(first) == len(second) == len(keys) == 40
+    for i in range(0, 40, 2):
+        clip, twin = ClipAttrs(*keys[i]), ClipAttrs(*keys[i + 1])
+        assert (clip.colour, clip.shape, clip.background) == (twin.colour, twin.shape, twin.background)
+        assert twin.motion == REVERSE.get(clip.motion, twin.motion) != clip.motion
+        # the twin's caption is the clip's with the motion phrase swapped, nothing else
+        own = [p for p in MOTION_PHRASES[clip.motion] if p in first[i]]
+        other = [p for p in MOTION_PHRASES[twin.motion] if p in first[i + 1]]
+        assert any(first[i].replace(a, "#") == first[i + 1].replace(b, "#") for a in own for b in other)
+        assert first[i] != second[i] and first[i] != first[i + 1]
+
+
+def test_paraphrase_targets_treat_equal_clips_as_positives():
+    model = CLIP(TINY.clip_config()).eval()
+    tokens = ptc.StillBatches(TINY).tokens
+    texts = ["a red circle moves upward", "a blue box shrinks", "a red circle moves upward"]
+    keys = [("red", "circle", "upward", "black"), ("blue", "square", "shrinking", "grey")] + [("red", "circle", "upward", "black")]
+    with torch.no_grad():
+        loss = ptc.paraphrase_loss(model, tokens(texts), tokens(texts), keys)
+        emb = torch.nn.functional.normalize(model.encode_text(tokens(texts)), dim=-1)
+        logits = model.logit_scale.exp() * emb @ emb.t()
+    target = torch.tensor([[0.5, 0, 0.5], [0, 1, 0], [0.5, 0, 0.5]])
+    expected = -(target * logits.log_softmax(dim=1)).sum(1).mean()  # symmetric logits: both directions agree
+    torch.testing.assert_close(loss, expected)

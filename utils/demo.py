@@ -34,19 +34,23 @@ ROOT = Path(__file__).resolve().parents[1]
 @dataclass(frozen=True)
 class DemoConfig:
     """Training videos come as time-reversed twin pairs kept in one batch (``--train_group_size 2``), one random
-    caption per video and epoch: each batch then holds every video's reversal as a hard negative."""
+    caption per video and epoch: each batch then holds every video's reversal as a hard negative. T equals the
+    clip length, so every frame is used and a twin's frames are exactly the reversed frames of its partner
+    (the official TSN rule would train T=8 of 12 frames on frames 0-7 only, the first two thirds of a motion).
+    Recipe chosen on a validation world (data seed 1), never on the test split: see README "Demo"."""
 
     data: SyntheticConfig
     clip: pretrain_tiny_clip.Recipe
-    frames: int = 8
+    frames: int = 12
     words: int = 24
     batch_size: int = 32
     epochs: int = 15
     lr: float = 2e-3
     seed: int = 0
-    # PASS when DGL-Transformer's text-to-video R@1 is at least the zero-shot baseline's plus this margin
-    # (measured on seed 0: -3.3 points at lr 2e-3, -5.0 at lr 1e-2; see README "Demo").
-    margin: float = 0.0
+    # PASS when DGL-Transformer's text-to-video R@1 is at least the zero-shot baseline's plus this margin (points).
+    # Measured gains: +7.6, +9.3, +10.0 (test world, DGL seeds 0-2), +11.6, +6.0 (validation world, seeds 0-1);
+    # 4 is about two standard errors of R@1 at n=300 and below every measured gain.
+    margin: float = 4.0
 
 
 FULL = DemoConfig(
@@ -75,7 +79,12 @@ def prepare_data(cfg: DemoConfig, workdir: Path) -> Path:
 
 def main_py(flags: list[str], log: Path) -> None:
     """Run ``main.py`` as a user would; its output goes to the console and ``log``."""
-    cmd = [sys.executable, str(ROOT / "main.py"), *flags]
+    run_logged([str(ROOT / "main.py"), *flags], log)
+
+
+def run_logged(cmd: list[str], log: Path) -> None:
+    """Run a Python command line; the whole output goes to ``log``, progress lines to the console."""
+    cmd = [sys.executable, *cmd]
     with log.open("w") as sink:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
         for line in proc.stdout:
@@ -83,15 +92,31 @@ def main_py(flags: list[str], log: Path) -> None:
             if "INFO utils.trainer: epoch" in line or "| " in line or "WARNING" in line or "Error" in line:
                 print("   " + line.rstrip(), flush=True)
         if proc.wait():
-            raise SystemExit(f"main.py failed (exit {proc.returncode}); see {log}")
+            raise SystemExit(f"{' '.join(cmd[1:3])} failed (exit {proc.returncode}); see {log}")
 
 
-def data_flags(data: Path, cfg: DemoConfig) -> list[str]:
+def dataset_flags(data: Path, cfg: DemoConfig) -> list[str]:
+    """The MSR-VTT files of the synthetic folder and the frame cache that serves them."""
     return [
         "--datatype", "msrvtt", "--train_csv", str(data / "MSRVTT_train.9k.csv"),
         "--val_csv", str(data / "MSRVTT_JSFUSION_test.csv"), "--data_path", str(data / "MSRVTT_data.json"),
-        "--features_path", str(data / "videos"), "--max_frames", str(cfg.frames), "--max_words", str(cfg.words),
-        "--batch_size_val", "64", "--num_thread_reader", "2", "--seed", str(cfg.seed), "--save_features",
+        "--features_path", str(data / "videos"), "--max_frames", str(cfg.frames),
+        "--frame_cache", str(data / f"frame_cache_{cfg.clip.resolution}px"),
+    ]
+
+
+def cache_frames(data: Path, cfg: DemoConfig, log: Path) -> None:
+    """Decode every video once into the frame cache (all frames, model resolution), as a user with a slow disk
+    or few cores would: training then reads uint8 arrays instead of decoding (40 % less time per epoch here).
+    Videos already cached and unchanged are skipped."""
+    run_logged(["-m", "preprocess.cache_frames", *dataset_flags(data, cfg), "--image_resolution",
+                str(cfg.clip.resolution), "--subsets", "train", "test", "--all_frames", "--workers", "2"], log)
+
+
+def data_flags(data: Path, cfg: DemoConfig) -> list[str]:
+    return dataset_flags(data, cfg) + [
+        "--max_words", str(cfg.words), "--batch_size_val", "64", "--num_thread_reader", "2", "--seed", str(cfg.seed),
+        "--save_features",
     ]
 
 
@@ -144,6 +169,8 @@ def run_demo(cfg: DemoConfig, workdir: Path) -> dict:
     start = time.perf_counter()
     workdir.mkdir(parents=True, exist_ok=True)
     data = prepare_data(cfg, workdir)
+    print("[demo] frame cache")
+    cache_frames(data, cfg, workdir / "cache_frames.log")
     clip_file = workdir / "tiny_clip.pt"
     print("[demo] tiny CLIP pretrained on stills")
     pretrain_tiny_clip.pretrain(clip_file, cfg.clip)
@@ -187,11 +214,12 @@ def verdict(table: dict, margin: float) -> tuple[bool, str]:
     dgl = table["DGL-Transformer"]["t2v"]["R@1"]
     base = next(m for name, m in table.items() if name.startswith("CLIP"))["t2v"]["R@1"]
     ok = dgl >= base + margin
-    n = next(iter(table.values()))["n_twin"]
+    n, twin = table["DGL-Transformer"]["n_twin"], table["DGL-Transformer"]["twin"]
     twin_se = 0.5 / math.sqrt(n) if n else float("nan")
     return ok, (
-        f"{'PASS' if ok else 'FAIL'}: DGL-Transformer T2V R@1 {dgl:.1f} vs zero-shot {base:.1f} (needs +{margin:g}); "
-        f"twin accuracy of an order-blind model is 0.5 (+/- {twin_se:.3f} standard error at n={n})"
+        f"{'PASS' if ok else 'FAIL'}: DGL-Transformer T2V R@1 {dgl:.1f} vs zero-shot {base:.1f} (needs +{margin:g}).\n"
+        f"DGL-Transformer twin accuracy {twin:.3f}: {(twin - 0.5) / twin_se:+.1f} standard errors from the 0.5 of an "
+        f"order-blind model (standard error {twin_se:.3f} at n={n})."
     )
 
 
