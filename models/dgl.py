@@ -174,10 +174,11 @@ class DGL(nn.Module):
     def encode_text(self, input_ids: torch.Tensor, prompts: Prompts | None = None) -> torch.Tensor:
         """``[N, L]`` token ids (SOT ... EOT, zero padded) -> ``[N, E]`` features (not normalised).
 
-        Sequence: SOT, prefix prompts, words, postfix prompts; the feature is read at the shifted EOT.
-        Positions after the batch's last EOT cannot reach any EOT row under the causal mask, so they are
-        dropped before encoding. The postfix prompts cannot reach it either (they are kept, as in the
-        official model, so the official checkpoint layout and its zero gradients stay exact).
+        Sequence: SOT, prefix prompts, words; the feature is read at the shifted EOT. The official model also
+        appends postfix prompts, and keeps positions up to the context length, but under the causal mask
+        nothing after the batch's last EOT can reach an EOT row: leaving them out gives the same features and
+        the same gradients (the postfix prompts' are exactly zero either way, as the generator still makes
+        them) for fewer tokens.
         """
         text_prompts = (prompts or self.prompts()).text
         prefix_len = self.config.text_prompt_length // 2
@@ -185,14 +186,11 @@ class DGL(nn.Module):
         kept = int(eot.max()) + 1
         words = self.clip.embed_text(input_ids[:, :kept])
         n = words.shape[0]
-        prefix, postfix = text_prompts[:, :prefix_len].to(words.dtype), text_prompts[:, prefix_len:].to(words.dtype)
-        x = torch.cat(
-            [words[:, :1], prefix[0].expand(n, -1, -1), words[:, 1:], postfix[0].expand(n, -1, -1)], dim=1
-        )
+        prefix = text_prompts[:, :prefix_len].to(words.dtype)
+        x = torch.cat([words[:, :1], prefix[0].expand(n, -1, -1), words[:, 1:]], dim=1)
         for i, block in enumerate(self.clip.transformer.resblocks):
             if 0 < i < self.prompt_layers:  # deep prompts: layer i's prompts replace the carried ones
                 x[:, 1 : 1 + prefix_len] = prefix[i]
-                x[:, prefix_len + kept :] = postfix[i]
             x = self._block(block, x, is_causal=True)
         return self.clip.project_text(x[torch.arange(n, device=x.device), eot + prefix_len])
 

@@ -23,13 +23,13 @@ def test_flop_formula_by_hand():
     # backward: 672 (input grads only) + 2*248 + head 8; the stem gets no gradient
     assert bench.video_flops(s) == (952, 1176)
     assert bench.video_flops(s, videos=3) == (3 * 952, 3 * 1176)
-    # text with 3 id slots kept: L = 3 + 2 prompts = 5; 24*5*4 = 480 + 4*2*25 = 200 + head 8
-    assert bench.text_flops(s, 1, 3) == (688, 888)
+    # text with 3 id slots kept: L = 3 + 1 prefix prompt (of 2) = 4; 24*4*4 = 384 + 4*2*16 = 128 + head 8
+    assert bench.text_flops(s, 1, 3) == (520, 648)
     # linear prompt maps: 2 maps * NL * P_local * 2*D_v*D_t = 16; trainable: backward 2x
     assert bench.prompt_flops(s) == (16, 32)
     flops = bench.train_step_flops(s, batch=1, kept=3)
     assert flops["logits"] == 2 * 2 + 4 * 2
-    assert flops["total"] == 952 + 1176 + 688 + 888 + 16 + 32 + 12
+    assert flops["total"] == 952 + 1176 + 520 + 648 + 16 + 32 + 12
 
 
 def test_b32_shapes():

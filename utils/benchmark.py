@@ -244,10 +244,10 @@ def text_flops(s: Shapes, captions: int, kept_words: int, attention: bool = True
                tokens: int | None = None) -> tuple[int, int]:
     """(forward, backward) FLOPs of ``captions`` captions encoded with ``kept_words`` id slots (SOT .. last EOT).
 
-    ``tokens`` overrides the sequence length ``kept_words + P_text`` (the benchmark passes the length it saw
-    entering the first text block, so the count follows the model if it ever drops tokens).
+    ``tokens`` overrides the sequence length ``kept_words + P_text / 2`` (words and prefix prompts; the benchmark
+    passes the length it saw entering the first text block, so the count follows the model if it changes).
     """
-    L, D = tokens or kept_words + s.text_prompts, s.text_width
+    L, D = tokens or kept_words + s.text_prompts // 2, s.text_width
     pairs = L * L if attention else 0
     head = 2 * D * s.embed
     fwd = s.text_layers * block_flops(L, D, pairs) + head

@@ -1,12 +1,12 @@
 """The CPU demo: synthetic temporal benchmark -> tiny CLIP pretrained on stills -> DGL through main.py.
 
-    bash scripts/demo.sh            # full size, a few minutes on 2 cores
-    bash scripts/demo.sh --quick    # smaller, under two minutes
+    bash scripts/demo.sh            # full size, about 7 minutes on 2 cores
+    bash scripts/demo.sh --quick    # smaller, about 1 minute
 
 It trains DGL-Transformer and DGL-Linear with ``main.py`` on the synthetic MSR-VTT folder (the code path of
 real training), evaluates them and the zero-shot frame-mean baseline, and prints one table with twin accuracy:
-the share of test captions whose own video scores above its time-reversed twin (a tie counts one half). Any
-model blind to frame order scores exactly 0.5 there.
+the share of test captions whose own video scores above its time-reversed twin (a tie counts one half). A
+model blind to frame order scores 0.5 there, up to the noise of encoding the two twins separately.
 """
 from __future__ import annotations
 
