@@ -63,6 +63,18 @@ class MultiheadAttention(nn.Module):
         qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)
         return qkv.unflatten(-1, (3, self.heads, -1)).unbind(-3)
 
+    def query(self, x: torch.Tensor) -> torch.Tensor:
+        """``[..., L, D]`` -> q ``[..., L, heads, D/heads]`` alone, for rows whose keys and values are not needed."""
+        width = x.shape[-1]
+        q = F.linear(x, self.in_proj_weight[:width], self.in_proj_bias[:width])
+        return q.unflatten(-1, (self.heads, -1))
+
+    def key_value(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``[..., L, D]`` -> k, v each ``[..., L, heads, D/heads]``, without the queries."""
+        width = x.shape[-1]
+        kv = F.linear(x, self.in_proj_weight[width:], self.in_proj_bias[width:])
+        return kv.unflatten(-1, (2, self.heads, -1)).unbind(-3)
+
     def merge(self, heads_out: torch.Tensor) -> torch.Tensor:
         """``[..., L, heads, D/heads]`` -> output projection ``[..., L, D]``."""
         return self.out_proj(heads_out.flatten(-2))

@@ -72,34 +72,54 @@ class DGLConfig:
         )
 
 
-def global_local_attention(attn: MultiheadAttention, x: torch.Tensor, num_global: int, frames: int) -> torch.Tensor:
-    """Attention of ``x = [globals, frame-major frame tokens]`` (``[B, G + T·S, D]``, already normed)."""
+def frame_rows(x: torch.Tensor, num_global: int, frames: int, rows: int) -> torch.Tensor:
+    """``[B, G + T·S, D]`` -> ``[B, G + T·rows, D]``: the globals and the first ``rows`` tokens of every frame."""
+    per_frame = x[:, num_global:].unflatten(1, (frames, -1))[:, :, :rows]
+    return torch.cat([x[:, :num_global], per_frame.flatten(1, 2)], dim=1)
+
+
+def global_local_attention(
+    attn: MultiheadAttention, x: torch.Tensor, num_global: int, frames: int, queries_per_frame: int | None = None
+) -> torch.Tensor:
+    """Attention of ``x = [globals, frame-major frame tokens]`` (``[B, G + T·S, D]``, already normed).
+
+    ``queries_per_frame``: only the globals and the first this-many tokens of each frame ask (keys and values
+    still come from every token), giving ``[B, G + T·queries_per_frame, D]``; default: every token asks.
+    """
     batch, length, _ = x.shape
     tokens_per_frame = (length - num_global) // frames
-    q, k, v = attn.qkv(x)  # [B, L, heads, head_dim] each
+    asking = tokens_per_frame if queries_per_frame is None else queries_per_frame
+    if asking == tokens_per_frame:
+        q, k, v = attn.qkv(x)  # [B, L, heads, head_dim] each
+    else:
+        q, (k, v) = attn.query(frame_rows(x, num_global, frames, asking)), attn.key_value(x)
     heads, head_dim = q.shape[-2:]
 
     # Global prompts see the whole video.
     out_global = F.scaled_dot_product_attention(q[:, :num_global].transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
 
     # Frame tokens see the video's global prompts and their own frame.
-    def per_frame(t: torch.Tensor) -> torch.Tensor:  # [B, L, h, hd] -> [B·T, h, L', hd]
-        return t.unflatten(1, (frames, tokens_per_frame)).flatten(0, 1).transpose(1, 2)
-
-    def frame_keys(t: torch.Tensor) -> torch.Tensor:
+    def frame_keys(t: torch.Tensor) -> torch.Tensor:  # [B, L, h, hd] -> [B·T, h, G + S, hd]
         shared = t[:, :num_global].unsqueeze(1).expand(batch, frames, num_global, heads, head_dim)
         own = t[:, num_global:].unflatten(1, (frames, tokens_per_frame))
         return torch.cat([shared, own], dim=2).flatten(0, 1).transpose(1, 2)
 
-    out_frames = F.scaled_dot_product_attention(per_frame(q[:, num_global:]), frame_keys(k), frame_keys(v))
+    frame_queries = q[:, num_global:].unflatten(1, (frames, asking)).flatten(0, 1).transpose(1, 2)
+    out_frames = F.scaled_dot_product_attention(frame_queries, frame_keys(k), frame_keys(v))
     out = torch.cat(
         [out_global.transpose(1, 2), out_frames.transpose(1, 2).reshape(batch, -1, heads, head_dim)], dim=1
     )
     return attn.merge(out)
 
 
-def global_local_block(block: ResidualAttentionBlock, x: torch.Tensor, num_global: int, frames: int) -> torch.Tensor:
-    x = x + global_local_attention(block.attn, block.ln_1(x), num_global, frames)
+def global_local_block(
+    block: ResidualAttentionBlock, x: torch.Tensor, num_global: int, frames: int, queries_per_frame: int | None = None
+) -> torch.Tensor:
+    """One frozen block with global-local attention; with ``queries_per_frame`` only the rows that ask come out."""
+    attended = global_local_attention(block.attn, block.ln_1(x), num_global, frames, queries_per_frame)
+    if queries_per_frame is not None:
+        x = frame_rows(x, num_global, frames, queries_per_frame)
+    x = x + attended
     return x + block.mlp(block.ln_2(x))
 
 
@@ -200,14 +220,19 @@ class DGL(nn.Module):
     ) -> torch.Tensor:
         """``[B, T, 3, H, W]`` frames -> ``[B, E]`` (``[B, 1 + T, E]`` for global-local-feature)."""
         output_type = check_output_type(output_type or self.config.visual_output_type)
-        x, per_frame = self.run_visual(video, prompts, global_local_block)
+        x, per_frame = self.run_visual(video, prompts, global_local_block, pooled_rows_only=True)
         return self._pool(self.clip.visual, x, self.config.global_prompt_length, per_frame, output_type)
 
-    def run_visual(self, video: torch.Tensor, prompts: Prompts | None, block_fn: Callable) -> tuple[torch.Tensor, int]:
+    def run_visual(
+        self, video: torch.Tensor, prompts: Prompts | None, block_fn: Callable, pooled_rows_only: bool = False
+    ) -> tuple[torch.Tensor, int]:
         """The prompted vision transformer: returns the last hidden states ``[B, G + T·S, D]`` and ``S``.
 
         ``block_fn(block, x, num_global, frames) -> x`` runs one block; the fused ``global_local_block`` here,
         an explicit-softmax twin in ``models.attention_maps`` that also records the attention weights.
+        ``pooled_rows_only``: the last block computes only the rows any pooling reads, the globals and the frame
+        CLS tokens (``block_fn(..., queries_per_frame=1)``), and ``[B, G + T, D]`` with ``S = 1`` comes back:
+        for ViT-B/32 at T=12 that skips 628 of 652 rows of the last block's MLP and projections.
         """
         local = (prompts or self.prompts()).local  # [layers, T or 1, P_local, D]
         batch, frames = video.shape[:2]
@@ -227,9 +252,12 @@ class DGL(nn.Module):
         x = torch.cat(
             [self.global_prompts.to(tokens.dtype).expand(batch, -1, -1), frame_tokens.flatten(1, 2)], dim=1
         )
-        for i, block in enumerate(visual.transformer.resblocks):
+        blocks = visual.transformer.resblocks
+        for i, block in enumerate(blocks):
             if 0 < i < self.prompt_layers:  # deep prompts: local prompts are replaced, globals carry on
                 x[:, num_global:].unflatten(1, (frames, per_frame))[:, :, 1 : 1 + num_local] = local[i]
+            if pooled_rows_only and i == len(blocks) - 1:
+                return self._block(block_fn, block, x, num_global, frames, queries_per_frame=1), 1
             x = self._block(block_fn, block, x, num_global, frames)
         return x, per_frame
 

@@ -1,4 +1,5 @@
 """The benchmark harness: its FLOP formula, its naive attention reference, and a tiny end-to-end run."""
+import dataclasses
 import json
 
 import pytest
@@ -19,17 +20,20 @@ def test_flop_formula_by_hand():
     s = tiny_shapes()
     # S = 1 + 1 + 1 = 3 tokens per frame, L = 1 + 2*3 = 7; pairs = T*S*(G+S) + G*L = 2*3*4 + 1*7 = 31
     assert (s.tokens_per_frame, s.video_tokens) == (3, 7)
-    # forward: 24*7*2^2 = 672 GEMM + 4*2*31 = 248 attention + stem 2*T*grid^2*3p^2*D = 24 + head 2*D*E = 8
-    # backward: 672 (input grads only) + 2*248 + head 8; the stem gets no gradient
-    assert bench.video_flops(s) == (952, 1176)
-    assert bench.video_flops(s, videos=3) == (3 * 952, 3 * 1176)
+    # The only (so last) block computes the R = G + T = 3 pooled rows: keys/values 4*L*D^2 = 112, queries,
+    # out-proj and MLP 20*R*D^2 = 240; pairs G*L + T*(G+S) = 7 + 8 = 15 -> 4*D*15 = 120 attention;
+    # stem 2*T*grid^2*3p^2*D = 24; head 2*D*E = 8. Backward: 352 (input grads only) + 2*120 + head 8.
+    assert bench.video_flops(s) == (504, 600)
+    assert bench.video_flops(s, videos=3) == (3 * 504, 3 * 600)
+    # A full block before it: 24*7*2^2 = 672 GEMM + 4*2*31 = 248 attention (backward 672 + 2*248).
+    assert bench.video_flops(dataclasses.replace(s, vision_layers=2)) == (504 + 920, 600 + 1168)
     # text with 3 id slots kept: L = 3 + 1 prefix prompt (of 2) = 4; 24*4*4 = 384 + 4*2*16 = 128 + head 8
     assert bench.text_flops(s, 1, 3) == (520, 648)
     # linear prompt maps: 2 maps * NL * P_local * 2*D_v*D_t = 16; trainable: backward 2x
     assert bench.prompt_flops(s) == (16, 32)
     flops = bench.train_step_flops(s, batch=1, kept=3)
     assert flops["logits"] == 2 * 2 + 4 * 2
-    assert flops["total"] == 952 + 1176 + 520 + 648 + 16 + 32 + 12
+    assert flops["total"] == 504 + 600 + 520 + 648 + 16 + 32 + 12
 
 
 def test_b32_shapes():

@@ -38,12 +38,16 @@ The weights are frozen, so backward computes input gradients only: each frozen G
 Video (per video; S = 1 + P_local + grid^2 tokens per frame, L = G + T*S tokens per video):
     pairs   = T*S*(G + S)   (frame tokens see their frame and the video's G globals)
             + G*L           (globals see the whole video)
-    forward = layers_v * block(L, D_v, pairs) + stem 2*T*grid^2*(3*p^2)*D_v + head 2*D_v*E*k
-    backward= layers_v * block_bw(L, D_v, pairs) + head 2*D_v*E*k; the stem gets no gradient (0)
+    The last block computes only the R = G + T rows that pooling can read (globals, frame CLS tokens):
+    last    = 4*L*D^2 (keys, values of every token) + 20*R*D^2 (queries, out-proj, MLP of R rows)
+            + 4*D*(G*L + T*(G + S));  last_bw = the same with 8*D*(...)
+    forward = (layers_v - 1) * block(L, D_v, pairs) + last + stem 2*T*grid^2*(3*p^2)*D_v + head 2*D_v*E*k
+    backward= (layers_v - 1) * block_bw(L, D_v, pairs) + last_bw + head 2*D_v*E*k; the stem gets no gradient
     (k = tokens pooled: 1 for global_prompt0.)
-Text (per caption; L_t = SOT + P_text + words actually encoded, i.e. (last EOT position in the batch + 1) +
-P_text, as seen entering the first text block): pairs = L_t^2 (the dense square, although the causal
-kernel may skip half; < 2 % of text FLOPs),
+Text (per caption; L_t = SOT + P_text/2 prefix prompts + words actually encoded, i.e. (last EOT position in
+the batch + 1) + P_text/2, as seen entering the first text block; the postfix prompts and the padding cannot
+reach the EOT row and are not encoded): pairs = L_t^2 (the dense square, although the causal kernel may skip
+half; < 2 % of text FLOPs),
     forward = layers_t * block(L_t, D_t, L_t^2) + head 2*D_t*E;  backward = same with block_bw.
 Prompt generator (once per step, training only; its weights train, so backward = 2x forward):
     transformer: NL * block(P_text + P_local*T, D_v, (P_text + P_local*T)^2) + NL*P_text*(4*D_v^2 + 4*D_v*D_t)
@@ -233,10 +237,12 @@ def video_flops(s: Shapes, videos: int = 1, attention: bool = True) -> tuple[int
     """
     L, S, G, T, D = s.video_tokens, s.tokens_per_frame, s.global_prompts, s.frames, s.vision_width
     pairs = (T * S * (G + S) + G * L) if attention else 0
+    last_pairs = (G * L + T * (G + S)) if attention else 0
+    last_gemm = 4 * L * D * D + 20 * (G + T) * D * D
     stem = 2 * T * s.grid**2 * (3 * s.patch**2) * D
     head = 2 * D * s.embed * s.pooled_tokens
-    fwd = s.vision_layers * block_flops(L, D, pairs) + stem + head
-    bwd = s.vision_layers * block_flops(L, D, pairs, backward=True) + head
+    fwd = (s.vision_layers - 1) * block_flops(L, D, pairs) + last_gemm + 4 * D * last_pairs + stem + head
+    bwd = (s.vision_layers - 1) * block_flops(L, D, pairs, backward=True) + last_gemm + 8 * D * last_pairs + head
     return videos * fwd, videos * bwd
 
 
