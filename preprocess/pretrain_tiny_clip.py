@@ -14,8 +14,8 @@ model learnt more in the same time (shape and position are learnt late, after ~4
 What it can and cannot know: stills carry no motion, so the image tower never sees one. A text-only term
 (``caption_batch``) teaches the text tower the temporal words of the video captions ("moves", "left to
 right", "shrinks", ...): it contrasts two wordings of the same clip's caption against the captions of other
-clips, half of which are the clip's time-reversed twin worded alike, as web captions taught real CLIP's text
-tower words that no single photo grounds. Without it (``--caption_batch 0``) twin captions embed almost
+clips, among them the caption of its time-reversed twin worded alike, much as web captions taught real
+CLIP's text tower words that no single photo grounds. Without it (``--caption_batch 0``) twin captions embed almost
 alike (held-out cosine 0.93, told apart 56 %, i.e. chance) and no video model could be rewarded for telling
 twins apart. The sidecar JSON lists the words seen with images, seen in text only, and never seen. Stills are
 rendered at the video size (64 px) and reduced to the model resolution with the video loader's own resize, so

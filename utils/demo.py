@@ -1,6 +1,6 @@
 """The CPU demo: synthetic temporal benchmark -> tiny CLIP pretrained on stills -> DGL through main.py.
 
-    bash scripts/demo.sh            # full size, about 7 minutes on 2 cores
+    bash scripts/demo.sh            # full size, about 6 minutes on 2 cores
     bash scripts/demo.sh --quick    # smaller, about 1 minute
 
 It trains DGL-Transformer and DGL-Linear with ``main.py`` on the synthetic MSR-VTT folder (the code path of
@@ -92,7 +92,8 @@ def run_logged(cmd: list[str], log: Path) -> None:
             if "INFO utils.trainer: epoch" in line or "| " in line or "WARNING" in line or "Error" in line:
                 print("   " + line.rstrip(), flush=True)
         if proc.wait():
-            raise SystemExit(f"{' '.join(cmd[1:3])} failed (exit {proc.returncode}); see {log}")
+            name = cmd[2] if cmd[1] == "-m" else Path(cmd[1]).name
+            raise SystemExit(f"{name} failed (exit {proc.returncode}); see {log}")
 
 
 def dataset_flags(data: Path, cfg: DemoConfig) -> list[str]:
@@ -225,7 +226,7 @@ def verdict(table: dict, margin: float) -> tuple[bool, str]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="smaller data and models: under two minutes")
+    p.add_argument("--quick", action="store_true", help="smaller data and models: about a minute")
     p.add_argument("--workdir", default=None, help="default: data/demo (data/demo_quick with --quick)")
     p.add_argument("--seed", type=int, default=0, help="DGL training seed (data and CLIP stay fixed)")
     args = p.parse_args(argv)
@@ -233,11 +234,13 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(args.workdir or ROOT / "data" / ("demo_quick" if args.quick else "demo"))
     result = run_demo(cfg, workdir)
     ok, line = verdict(result["table"], cfg.margin)
+    if args.quick:
+        line += "\n(--quick checks the plumbing; PASS/FAIL means something at full size only)"
     text = format_table(result["table"]) + "\n\n" + line + f"\n(wall time {result['seconds']:.0f} s)"
     print("\n" + text)
     (workdir / "results.md").write_text(text + "\n")
-    (workdir / "results.json").write_text(json.dumps(result, indent=1))
-    return 0
+    (workdir / "results.json").write_text(json.dumps({**result, "pass": ok, "margin": cfg.margin}, indent=1))
+    return 0 if ok or args.quick else 1  # the full demo's FAIL is an error; --quick only checks the plumbing
 
 
 if __name__ == "__main__":
