@@ -4,6 +4,10 @@ Every backend offers the same small interface (`VideoReader`): an exact frame co
 frame rate and random access by frame index. Only the requested frames are converted to RGB and
 decoding stops after the last one; seeking skips groups of pictures that hold no requested frame
 (PyAV seeks by timestamp, except in AVI files, which have none and are read from the start).
+
+Frames come out upright: a display rotation (the matrix phones write instead of rotating the pixels)
+is applied, as players and the ffmpeg command line do. Its mirror flags, which phones do not write,
+are not applied.
 """
 from __future__ import annotations
 
@@ -33,8 +37,16 @@ class VideoReader(Protocol):
     def close(self) -> None: ...
 
 
+def upright(frames: np.ndarray, rotation: int) -> np.ndarray:
+    """[N, H, W, 3] frames turned ``rotation`` degrees counter-clockwise (PyAV's ``VideoFrame.rotation``,
+    rounded to quarter turns), i.e. as a player shows them."""
+    turns = round(rotation / 90) % 4
+    return np.ascontiguousarray(np.rot90(frames, turns, axes=(1, 2))) if turns else frames
+
+
 class DecordReader:
-    """decord with one decoding thread (DataLoader workers already run in parallel)."""
+    """decord with one decoding thread (DataLoader workers already run in parallel). decord applies the
+    display rotation itself."""
 
     def __init__(self, path: Path) -> None:
         import decord
@@ -69,6 +81,7 @@ class PyAVReader:
             self._container.close()
             raise
         self.num_frames = len(packets)
+        self._rotation = 0  # read from the decoded frames
         rate = self._stream.average_rate or self._stream.guessed_rate
         self.fps = float(rate) if rate else 0.0
         # AVI stores no presentation timestamps (PyAV reports made-up, decode-ordered ones).
@@ -91,7 +104,7 @@ class PyAVReader:
         absent = [i for i in wanted if i not in frames]
         if absent:
             raise ValueError(f"the decoder produced no frame for indices {absent[:5]} of {self.num_frames}")
-        return np.stack([frames[i] for i in wanted])
+        return upright(np.stack([frames[i] for i in wanted]), self._rotation)
 
     def _read_by_pts(self, wanted: list[int]) -> dict[int, np.ndarray] | None:
         """Seeks by timestamp; None when decoded timestamps go backwards (made-up timestamps), in
@@ -119,6 +132,7 @@ class PyAVReader:
                 position = index
                 if index in keep and index not in frames:
                     frames[index] = frame.to_ndarray(format="rgb24")
+                    self._rotation = frame.rotation
                 if index >= target:
                     break
         return frames
@@ -135,6 +149,7 @@ class PyAVReader:
         for index, frame in enumerate(self._container.decode(self._stream)):
             if index in keep:
                 frames[index] = frame.to_ndarray(format="rgb24")
+                self._rotation = frame.rotation
             if index >= last:
                 break
         return frames
@@ -144,7 +159,8 @@ class PyAVReader:
 
 
 class TorchCodecReader:
-    """torchcodec (optional; only offered when the package is importable)."""
+    """torchcodec (optional; only offered when the package is importable). Whether it applies the display
+    rotation is torchcodec's choice: not checked here, as it is not installed in this project's environment."""
 
     def __init__(self, path: Path) -> None:
         from torchcodec.decoders import VideoDecoder

@@ -12,7 +12,8 @@ the exit status is 1.
 Fixes over the official script: portrait videos keep their aspect ratio (the reference scaled
 their width to 224 and squashed the height), sub-folders are mirrored (no name collisions),
 failures are reported instead of ignored, and no ffmpeg executable is needed (PyAV's FFmpeg).
-Not done: rotation metadata (phone videos) is not applied, unlike the ffmpeg command line.
+As the ffmpeg command line does, a display rotation (phone videos) is applied to the pixels, so the
+output is upright and carries no rotation (mirror flags, which phones do not write, are not applied).
 """
 from __future__ import annotations
 
@@ -32,6 +33,15 @@ from dataloaders.parallel import parallel_map
 
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv", ".avi", ".webm", ".3gp", ".flv", ".mpg", ".mpeg", ".wmv", ".ogv", ".ts")
 H264_CONTAINERS = (".mp4", ".m4v", ".mov", ".mkv", ".avi")  # keep these names as they are
+
+
+# Filters that turn a frame upright, by its display rotation in counter-clockwise quarter turns.
+UPRIGHT_FILTERS: dict[int, tuple[tuple[str, str | None], ...]] = {
+    0: (),
+    1: (("transpose", "cclock"),),
+    2: (("hflip", None), ("vflip", None)),
+    3: (("transpose", "clock"),),
+}
 
 
 @dataclass(frozen=True)
@@ -86,7 +96,13 @@ def compress(source: Path, target: Path, fps: int, short_side: int) -> None:
             if not inp.streams.video:
                 raise ValueError("no video stream")
             stream = inp.streams.video[0]
-            width, height = output_size(stream.codec_context.width, stream.codec_context.height, short_side)
+            frames = _frame_times(inp, stream)
+            first = next(frames, None)
+            if first is None:
+                raise ValueError("no frame could be decoded")
+            quarter_turns = round(first.rotation / 90) % 4
+            coded = (stream.codec_context.width, stream.codec_context.height)
+            width, height = output_size(*(coded[::-1] if quarter_turns % 2 else coded), short_side)
             encoder = out.add_stream("libx264", rate=fps)
             encoder.width, encoder.height, encoder.pix_fmt = width, height, "yuv420p"
             if target.suffix.lower() == ".avi":
@@ -94,13 +110,14 @@ def compress(source: Path, target: Path, fps: int, short_side: int) -> None:
             graph = av.filter.Graph()
             graph.link_nodes(
                 graph.add_buffer(template=stream),
+                *(graph.add(name, args) for name, args in UPRIGHT_FILTERS[quarter_turns]),
                 graph.add("fps", str(fps)),
                 graph.add("scale", f"{width}:{height}:flags=bicubic"),
                 graph.add("format", "yuv420p"),
                 graph.add("buffersink"),
             ).configure()
             count = 0
-            for frame in itertools.chain(_frame_times(inp, stream), [None]):  # None flushes
+            for frame in itertools.chain([first], frames, [None]):  # None flushes
                 graph.push(frame)
                 while True:
                     try:
@@ -111,7 +128,7 @@ def compress(source: Path, target: Path, fps: int, short_side: int) -> None:
                     out.mux(encoder.encode(scaled))
                     count += 1
             if count == 0:
-                raise ValueError("no frame could be decoded")
+                raise ValueError("no frame came out of the filters")
             out.mux(encoder.encode())
         os.replace(temp, target)
     finally:

@@ -8,7 +8,7 @@ import pytest
 from dataloaders.synthetic import write_video
 from dataloaders.video_io import read_video
 from preprocess.compress_video import main, output_size
-from tests.video_utils import corrupt_file, indices_of_frames
+from tests.video_utils import corrupt_file, indices_of_frames, quadrant_colours, write_rotated_video
 
 
 def stream_facts(path):
@@ -79,3 +79,17 @@ def test_failures_are_reported_and_exit_nonzero(raw, tmp_path, capsys):
 def test_output_inside_input_is_refused(raw):
     with pytest.raises(SystemExit):
         main(["--input_root", str(raw), "--output_root", str(raw / "compressed")])
+
+
+@pytest.mark.parametrize("rotation", [90, -90, 180])
+def test_display_rotation_is_burnt_in(tmp_path, rotation):
+    """As the ffmpeg command line: the output is upright, sized by its displayed shape, and has no rotation."""
+    expected = write_rotated_video(tmp_path / "raw" / "phone.mp4", rotation)
+    assert main(["--input_root", str(tmp_path / "raw"), "--output_root", str(tmp_path / "out"), "--workers", "1"]) == 0
+    out = tmp_path / "out" / "phone.mp4"
+    height, width = expected.shape[:2]
+    assert stream_facts(out)[:2] == output_size(width, height, 224)
+    with av.open(str(out)) as container:
+        frame = next(container.decode(video=0))
+    assert frame.rotation == 0
+    assert np.abs(quadrant_colours(frame.to_ndarray(format="rgb24")) - quadrant_colours(expected)).max() < 40

@@ -9,7 +9,7 @@ from dataloaders.sampling import frame_mask, sample_rng, segment_centres, segmen
 from dataloaders.synthetic import gray_level
 from dataloaders.transforms import CLIP_MEAN, CLIP_STD, normalize, resize_and_crop
 from dataloaders.video_io import VideoReadError, read_video
-from tests.video_utils import corrupt_file, indices_of_frames, write_index_video
+from tests.video_utils import corrupt_file, indices_of_frames, quadrant_colours, write_index_video, write_rotated_video
 
 BACKENDS = ["decord", "pyav"]
 
@@ -167,3 +167,14 @@ def test_normalize_uses_clip_statistics():
     assert out.dtype == torch.float32
     expected = (1 - torch.tensor(CLIP_MEAN)) / torch.tensor(CLIP_STD)
     assert torch.allclose(out[0, :, 0, 0], expected)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("rotation", [90, -90, 180, 0])
+def test_display_rotation_is_applied(tmp_path, backend, rotation):
+    """Phone videos store landscape pixels plus a rotation; readers return what a player shows."""
+    expected = write_rotated_video(tmp_path / "phone.mp4", rotation)
+    frames, n = read_video(tmp_path / "phone.mp4", lambda n: np.array([0, n - 1]), backend=backend)
+    assert n == 6 and frames.shape == (2, *expected.shape) and frames.flags["C_CONTIGUOUS"]
+    for frame in frames:
+        assert np.abs(quadrant_colours(frame) - quadrant_colours(expected)).max() < 40

@@ -37,3 +37,31 @@ def corrupt_file(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"\x00not a video\x00" * 64)
     return path
+
+
+QUADRANTS = np.array([[[220, 30, 30], [30, 200, 30]], [[30, 30, 220], [240, 240, 240]]], dtype=np.uint8)
+
+
+def write_rotated_video(path: Path, rotation: int, size: tuple[int, int] = (64, 32), num_frames: int = 6) -> np.ndarray:
+    """A video whose four quadrants are red, green (top) and blue, white (bottom), stored with a display
+    rotation of ``rotation`` degrees counter-clockwise, as phones write. Returns the upright [H', W', 3] image a
+    player shows."""
+    import av
+
+    width, height = size
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    image = np.repeat(np.repeat(QUADRANTS, height // 2, axis=0), width // 2, axis=1)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=3)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.set_display_rotation(rotation)
+        for _ in range(num_frames):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode())
+    return np.rot90(image, rotation // 90)
+
+
+def quadrant_colours(image: np.ndarray) -> np.ndarray:
+    """The colour at the centre of each quadrant of an [H, W, 3] image -> [2, 2, 3] int."""
+    h, w = image.shape[:2]
+    return np.array([[image[h * r // 4, w * c // 4] for c in (1, 3)] for r in (1, 3)], dtype=int)
