@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The GPU checks as one prepared run, for a lent GPU machine (its python3 holds a CUDA PyTorch and nothing
+# can be installed there, so only tests that need neither video decoders nor the tokenizer run):
+#   bash scripts/gpu_check.sh [OUT_DIR]        (default $OUT, else runs/gpu_check)
+# 1. tests/test_cuda.py: GPU against CPU (features, loss, every gradient), the fused attention kernels
+#    against the block-masked reference, bf16 autocast; with tests/test_dgl.py and tests/test_benchmark.py.
+#    The parity test against the official outputs joins when DGL_REFERENCE_FIXTURES names a copy of
+#    ../shared/fixtures/dgl_reference that travelled with the repository (51 MB: an ignored folder, carried).
+# 2. The benchmark on the GPU: ViT-B/32 and B/16, both variants, T=12, bf16 autocast, training batch 64.
+# Everything printed is also written to OUT_DIR (gpu.txt, tests.txt, bench.txt, bench.json).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+OUT_DIR="${1:-${OUT:-runs/gpu_check}}"
+PY="${PYTHON:-python3}"
+mkdir -p "$OUT_DIR"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+{ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
+  "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.is_available() and torch.cuda.get_device_name())"
+} 2>&1 | tee "$OUT_DIR/gpu.txt"
+tests=(tests/test_cuda.py tests/test_dgl.py tests/test_benchmark.py)
+if [ -n "${DGL_REFERENCE_FIXTURES:-}" ] && [ -f "$DGL_REFERENCE_FIXTURES/config.json" ]; then
+  tests+=(tests/test_reference_parity.py)
+fi
+status=0
+"$PY" -m pytest -q -p no:cacheprovider "${tests[@]}" 2>&1 | tee "$OUT_DIR/tests.txt" || status=1
+"$PY" -m utils.benchmark --device cuda --amp bf16 --models B/32,B/16 --batch_size 64 --sections train,video,text \
+  --json_out "$OUT_DIR/bench.json" 2>&1 | tee "$OUT_DIR/bench.txt" || status=1
+exit $status
