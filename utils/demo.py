@@ -229,8 +229,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="smaller data and models: about a minute")
     p.add_argument("--workdir", default=None, help="default: data/demo (data/demo_quick with --quick)")
     p.add_argument("--seed", type=int, default=0, help="DGL training seed (data and CLIP stay fixed)")
+    p.add_argument("--data_seed", type=int, default=0,
+                   help="synthetic world (the recipe was chosen on --data_seed 1, a validation world; use another --workdir)")
+    p.add_argument("--frames", type=int, default=None, help="T, frames per video (default 12)")
+    p.add_argument("--lr", type=float, default=None, help="DGL learning rate (default 2e-3)")
     args = p.parse_args(argv)
-    cfg = replace(QUICK if args.quick else FULL, seed=args.seed)
+    base = QUICK if args.quick else FULL
+    cfg = replace(base, seed=args.seed, data=replace(base.data, seed=args.data_seed),
+                  frames=args.frames or base.frames, lr=args.lr or base.lr)
     workdir = Path(args.workdir or ROOT / "data" / ("demo_quick" if args.quick else "demo"))
     result = run_demo(cfg, workdir)
     ok, line = verdict(result["table"], cfg.margin)
