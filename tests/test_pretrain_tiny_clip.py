@@ -109,7 +109,6 @@ def test_caption_attributes_are_read_from_still_captions():
     assert ptc._caption_attributes("a big purple dot on a black background") == ("purple", "circle", None)
 
 
-
 def test_motion_captions_pair_time_reversed_twins_worded_alike():
     first, second, keys = ptc.MotionCaptions(None).texts(40, np.random.default_rng(3))
     assert len(first) == len(second) == len(keys) == 40
@@ -128,7 +127,8 @@ def test_paraphrase_targets_treat_equal_clips_as_positives():
     model = CLIP(TINY.clip_config()).eval()
     tokens = ptc.StillBatches(TINY).tokens
     texts = ["a red circle moves upward", "a blue box shrinks", "a red circle moves upward"]
-    keys = [("red", "circle", "upward", "black"), ("blue", "square", "shrinking", "grey")] + [("red", "circle", "upward", "black")]
+    red = ("red", "circle", "upward", "black")
+    keys = [red, ("blue", "square", "shrinking", "grey"), red]
     with torch.no_grad():
         loss = ptc.paraphrase_loss(model, tokens(texts), tokens(texts), keys)
         emb = torch.nn.functional.normalize(model.encode_text(tokens(texts)), dim=-1)
