@@ -1,7 +1,6 @@
 """torch Datasets over a `VideoTextSplit`: training pairs, and videos / captions once each for evaluation."""
 from __future__ import annotations
 
-import torch
 from torch.utils.data import Dataset
 
 from dataloaders.config import DataConfig

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from dataloaders.splits import Window
+from utils.files import atomic_write
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -58,19 +57,6 @@ def source_stamp(path: Path) -> tuple[int, int]:
 def cache_key(path: Path, window: Window) -> str:
     text = f"{Path(path).resolve()}|{window[0]}|{window[1]}"
     return hashlib.sha1(text.encode("utf-8")).hexdigest()[:24]
-
-
-def _atomic_write(target: Path, write: Callable[[object], None], mode: str = "wb") -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, mode) as f:
-            write(f)
-        os.chmod(temp, 0o644)  # mkstemp creates owner-only files
-        os.replace(temp, target)
-    except BaseException:
-        os.unlink(temp)
-        raise
 
 
 class FrameCache:
@@ -143,7 +129,7 @@ class FrameCache:
         """Stores one video's frames (atomically); the manifest is updated by `add` + `save`."""
         key = cache_key(path, window)
         relative = f"frames/{key[:2]}/{key}.npy"
-        _atomic_write(self.root / relative, lambda f: np.save(f, np.ascontiguousarray(frames, dtype=np.uint8)))
+        atomic_write(self.root / relative, lambda f: np.save(f, np.ascontiguousarray(frames, dtype=np.uint8)))
         size, mtime_ns = stamp
         return key, CacheEntry(relative, str(Path(path).resolve()), size, mtime_ns, valid_frames)
 
@@ -156,4 +142,4 @@ class FrameCache:
             "settings": asdict(self.settings),
             "entries": {key: asdict(entry) for key, entry in self.entries.items()},
         }
-        _atomic_write(self.root / MANIFEST, lambda f: json.dump(data, f), mode="w")
+        atomic_write(self.root / MANIFEST, lambda f: json.dump(data, f), mode="w")

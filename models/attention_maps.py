@@ -14,7 +14,6 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from .clip import MultiheadAttention, ResidualAttentionBlock
 from .dgl import DGL, check_output_type

@@ -9,11 +9,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import torch
+
+from utils.files import atomic_write
 
 from .clip import CLIP
 from .dgl import DGL, DGLConfig
@@ -154,16 +154,7 @@ def backbone_fingerprint(clip: CLIP) -> str:
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` to a temporary file in the same folder, then rename: never a half-written checkpoint."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def compact_checkpoint(model: DGL, backbone: dict, **training_state: Any) -> dict:

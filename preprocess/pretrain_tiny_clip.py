@@ -53,11 +53,13 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dataloaders.transforms import CLIP_MEAN, CLIP_STD, resize_and_crop  # noqa: E402
+from models.checkpoint import atomic_save  # noqa: E402
 from models.clip import CLIP  # noqa: E402
 from models.pretrained import CLIPConfig  # noqa: E402
 from models.tokenizer import ClipTokenizer  # noqa: E402
 from preprocess import make_synthetic  # noqa: E402
 from preprocess.synthetic_stills import POSITION_PHRASES, sample_stills  # noqa: E402
+from utils.files import atomic_write  # noqa: E402
 
 RECIPE_VERSION = 1  # bump when the training procedure changes, so cached files are retrained
 VOCAB_SIZE = 49408  # OpenAI's BPE vocabulary, so models.tokenizer's ids index the embedding
@@ -424,23 +426,14 @@ def openai_state_dict(model: CLIP) -> dict[str, torch.Tensor]:
     return state
 
 
-def _atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def save(model: CLIP, out: Path, summary: dict) -> dict:
     """Write FILE then FILE.json, each atomically; the sidecar goes first so a crash never leaves a stale match."""
     out.parent.mkdir(parents=True, exist_ok=True)
     sidecar_path(out).unlink(missing_ok=True)
     state = openai_state_dict(model)
-    _atomic_write(out, lambda tmp: torch.save(state, tmp))
+    atomic_save(state, out)
     summary = {**summary, "sha256": _sha256(out)}
-    _atomic_write(sidecar_path(out), lambda tmp: tmp.write_text(json.dumps(summary, indent=2) + "\n"))
+    atomic_write(sidecar_path(out), lambda f: f.write(json.dumps(summary, indent=2) + "\n"), mode="w")
     return summary
 
 

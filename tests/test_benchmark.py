@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from models.dgl import DGLConfig, POOLED_OUTPUT_TYPES, contrastive_loss
+from models.dgl import POOLED_OUTPUT_TYPES, contrastive_loss
 from models.pretrained import expected_clip_keys
 from utils import benchmark as bench
 

@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import secrets
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +30,7 @@ from models.checkpoint import atomic_save, backbone_fingerprint
 from models.dgl import DGL
 from models.factory import load_dgl
 from models.tokenizer import ClipTokenizer
+from utils.files import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -159,17 +159,6 @@ def identity_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------------ the index
-def _write_json_atomically(obj: Any, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def read_manifest(folder: PathLike) -> dict[str, Any]:
     path = Path(folder) / MANIFEST
     if not path.is_file():
@@ -396,7 +385,7 @@ class Retriever:
             "dim": self.model.clip.config.embed_dim,
             "source": self.source,
         }
-        _write_json_atomically(manifest, folder / MANIFEST)
+        atomic_write(folder / MANIFEST, lambda f: json.dump(manifest, f, indent=1), mode="w")
         return manifest
 
     def index(
