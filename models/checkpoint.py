@@ -49,6 +49,11 @@ def read_official_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - re-raised with the file named
         raise ValueError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from e
+    return official_state(ckpt, path)
+
+
+def official_state(ckpt: Any, path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The ``module.``-stripped model state of an already loaded official checkpoint (``path`` names it in errors)."""
     state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict) or not any(k.endswith("visual.prompt_embeddings") for k in state):
         raise ValueError(f"{path}: not an official DGL checkpoint (no 'module.clip.visual.prompt_embeddings' entry)")
@@ -116,7 +121,11 @@ def load_official_state(model: DGL, state: dict[str, torch.Tensor], path: str | 
 
 def model_from_official_checkpoint(path: str | os.PathLike, config: DGLConfig) -> DGL:
     """Build CLIP and DGL from an official checkpoint alone (it carries the full frozen CLIP)."""
-    state = read_official_checkpoint(path)
+    return model_from_official_state(read_official_checkpoint(path), config, path)
+
+
+def model_from_official_state(state: dict[str, torch.Tensor], config: DGLConfig, path: str | os.PathLike) -> DGL:
+    """``model_from_official_checkpoint`` on an already read (stripped) state."""
     model = DGL(CLIP.from_state_dict(backbone_state_from_official(state), source=str(path)), config)
     load_official_state(model, state, path, check_backbone=False)
     return model

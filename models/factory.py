@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from .checkpoint import is_compact_checkpoint, load_compact_state, load_official_checkpoint, model_from_official_checkpoint
+from .checkpoint import is_compact_checkpoint, load_compact_state, load_official_state, model_from_official_state, official_state
 from .clip import CLIP
 from .dgl import DGL, POOLED_OUTPUT_TYPES, DGLConfig
 
@@ -91,16 +91,13 @@ def load_dgl(
     ckpt = read_checkpoint(checkpoint)
     if is_compact_checkpoint(ckpt):
         return _compact_model(ckpt, str(checkpoint), pretrained_clip_name, pretrained_dir, overrides)
-    state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else {}
-    if not any(k.endswith("visual.prompt_embeddings") for k in state):
-        raise ValueError(f"{checkpoint}: neither our compact checkpoint nor an official DGL checkpoint")
-    config = official_config_from_state({k.removeprefix("module."): v for k, v in state.items()}, str(checkpoint), **overrides)
-    del ckpt, state
+    state = official_state(ckpt, checkpoint)  # raises for anything else
+    config = official_config_from_state(state, str(checkpoint), **overrides)
     if pretrained_clip_name:  # checked against the checkpoint's own copy of CLIP
         model = DGL(CLIP.from_pretrained(pretrained_clip_name, pretrained_dir), config)
-        load_official_checkpoint(model, checkpoint)
+        load_official_state(model, state, checkpoint, check_backbone=True)
         return model
-    return model_from_official_checkpoint(checkpoint, config)
+    return model_from_official_state(state, config, checkpoint)
 
 
 def _compact_model(ckpt: dict, source: str, clip_name: str | None, clip_dir: str | os.PathLike | None, overrides: dict) -> DGL:

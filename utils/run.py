@@ -13,10 +13,11 @@ import torch
 
 from dataloaders import TrainPairDataset, build_split
 from dataloaders.config import DataConfig
-from models.checkpoint import is_compact_checkpoint, load_compact_state, load_official_checkpoint
-from models.clip import CLIP
+from models.checkpoint import is_compact_checkpoint, load_compact_state, load_official_state, official_state
 from models.baseline import MeanPoolCLIP
+from models.clip import CLIP
 from models.dgl import DGL, DGLConfig
+from models.factory import read_checkpoint
 from models.pretrained import resolve_clip_path
 from utils.config import write_run_config
 from utils.distributed import DistInfo, barrier, cleanup, init_distributed
@@ -50,11 +51,11 @@ def build_model(args: argparse.Namespace, device: torch.device) -> tuple[DGL | M
 
 def load_resume(model: DGL, path: str) -> dict | None:
     """Weights from ``--resume``; returns our checkpoint dict (for an exact resume) or None (official)."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = read_checkpoint(path)
     if is_compact_checkpoint(ckpt):
         load_compact_state(model, ckpt, source=path)
         return ckpt
-    load_official_checkpoint(model, path)
+    load_official_state(model, official_state(ckpt, path), path, check_backbone=True)
     logger.info("loaded official checkpoint %s (weights only)", path)
     return None
 
