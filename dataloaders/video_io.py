@@ -23,6 +23,13 @@ import numpy as np
 from dataloaders.splits import Window
 
 
+# File extensions taken for videos when scanning folders (compared lower-case).
+VIDEO_EXTENSIONS = frozenset(
+    ".mp4 .m4v .mov .avi .mkv .webm .3gp .3g2 .mpg .mpeg .m2v .mpe .ts .mts .m2ts .wmv .asf .flv .f4v .ogv .vob .dv .mxf"
+    .split()
+)
+
+
 class VideoReadError(RuntimeError):
     """A video could not be opened or decoded by any of the tried backends."""
 

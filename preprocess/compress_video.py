@@ -21,6 +21,7 @@ import argparse
 import itertools
 import os
 import sys
+from collections.abc import Collection
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -30,8 +31,8 @@ import av.filter
 from tqdm import tqdm
 
 from dataloaders.parallel import parallel_map
+from dataloaders.video_io import VIDEO_EXTENSIONS
 
-VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv", ".avi", ".webm", ".3gp", ".flv", ".mpg", ".mpeg", ".wmv", ".ogv", ".ts")
 H264_CONTAINERS = (".mp4", ".m4v", ".mov", ".mkv", ".avi")  # keep these names as they are
 
 
@@ -65,7 +66,7 @@ def target_path(source: Path, input_root: Path, output_root: Path) -> Path:
     return target
 
 
-def plan_jobs(input_root: Path, output_root: Path, extensions: tuple[str, ...] = VIDEO_EXTENSIONS) -> list[Job]:
+def plan_jobs(input_root: Path, output_root: Path, extensions: Collection[str] = VIDEO_EXTENSIONS) -> list[Job]:
     """One job per video file under input_root (sorted), mirrored under output_root."""
     sources = sorted(p for p in input_root.rglob("*") if p.is_file() and p.suffix.lower() in extensions)
     jobs = [Job(source, target_path(source, input_root, output_root)) for source in sources]

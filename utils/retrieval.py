@@ -24,8 +24,8 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from dataloaders.sampling import segment_centres
-from dataloaders.transforms import normalize, resize_and_crop
-from dataloaders.video_io import read_video
+from dataloaders.transforms import resize_and_crop
+from dataloaders.video_io import VIDEO_EXTENSIONS, read_video
 from models.checkpoint import atomic_save, backbone_fingerprint
 from models.dgl import DGL
 from models.factory import load_dgl
@@ -37,10 +37,6 @@ logger = logging.getLogger(__name__)
 INDEX_FORMAT = "dgl-video-index-v1"
 MANIFEST = "index.json"
 SHARD_GLOB = "shard-*.pt"
-VIDEO_EXTENSIONS = frozenset(
-    ".mp4 .m4v .mov .avi .mkv .webm .3gp .3g2 .mpg .mpeg .m2v .mpe .ts .mts .m2ts .wmv .asf .flv .f4v .ogv .vob .dv .mxf"
-    .split()
-)
 NO_SOURCE = {"checkpoint": None, "pretrained_clip_name": None, "pretrained_dir": None, "config_overrides": {}}
 PathLike = str | os.PathLike
 Paths = PathLike | Sequence[PathLike]
@@ -99,10 +95,10 @@ class FileStamp:
 
 
 def eval_frames(path: PathLike, frames: int, size: int, backend: str = "auto") -> torch.Tensor:
-    """The evaluation loader's input for one file: T segment-centre frames, short side resized to ``size``,
-    centre-cropped and CLIP-normalised, float ``[T, 3, size, size]``."""
+    """The evaluation loader's input for one file: T segment-centre frames, short side resized to ``size`` and
+    centre-cropped, uint8 ``[T, 3, size, size]`` (the model normalises them on its device)."""
     decoded, _ = read_video(path, lambda n: segment_centres(n, frames), backend=backend)
-    return normalize(resize_and_crop(decoded, size))
+    return resize_and_crop(decoded, size)
 
 
 class VideoFiles(Dataset):
@@ -342,7 +338,7 @@ class Retriever:
     # -------------------------------------------------------------------------------------- encoding
     @torch.no_grad()
     def encode_videos(self, videos: torch.Tensor) -> torch.Tensor:
-        """``[B, T, 3, S, S]`` normalised frames -> ``[B, E]`` float32 on the CPU."""
+        """``[B, T, 3, S, S]`` frames (uint8, or CLIP-normalised floats) -> ``[B, E]`` float32 on the CPU."""
         return self.model.encode_video(videos.to(self.device), self.prompts).float().cpu()
 
     @torch.no_grad()
