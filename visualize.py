@@ -17,27 +17,11 @@ import torch
 import torch.nn.functional as F
 
 from dataloaders.config import VIDEO_BACKENDS
-from dataloaders.sampling import segment_centres
-from dataloaders.transforms import normalize, resize_and_crop
-from dataloaders.video_io import read_video
+from dataloaders.frames import read_eval_frames
 from models.attention_maps import VideoAttention, explicit_encode_video
 from models.dgl import DGL
 from models.factory import add_config_arguments, config_overrides, load_dgl
 from utils.figures import attention_figure
-
-
-# ------------------------------------------------------------------------------------------- frames
-def read_video_frames(path: str | Path, frames: int, size: int, backend: str = "auto") -> tuple[np.ndarray, list[int]]:
-    """The evaluation loader's frames: ``frames`` segment centres (a shorter video repeats its last frame),
-    short side resized to ``size`` and centre-cropped. Returns uint8 ``[frames, size, size, 3]`` and the indices."""
-    decoded, n = read_video(path, lambda n: segment_centres(n, frames), backend=backend)
-    crops = resize_and_crop(decoded, size).permute(0, 2, 3, 1).numpy()
-    return crops, segment_centres(n, frames).tolist()
-
-
-def normalise(frames: np.ndarray) -> torch.Tensor:
-    """uint8 ``[T, H, W, 3]`` -> CLIP-normalised float ``[T, 3, H, W]``."""
-    return normalize(torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2))
 
 
 # -------------------------------------------------------------------------------------------- model
@@ -77,10 +61,11 @@ def run(args: argparse.Namespace) -> dict:
     model = load_model(args).to(device).eval()
     frames = model.config.max_frames
     resolution = model.clip.config.image_resolution
-    raw, indices = read_video_frames(args.video, frames, resolution, args.video_backend)
+    video, indices = read_eval_frames(args.video, frames, resolution, args.video_backend)
+    raw, indices = video.permute(0, 2, 3, 1).numpy(), indices.tolist()  # [T, H, W, 3] for the figure
     with torch.no_grad():
         prompts = model.prompts()
-        result: VideoAttention = explicit_encode_video(model, normalise(raw)[None].to(device), prompts)
+        result: VideoAttention = explicit_encode_video(model, video[None].to(device), prompts)
         similarity = None
         if args.caption is not None:
             from models.tokenizer import ClipTokenizer

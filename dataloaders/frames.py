@@ -21,6 +21,14 @@ READ_FIX = (
 )
 
 
+def read_eval_frames(path, frames: int, size: int, backend: str = "auto") -> tuple[torch.Tensor, np.ndarray]:
+    """One file as evaluation sees it, outside any split: ``frames`` segment centres (a shorter video repeats
+    its last frame), short side resized to ``size``, centre-cropped. -> (uint8 ``[T, 3, size, size]``, the
+    frame indices taken)."""
+    decoded, n = read_video(path, lambda n: segment_centres(n, frames), backend=backend)
+    return resize_and_crop(decoded, size), segment_centres(n, frames)
+
+
 class SplitVideos:
     """Loads video i of a split as (frames uint8 [T, 3, S, S], mask long [T]).
 

@@ -52,7 +52,7 @@ from tqdm import tqdm
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dataloaders.transforms import CLIP_MEAN, CLIP_STD, resize_and_crop  # noqa: E402
+from dataloaders.transforms import normalize, resize_and_crop  # noqa: E402
 from models.checkpoint import atomic_save  # noqa: E402
 from models.clip import CLIP  # noqa: E402
 from models.pretrained import CLIPConfig  # noqa: E402
@@ -149,12 +149,9 @@ class StillBatches:
     def __init__(self, recipe: Recipe):
         self.recipe = recipe
         self.tokens = CaptionTokens(recipe.context)
-        self.mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
-        self.std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
 
     def images(self, raw: np.ndarray) -> torch.Tensor:
-        frames = resize_and_crop(raw, self.recipe.resolution)  # identity when drawn at the model resolution
-        return (frames.float() / 255.0 - self.mean) / self.std
+        return normalize(resize_and_crop(raw, self.recipe.resolution))  # resize: identity at the model resolution
 
     def sample(self, n: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
         raw, captions = sample_stills(n, self.recipe.render_size or self.recipe.resolution, rng)

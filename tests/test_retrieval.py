@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import retrieve
-import visualize
+from dataloaders.frames import read_eval_frames
 from dataloaders.synthetic import write_video
 from models.checkpoint import atomic_save, compact_checkpoint, load_official_checkpoint
 from models.clip import CLIP
@@ -108,11 +108,10 @@ def test_search_top_k_equals_brute_force(gallery, transformer, fixture_dir, tmp_
     r = retriever(transformer)
     r.index(gallery, tmp_path / "index", progress=False)
     results = r.search(QUERIES, k=4)
-    # Brute force: every video alone through visualize's frame reader, the full logit matrix, a sort.
+    # Brute force: every video alone through the evaluation frame reader, the full logit matrix, a sort.
     model, paths = fixture_model(fixture_dir, "transformer"), gallery_files(gallery)
     with torch.no_grad():
-        video = torch.cat([model.encode_video(visualize.normalise(visualize.read_video_frames(p, 4, 64)[0])[None])
-                           for p in paths])
+        video = torch.cat([model.encode_video(read_eval_frames(p, 4, 64)[0][None]) for p in paths])
         logits = model.logits(model.encode_text(ClipTokenizer()(QUERIES, 32)[0]), video)
     expected = logits.sort(dim=1, descending=True)
     scale = model.clip.logit_scale.exp().item()

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from dataloaders.frames import read_eval_frames
 from models.attention_maps import explicit_encode_video, explicit_global_local_attention
 from models.checkpoint import atomic_save, compact_checkpoint, load_official_checkpoint, read_official_checkpoint
 from models.clip import CLIP
@@ -159,12 +160,12 @@ def test_cli_official_checkpoint_short_video(fixture_dir, tmp_path):
     assert abs(sum(summary["frame_mass"]) + summary["global_mass"] - 1) < 1e-5
     # The similarity shown is the fused model's.
     model = fixture_model(fixture_dir, "transformer")
-    frames, _ = visualize.read_video_frames(video, 4, size)
+    frames, _ = read_eval_frames(video, 4, size)
     from models.tokenizer import ClipTokenizer
 
     ids, _ = ClipTokenizer()([caption], 32)
     with torch.no_grad():
-        expected = F.cosine_similarity(model.encode_text(ids), model.encode_video(visualize.normalise(frames)[None]))
+        expected = F.cosine_similarity(model.encode_text(ids), model.encode_video(frames[None]))
     assert abs(summary["similarity"] - expected.item()) < 1e-5
 
 

@@ -23,9 +23,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from dataloaders.sampling import segment_centres
-from dataloaders.transforms import resize_and_crop
-from dataloaders.video_io import VIDEO_EXTENSIONS, read_video
+from dataloaders.frames import read_eval_frames
+from dataloaders.video_io import VIDEO_EXTENSIONS
 from models.checkpoint import atomic_save, backbone_fingerprint
 from models.dgl import DGL
 from models.factory import load_dgl
@@ -94,13 +93,6 @@ class FileStamp:
         return [self.rel, self.size, self.mtime_ns]
 
 
-def eval_frames(path: PathLike, frames: int, size: int, backend: str = "auto") -> torch.Tensor:
-    """The evaluation loader's input for one file: T segment-centre frames, short side resized to ``size`` and
-    centre-cropped, uint8 ``[T, 3, size, size]`` (the model normalises them on its device)."""
-    decoded, _ = read_video(path, lambda n: segment_centres(n, frames), backend=backend)
-    return resize_and_crop(decoded, size)
-
-
 class VideoFiles(Dataset):
     """Decodes in DataLoader workers; a file that fails yields its error instead of frames."""
 
@@ -112,7 +104,7 @@ class VideoFiles(Dataset):
 
     def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None, str | None]:
         try:
-            return i, eval_frames(self.paths[i], self.frames, self.size, self.backend), None
+            return i, read_eval_frames(self.paths[i], self.frames, self.size, self.backend)[0], None
         except Exception as err:  # noqa: BLE001 - any decoder/IO failure skips the file, reported by the caller
             return i, None, f"{type(err).__name__}: {err}"
 
@@ -491,7 +483,7 @@ class Retriever:
         """The reverse direction: the ``k`` captions that best describe one video file, best first."""
         if k < 1 or not captions:
             raise ValueError(f"need k >= 1 and at least one caption, got k={k} and {len(captions)} captions")
-        frames = eval_frames(video, self.model.config.max_frames, self.model.clip.config.image_resolution, self.video_backend)
+        frames, _ = read_eval_frames(video, self.model.config.max_frames, self.model.clip.config.image_resolution, self.video_backend)
         query = F.normalize(self.encode_videos(frames[None]), dim=-1)
         scores, order = (query @ F.normalize(self.encode_texts(captions), dim=-1).t())[0].topk(min(k, len(captions)))
         scale = float(self.model.clip.logit_scale.float().exp())
