@@ -22,7 +22,7 @@ import torch
 from dataloaders.config import VIDEO_BACKENDS
 from dataloaders.video_io import VideoReadError
 from models.factory import add_config_arguments, config_overrides
-from utils.retrieval import Retriever
+from apps.retrieval import Retriever
 
 
 def _common(p: argparse.ArgumentParser) -> None:

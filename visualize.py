@@ -21,7 +21,7 @@ from dataloaders.frames import read_eval_frames
 from models.attention_maps import VideoAttention, explicit_encode_video
 from models.dgl import DGL
 from models.factory import add_config_arguments, config_overrides, load_dgl
-from utils.figures import attention_figure
+from apps.figures import attention_figure
 
 
 # -------------------------------------------------------------------------------------------- model

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from dataloaders.splits import Window
-from utils.files import atomic_write
+from models.files import atomic_write
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"

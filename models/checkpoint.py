@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from utils.files import atomic_write
+from .files import atomic_write
 
 from .clip import CLIP
 from .dgl import DGL, DGLConfig

@@ -59,7 +59,7 @@ from models.pretrained import CLIPConfig  # noqa: E402
 from models.tokenizer import ClipTokenizer  # noqa: E402
 from preprocess import make_synthetic  # noqa: E402
 from preprocess.synthetic_stills import POSITION_PHRASES, sample_stills  # noqa: E402
-from utils.files import atomic_write  # noqa: E402
+from models.files import atomic_write  # noqa: E402
 
 RECIPE_VERSION = 1  # bump when the training procedure changes, so cached files are retrained
 VOCAB_SIZE = 49408  # OpenAI's BPE vocabulary, so models.tokenizer's ids index the embedding

@@ -5,4 +5,4 @@
 #   bash scripts/demo.sh --quick    # smaller, under two minutes
 source "$(dirname "${BASH_SOURCE[0]}")/_venv.sh"
 cd "$ROOT"
-exec "$PY" -m utils.demo "$@"
+exec "$PY" -m apps.demo "$@"

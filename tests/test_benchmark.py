@@ -8,7 +8,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from models.dgl import POOLED_OUTPUT_TYPES, contrastive_loss
 from models.pretrained import expected_clip_keys
-from utils import benchmark as bench
+from apps import benchmark as bench
 
 
 def tiny_shapes(variant: str = "linear") -> bench.Shapes:

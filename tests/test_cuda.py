@@ -11,7 +11,7 @@ import torch
 
 from models.dgl import POOLED_OUTPUT_TYPES, contrastive_loss
 from tests.test_dgl import random_ids, tiny_model
-from utils import benchmark as bench
+from apps import benchmark as bench
 
 DEVICE = os.environ.get("DGL_TEST_DEVICE", "cuda")
 pytestmark = pytest.mark.skipif(DEVICE == "cuda" and not torch.cuda.is_available(), reason="no CUDA device")

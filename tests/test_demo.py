@@ -1,7 +1,7 @@
 """`bash scripts/demo.sh --quick` through its Python entry point: the whole pipeline runs, losses fall."""
 import json
 
-from utils import demo
+from apps import demo
 
 
 def test_quick_demo_trains_and_prints_the_table(tmp_path, capsys):

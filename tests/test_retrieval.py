@@ -18,7 +18,7 @@ from models.factory import load_dgl
 from models.tokenizer import ClipTokenizer
 from preprocess.make_synthetic import SyntheticConfig, make_dataset
 from tests.video_utils import corrupt_file
-from utils.retrieval import SHARD_GLOB, IndexModelMismatch, Retriever, VideoIndex
+from apps.retrieval import SHARD_GLOB, IndexModelMismatch, Retriever, VideoIndex
 from utils.trainer import rng_state
 
 QUERIES = ["a red circle moves upward", "the blue square shrinks", "a purple cross on a white background"]

@@ -16,7 +16,7 @@ from models.clip import CLIP
 from models.dgl import DGL, DGLConfig, POOLED_OUTPUT_TYPES
 from models.factory import official_config_from_state
 from models.pretrained import CLIPConfig
-from utils.figures import attention_figure, figure_size
+from apps.figures import attention_figure, figure_size
 import visualize
 
 OUTPUT_TYPES = POOLED_OUTPUT_TYPES + ("global-local-feature",)

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from dataloaders.video_io import read_video
 from preprocess import pretrain_tiny_clip
 from preprocess.make_synthetic import SyntheticConfig, make_dataset
-from utils.figures import twin_figure
+from apps.figures import twin_figure
 
 ROOT = Path(__file__).resolve().parents[1]
 

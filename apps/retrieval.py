@@ -29,7 +29,7 @@ from models.checkpoint import atomic_save, backbone_fingerprint
 from models.dgl import DGL
 from models.factory import load_dgl
 from models.tokenizer import ClipTokenizer
-from utils.files import atomic_write
+from models.files import atomic_write
 
 logger = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ subprocess, so that its memory high-water mark is its own. Sections:
 2. ``encode_video`` / ``encode_text``: evaluation throughput under ``inference_mode``, with the prompts
    computed once beforehand (they do not depend on the input). Captions are SOT + 10..15 random words +
    EOT, zero padded to 32 words (the model drops the padding after the batch's last EOT itself).
-3. ``data``: DataLoader throughput via ``dataloaders.throughput.measure_loader`` when that module exists
+3. ``data``: DataLoader throughput via ``apps.loader_throughput.measure_loader`` when that module exists
    and data paths are given; otherwise the section is skipped with a line saying why.
 4. Efficiency: achieved FLOP/s from the analytic count below, divided by the FLOP/s of a plain fp32 matrix
    product of the model's main GEMM shape, ``[B*L_video, D_v] x [D_v, 4*D_v]`` with B the training batch,
@@ -688,19 +688,19 @@ def _profile(step: Callable[[], None], device: torch.device, rows: int) -> str:
 def data_section(args: argparse.Namespace) -> dict[str, Any]:
     """DataLoader throughput through the data pipeline's own ``measure_loader``; skipped when unavailable."""
     try:
-        module = importlib.import_module("dataloaders.throughput")
+        module = importlib.import_module("apps.loader_throughput")
     except ImportError as err:
         missing = getattr(err, "name", None)
-        why = ("dataloaders.throughput not found (data pipeline missing)" if missing in ("dataloaders", "dataloaders.throughput")
-               else f"dataloaders.throughput failed to import: {err}")
+        why = ("apps.loader_throughput not found (data pipeline missing)" if missing in ("dataloaders", "apps.loader_throughput")
+               else f"apps.loader_throughput failed to import: {err}")
         return {"skipped": why}
     measure = getattr(module, "measure_loader", None)
     if measure is None:
-        return {"skipped": "dataloaders.throughput has no measure_loader()"}
+        return {"skipped": "apps.loader_throughput has no measure_loader()"}
     sources = [(name, path) for name, path in (("videos", args.features_path), ("frame_cache", args.frame_cache)) if path]
     if not sources:
         return {"skipped": "no data given: pass --features_path (compressed videos) and/or --frame_cache, with "
-                           "--datatype/--data_path/--train_csv (python -m dataloaders.throughput times a synthetic gallery)"}
+                           "--datatype/--data_path/--train_csv (python -m apps.loader_throughput times a synthetic gallery)"}
     params = inspect.signature(measure).parameters
     accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     runs = []
@@ -795,7 +795,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--in_process", action="store_true",
                    help="run every configuration in this process (faster start; CPU memory numbers less isolated)")
     p.add_argument("--seed", type=int, default=0)
-    data = p.add_argument_group("data loading (section 3; needs dataloaders/throughput.py)")
+    data = p.add_argument_group("data loading (section 3; apps/loader_throughput.py)")
     data.add_argument("--features_path", default=None, help="folder of compressed videos")
     data.add_argument("--frame_cache", default=None, help="frame cache folder")
     data.add_argument("--datatype", default=None, help="msrvtt, ... (DataConfig.datatype)")
@@ -852,7 +852,7 @@ def _run_isolated(spec: dict[str, Any]) -> dict[str, Any]:
             # usual steady state (32 MiB / 64 MiB) before timing.
             env.setdefault("MALLOC_MMAP_THRESHOLD_", str(64 * 1024))
             env.setdefault("MALLOC_TRIM_THRESHOLD_", str(128 * 1024))
-        proc = subprocess.run([sys.executable, "-m", "utils.benchmark", "--_worker", str(spec_path), str(out_path)],
+        proc = subprocess.run([sys.executable, "-m", "apps.benchmark", "--_worker", str(spec_path), str(out_path)],
                               cwd=ROOT, env=env)
         if proc.returncode != 0 or not out_path.is_file():
             return {**{k: spec[k] for k in ("model", "variant", "grad_checkpointing")},

@@ -1,6 +1,6 @@
 """How fast a DataLoader delivers videos: per backend and with the frame cache.
 
-    python -m dataloaders.throughput [--videos 20 --seconds 10 --workers 2]
+    python -m apps.loader_throughput [--videos 20 --seconds 10 --workers 2]
 
 `measure_loader` times any dataset; `main` generates a small 3 fps 224p H.264 gallery and compares
 decord, PyAV and the frame cache (evaluation frames, and all frames) on VideoDataset.
