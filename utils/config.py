@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from dataloaders.config import add_data_arguments
+from utils.validate import check_ranges
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
     a("--output_dir", required=True)
     a("--resume", default=None, help="our checkpoint (exact resume) or an official ckpt.*.pth.tar (weights)")
     a("--load_from_pretrained", type=int, default=0, help="with --resume: load weights only, start at step 0")
+    a("--resume_with_new_settings", action="store_true",
+      help="with --resume: continue although the schedule, batch, lr, frames or variant flags differ from the "
+           "checkpoint's (the schedule is recomputed from the current position)")
+    a("--overwrite", action="store_true", help="train into an --output_dir that holds another run's checkpoint")
+    a("--dist_timeout", type=float, default=30.0,
+      help="minutes a rank waits in a collective before the run ends with an error (a stuck or stopped rank)")
     a("--seed", type=int, default=42)
     a("--lmdb_dataset", default=None, help="not supported; decode files or use --frame_cache")
     a("--num_thread_reader", type=int, default=1, help="DataLoader workers per rank")
@@ -111,8 +118,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         raise SystemExit("nothing to do: pass --do_train 1 and/or --do_eval 1")
     if args.baseline and (args.do_train or args.resume):
         raise SystemExit("--baseline is a zero-shot reference: use it with --do_eval 1 only, without --resume")
-    if args.batch_size % args.gradient_accumulation_steps:
-        raise SystemExit("--batch_size must be divisible by --gradient_accumulation_steps")
+    check_ranges(args)
     return args
 
 

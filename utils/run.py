@@ -112,7 +112,7 @@ def run(args: argparse.Namespace) -> dict | None:
         dataset = TrainPairDataset(train_split, data_cfg)
         trainer = Trainer(model, train_split, dataset, args, dist, backbone, output_dir)
         if resume_ckpt is not None and not args.load_from_pretrained:
-            trainer.restore(resume_ckpt)
+            trainer.restore(resume_ckpt, args.resume)
         state = trainer.fit(evaluate)
         if state.best_epoch >= 0:
             logger.info("best text-to-video R@1 %.1f at epoch %d", state.best_r1, state.best_epoch)

@@ -29,6 +29,7 @@ from models.checkpoint import atomic_save, compact_checkpoint, export_official_c
 from models.dgl import DGL, contrastive_loss
 from utils.distributed import DistInfo, all_gather_with_grad, get_world_size
 from utils.optim import WarmupCosine, build_optimizer, param_groups
+from utils.resume import Position, carried_position, check_resume
 
 logger = logging.getLogger(__name__)
 
@@ -169,6 +170,7 @@ class Trainer:
             scheduler=self.scheduler.state_dict(),
             scaler=self.scaler.state_dict(),
             rng=rng_state(),
+            world_size=self.dist.world_size,
             args={k: v for k, v in vars(self.args).items() if isinstance(v, (str, int, float, bool, type(None)))},
         )
 
@@ -179,15 +181,28 @@ class Trainer:
             logger.info("saved %s (epoch %d, step %d)", path, self.state.epoch, self.state.global_step)
         return path
 
-    def restore(self, ckpt: dict) -> None:
-        """Continue exactly where ``ckpt`` (ours, already loaded into the model) stopped."""
+    def restore(self, ckpt: dict, source: str = "<checkpoint>") -> None:
+        """Continue exactly where ``ckpt`` (ours, already loaded into the model) stopped; with accepted
+        setting changes (``--resume_with_new_settings``), continue from its data position on the new schedule."""
+        changes = check_resume(ckpt, source, self.args, self.dist.world_size)
+        fresh_groups = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
         self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.scheduler.load_state_dict(ckpt["scheduler"])
         self.scaler.load_state_dict(ckpt["scaler"])
         set_rng_state(ckpt["rng"])
-        self.state = TrainState(
-            ckpt["epoch"], ckpt["batch_in_epoch"], ckpt["global_step"], ckpt["best_r1"], ckpt["best_epoch"]
-        )
+        position = Position(ckpt["epoch"], ckpt["batch_in_epoch"], ckpt["global_step"])
+        if changes:
+            for group, fresh in zip(self.optimizer.param_groups, fresh_groups):
+                group.update(fresh)  # the new --lr, --wd, betas, eps; the Adam moments are kept
+            position = carried_position(ckpt, self.sampler.batches_per_epoch, self.args.batch_size * self.dist.world_size, self.dist.world_size)
+            self.scheduler.step_num = position.global_step
+            logger.warning(
+                "resuming %s with new settings (%s); schedule recomputed: step %d of %d becomes step %d of %d",
+                source, "; ".join(changes), ckpt["global_step"], ckpt["scheduler"]["total_steps"],
+                position.global_step, self.total_steps,
+            )
+        else:
+            self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.state = TrainState(position.epoch, position.batch_in_epoch, position.global_step, ckpt["best_r1"], ckpt["best_epoch"])
         logger.info("resumed at epoch %d, batch %d, step %d", self.state.epoch, self.state.batch_in_epoch, self.state.global_step)
 
     # ---------------------------------------------------------------------------------- one step
