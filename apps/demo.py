@@ -161,7 +161,9 @@ def loss_summary(log: Path) -> dict:
     """Mean training loss over the first and the last fifth of the logged steps (nothing for the baseline)."""
     if not log.is_file():
         return {}
-    losses = [json.loads(line)["loss"] for line in log.read_text().splitlines()]
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    starts = [i for i, r in enumerate(records) if "run_start" in r]
+    losses = [r["loss"] for r in records[starts[-1] + 1 if starts else 0 :] if "loss" in r]  # the last run only
     k = max(1, len(losses) // 5)
     return {"loss_first": sum(losses[:k]) / k, "loss_last": sum(losses[-k:]) / k}
 
@@ -179,7 +181,7 @@ def run_demo(cfg: DemoConfig, workdir: Path) -> dict:
     runs = {"CLIP meanP zero-shot (frame mean)": ["--do_eval", "1", "--baseline", "meanp"]}
     for variant in ("transformer", "linear"):
         runs[f"DGL-{variant.capitalize()}"] = [
-            "--do_train", "1", "--shared_latent_space", variant, "--epochs", str(cfg.epochs),
+            "--do_train", "1", "--overwrite", "--shared_latent_space", variant, "--epochs", str(cfg.epochs),
             "--batch_size", str(cfg.batch_size), "--lr", str(cfg.lr), "--n_display", "5",
             "--no-expand_msrvtt_sentences", "--train_group_size", "2",
             "--eval_every_epoch", "0", "--do_eval", "1", "--precision", "fp32",

@@ -136,6 +136,28 @@ def compress(source: Path, target: Path, fps: int, short_side: int) -> None:
         temp.unlink(missing_ok=True)
 
 
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_stale_partials(output_root: Path) -> list[Path]:
+    """Deletes ``.NAME.partial-PID.EXT`` files of compressions whose process is gone (killed runs); the
+    partial files of a live process (a concurrent run) are left alone."""
+    removed = []
+    for path in sorted(output_root.rglob(".*.partial-*")):
+        pid = path.name.rsplit(".partial-", 1)[1].split(".", 1)[0]
+        if pid.isdigit() and path.is_file() and not pid_alive(int(pid)):
+            path.unlink()
+            removed.append(path)
+    return removed
+
+
 def _run(args: tuple[Job, int, int]) -> tuple[Job, str | None]:
     job, fps, short_side = args
     try:
@@ -161,6 +183,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.short_side % 2 or args.short_side < 2 or args.fps < 1:
         parser.error("--short_side must be even and >= 2, --fps >= 1")
 
+    if output_root.is_dir():
+        for path in remove_stale_partials(output_root):
+            print(f"removed {path}, left by an interrupted compression", file=sys.stderr)
     jobs = plan_jobs(input_root, output_root)
     todo = [job for job in jobs if not job.target.exists()]
     print(f"{len(jobs)} videos under {input_root}: {len(jobs) - len(todo)} already done, {len(todo)} to compress", file=sys.stderr)

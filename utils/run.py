@@ -23,6 +23,7 @@ from utils.config import write_run_config
 from utils.distributed import DistInfo, barrier, cleanup, init_distributed
 from utils.evaluation import encode_split, evaluate_features, log_results
 from utils.log import setup_logging
+from utils.output_dir import prepare_training_dir
 from utils.trainer import Trainer, autocast_context, resolve_precision
 
 logger = logging.getLogger(__name__)
@@ -71,6 +72,8 @@ def run(args: argparse.Namespace) -> dict | None:
     setup_logging(output_dir, dist.rank)
     for flag in args.ignored_flags:
         logger.warning("%s is an official flag with no effect here; ignored", flag)
+    if args.do_train:
+        prepare_training_dir(output_dir, args, dist.is_main)
     if dist.is_main:
         write_run_config(args, output_dir)
     seed_everything(args.seed + dist.rank)

@@ -1,0 +1,106 @@
+"""Bad settings and reused output folders: refused with a message naming the flag or file, nothing lost."""
+import json
+import math
+
+import pytest
+import torch
+
+from tests.test_train import train_flags, workspace  # noqa: F401 - fixture
+from utils.config import parse_args
+from utils.run import run
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--batch_size", "0", "--batch_size 0: must be >= 1"),
+    ("--gradient_accumulation_steps", "0", "--gradient_accumulation_steps 0: must be >= 1"),
+    ("--train_group_size", "0", "--train_group_size 0: must be >= 1"),
+    ("--n_display", "0", "--n_display 0: must be >= 1"),
+    ("--epochs", "0", "--epochs 0: must be >= 1"),
+    ("--epochs", "-3", "--epochs -3: must be >= 1"),
+    ("--max_steps", "0", "--max_steps 0: must be >= 1"),
+    ("--warmup_proportion", "2", "--warmup_proportion 2: must be <= 1"),
+    ("--clip_grad_norm", "-1", "--clip_grad_norm -1: must be > 0 (pass inf to disable clipping)"),
+    ("--lr", "nan", "--lr nan: must be a number"),
+    ("--beta2", "1", "--beta2 1: must be < 1"),
+    ("--dist_timeout", "0", "--dist_timeout 0: must be > 0"),
+])
+def test_out_of_range_flag_is_one_line_naming_it(flag, value, message):
+    with pytest.raises(SystemExit) as err:
+        parse_args(["--do_train", "1", "--output_dir", "unused", flag, value])
+    assert str(err.value) == message
+
+
+def test_accumulation_must_divide_the_batch():
+    with pytest.raises(SystemExit, match="--batch_size 6 must be divisible by --gradient_accumulation_steps 4"):
+        parse_args(["--do_train", "1", "--output_dir", "unused", "--batch_size", "6", "--gradient_accumulation_steps", "4"])
+
+
+def test_infinite_clip_grad_norm_disables_clipping():
+    assert parse_args(["--do_eval", "1", "--output_dir", "unused", "--clip_grad_norm", "inf"]).clip_grad_norm == math.inf
+
+
+def lr_at(step: int, base: float, total: int, warmup: float = 0.1, floor: float = 1e-8) -> float:
+    """The documented warm-up + cosine schedule, written out independently of utils/optim.py."""
+    w = warmup * total
+    if step < w:
+        return max(floor + step / w * (base - floor), floor)
+    return max(0.5 * base * (1 + math.cos(math.pi * (step - w) / (total - w))), floor)
+
+
+def test_resume_with_other_settings_is_refused_listing_each(workspace):
+    out = workspace / "settings"
+    run(parse_args(train_flags(workspace, "settings", "--max_steps", "2")))
+    ckpt = out / "checkpoint_latest.pt"
+    before = ckpt.read_bytes()
+    with pytest.raises(SystemExit) as err:
+        run(parse_args(train_flags(workspace, "settings", "--resume", str(ckpt), "--epochs", "3", "--lr", "2e-3",
+                                   "--batch_size", "4")))
+    message = str(err.value)
+    assert str(ckpt) in message and "--resume_with_new_settings" in message
+    for line in ("--epochs: 2 -> 3", "--lr: 0.001 -> 0.002", "global batch (--batch_size x ranks): 8 x 1 -> 4 x 1"):
+        assert line in message
+    assert ckpt.read_bytes() == before
+
+
+def test_resume_with_new_settings_recomputes_the_schedule(workspace):
+    out = workspace / "newsched"
+    run(parse_args(train_flags(workspace, "newsched", "--max_steps", "2")))
+    ckpt = out / "checkpoint_latest.pt"
+    # 32 training pairs / global batch 8 = 4 batches per epoch; 2 done. With batch 4: 8 per epoch, 4 done.
+    run(parse_args(train_flags(workspace, "newsched", "--resume", str(ckpt), "--epochs", "3", "--batch_size", "4",
+                               "--lr", "2e-3", "--max_steps", "5", "--resume_with_new_settings")))
+    steps = [r for r in map(json.loads, (out / "train_log.jsonl").read_text().splitlines()) if "loss" in r]
+    assert [r["step"] for r in steps] == [1, 2, 5]  # resumed at step 4 of 24 (not at step 2 of 8)
+    assert steps[-1]["lr"] == pytest.approx(lr_at(4, 2e-3, 24), rel=1e-9)
+    assert "schedule recomputed: step 2 of 8 becomes step 4 of 24" in (out / "log.txt").read_text()
+    assert torch.load(ckpt, weights_only=False)["global_step"] == 5
+
+
+def test_resume_below_the_finished_epochs_is_refused(workspace):
+    out = workspace / "finished"
+    run(parse_args(train_flags(workspace, "finished", "--epochs", "1")))
+    ckpt = out / "checkpoint_latest.pt"
+    before = ckpt.read_bytes()
+    with pytest.raises(SystemExit, match="--epochs: 1 -> 3"):  # more epochs is a schedule change
+        run(parse_args(train_flags(workspace, "finished", "--resume", str(ckpt), "--epochs", "3")))
+    with pytest.raises(SystemExit, match=r"--epochs 1: .*checkpoint_latest.pt has already finished 1 epochs"):
+        run(parse_args(train_flags(workspace, "finished", "--resume", str(ckpt), "--epochs", "1")))
+    assert ckpt.read_bytes() == before
+
+
+def test_new_run_into_a_used_output_dir_is_refused_and_logs_keep_both_runs(workspace):
+    out = workspace / "reused"
+    run(parse_args(train_flags(workspace, "reused", "--max_steps", "1")))
+    ckpt = out / "checkpoint_latest.pt"
+    before, log_before = ckpt.read_bytes(), (out / "train_log.jsonl").read_text()
+    stale = out / ".checkpoint_latest.pt.abc123.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    with pytest.raises(SystemExit) as err:
+        run(parse_args(train_flags(workspace, "reused", "--max_steps", "1")))
+    assert f"--output_dir {out}" in str(err.value) and "--overwrite" in str(err.value)
+    assert ckpt.read_bytes() == before and (out / "train_log.jsonl").read_text() == log_before and stale.exists()
+    run(parse_args(train_flags(workspace, "reused", "--max_steps", "1", "--overwrite")))
+    records = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [("run_start" in r, r.get("step")) for r in records] == [(True, None), (False, 1), (True, None), (False, 1)]
+    assert not stale.exists()
+    assert f"removed {stale}" in (out / "log.txt").read_text()
