@@ -13,8 +13,7 @@ from typing import Any
 
 import torch
 
-from .files import atomic_write
-
+from .checkpoint_file import CheckpointError, atomic_save, check_finite, read_checkpoint, tensor_hashes, verify_tensor_hashes
 from .clip import CLIP
 from .dgl import DGL, DGLConfig
 
@@ -45,11 +44,7 @@ def _strip_ddp(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def read_official_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The model state dict of an official checkpoint, ``module.`` stripped."""
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - re-raised with the file named
-        raise ValueError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from e
-    return official_state(ckpt, path)
+    return official_state(read_checkpoint(path), path)
 
 
 def official_state(ckpt: Any, path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -96,6 +91,7 @@ def load_official_state(model: DGL, state: dict[str, torch.Tensor], path: str | 
     if missing:
         variant = model.config.shared_latent_space
         raise ValueError(f"{path}: missing {missing} for shared_latent_space={variant!r}; is it the other variant?")
+    check_finite({theirs: state[theirs] for theirs in names.values()}, str(path))
     params = dict(model.named_parameters())
     with torch.no_grad():
         for ours, theirs in names.items():
@@ -103,7 +99,7 @@ def load_official_state(model: DGL, state: dict[str, torch.Tensor], path: str | 
             if value.numel() != target.numel():
                 raise ValueError(
                     f"{path}: {theirs} has shape {list(value.shape)}, the model expects {list(target.shape)}; "
-                    "check --max_frames, prompt lengths and --unified_transformer_layers"
+                    f"{_official_frames_hint(model, state) or 'check --max_frames, prompt lengths and --unified_transformer_layers'}"
                 )
             target.copy_(value.reshape(target.shape))
     if check_backbone:
@@ -117,6 +113,18 @@ def load_official_state(model: DGL, state: dict[str, torch.Tensor], path: str | 
                 f"{path}: its CLIP weights differ from the loaded backbone in {len(bad)} tensors (e.g. {bad[:3]}); "
                 "load the CLIP it was trained on (--pretrained_clip_name) or use DGL.from_official_checkpoint"
             )
+
+
+def _official_frames_hint(model: DGL, state: dict[str, torch.Tensor]) -> str | None:
+    """For the transformer variant, the --max_frames its frame-specific prompt table was trained with."""
+    table = state.get("clip.unified_prompt_embedding.weight")
+    cfg = model.config
+    if table is None or cfg.shared_latent_space != "transformer":
+        return None
+    frames, rest = divmod(table.shape[0] - cfg.text_prompt_length, cfg.local_prompt_length)
+    if rest or frames == cfg.max_frames or frames < 1:
+        return None
+    return f"its frame-specific prompts were trained for {frames} frames: pass --max_frames {frames}"
 
 
 def model_from_official_checkpoint(path: str | os.PathLike, config: DGLConfig) -> DGL:
@@ -161,19 +169,17 @@ def backbone_fingerprint(clip: CLIP) -> str:
     return h.hexdigest()[:16]
 
 
-def atomic_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temporary file in the same folder, then rename: never a half-written checkpoint."""
-    atomic_write(path, lambda f: torch.save(obj, f))
-
-
 def compact_checkpoint(model: DGL, backbone: dict, **training_state: Any) -> dict:
-    """Our format: trainable tensors + configs + backbone identity (+ optimizer, scheduler, RNG, … for resume)."""
+    """Our format: trainable tensors (with a SHA256 each) + configs + backbone identity (+ optimizer,
+    scheduler, RNG, … for resume)."""
+    state = {k: v.detach().cpu().clone() for k, v in model.trainable_parameters().items()}
     return {
         "format": COMPACT_FORMAT,
         "dgl_config": model.config.to_dict(),
         "prompt_layers": model.prompt_layers,
         "backbone": {**backbone, "fingerprint": backbone_fingerprint(model.clip), "config": dataclasses.asdict(model.clip.config)},
-        "state_dict": {k: v.detach().cpu().clone() for k, v in model.trainable_parameters().items()},
+        "state_dict": state,
+        "tensor_sha256": tensor_hashes(state),
         **training_state,
     }
 
@@ -190,6 +196,9 @@ def load_compact_state(model: DGL, ckpt: dict, source: str = "<checkpoint>") -> 
             f"(fingerprint {ckpt['backbone']['fingerprint']}), but the loaded CLIP differs "
             f"(fingerprint {backbone_fingerprint(model.clip)}); pass the same --pretrained_clip_name/--pretrained_dir"
         )
+    verify_tensor_hashes(ckpt["state_dict"], ckpt.get("tensor_sha256"), source)
+    check_finite(ckpt["state_dict"], source)
+    _check_compact_config(ckpt["dgl_config"], model.config, source)
     expected = model.trainable_parameters()
     if set(ckpt["state_dict"]) != set(expected):
         raise ValueError(
@@ -201,3 +210,20 @@ def load_compact_state(model: DGL, ckpt: dict, source: str = "<checkpoint>") -> 
             if value.shape != expected[name].shape:
                 raise ValueError(f"{source}: {name} has shape {list(value.shape)}, model has {list(expected[name].shape)}")
             expected[name].copy_(value)
+
+
+# DGLConfig fields that size the compact tensors -> the official flag that sets them.
+_SIZE_FLAGS = {
+    "shared_latent_space": "--shared_latent_space", "text_prompt_length": "--text_prompt_length",
+    "local_prompt_length": "--local_each_frame_prompt_length", "global_prompt_length": "--global_visual_prompt_length",
+    "prompt_layers": "--unified_transformer_layers",
+}
+
+
+def _check_compact_config(saved: dict, config: DGLConfig, source: str) -> None:
+    """Names the flags whose values differ from the ones the checkpoint was trained with (and needs)."""
+    sizes = dict(_SIZE_FLAGS, max_frames="--max_frames") if saved.get("shared_latent_space") == "transformer" else _SIZE_FLAGS
+    wrong = [f"{flag} {saved[field]} (given {getattr(config, field)})" for field, flag in sizes.items()
+             if field in saved and saved[field] is not None and saved[field] != getattr(config, field)]
+    if wrong:
+        raise CheckpointError(f"{source}: the checkpoint needs {', '.join(wrong)}")

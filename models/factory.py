@@ -9,11 +9,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import pickle
 from typing import Any
 
 import torch
 
+from .checkpoint_file import read_checkpoint
 from .checkpoint import is_compact_checkpoint, load_compact_state, load_official_state, model_from_official_state, official_state
 from .clip import CLIP
 from .dgl import DGL, POOLED_OUTPUT_TYPES, DGLConfig
@@ -21,20 +21,6 @@ from .dgl import DGL, POOLED_OUTPUT_TYPES, DGLConfig
 CONFIG_FIELDS = tuple(f.name for f in dataclasses.fields(DGLConfig))
 # Compact checkpoints fix every size; only these may differ from the stored config (T: linear variant only).
 COMPACT_OVERRIDABLE = ("visual_output_type", "max_frames")
-
-
-def read_checkpoint(path: str | os.PathLike) -> Any:
-    """``torch.load`` with ``weights_only=True`` (memory-mapped when the file's format allows it)."""
-    try:
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError:  # mmap needs the zip format; files from old torch versions are not
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise ValueError(
-            f"{path}: not loadable with weights_only=True ({err}); checkpoints from before the trainer stored its "
-            "RNG state as tensors hold pickled numpy objects: re-save them with a current trainer"
-        ) from err
 
 
 def official_config_from_state(

@@ -1,7 +1,9 @@
 """Writing files so that readers never see half of one."""
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -22,3 +24,12 @@ def atomic_write(target: str | os.PathLike, write: Callable[[IO[Any]], object], 
     except BaseException:
         os.unlink(temp)
         raise
+
+
+def require_free_space(target: str | os.PathLike, size: int) -> None:
+    """OSError(ENOSPC) naming ``target`` when its folder cannot take ``size`` more bytes, before anything is written."""
+    folder = Path(target).parent
+    folder.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(folder).free
+    if free < size:
+        raise OSError(errno.ENOSPC, f"No space left on device for {target}: it needs {size} bytes, {free} are free")
