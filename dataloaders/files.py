@@ -49,8 +49,10 @@ def read_pickle(path: str | Path, what: str) -> Any:
 
 
 def read_csv_columns(path: str | Path, what: str, columns: Iterable[str]) -> list[dict[str, str]]:
-    """Rows of a CSV with a header that must contain `columns`."""
+    """Rows of a CSV with a header that must contain `columns`, each row holding a value for all of them
+    (a short row is an error here, naming the file and line, not a TypeError later in a DataLoader worker)."""
     path = require_file(path, what)
+    columns = list(columns)
     with open(path, encoding="utf-8", newline="") as f:
         reader = csv.DictReader(f)
         absent = [c for c in columns if c not in (reader.fieldnames or [])]
@@ -59,7 +61,28 @@ def read_csv_columns(path: str | Path, what: str, columns: Iterable[str]) -> lis
                 f"{what} {path} lacks the column(s) {absent} (header: {reader.fieldnames}). "
                 "Fix: pass the official CSV."
             )
-        return list(reader)
+        rows = []
+        for row in reader:
+            short = [c for c in columns if row[c] is None]
+            if short:
+                raise AnnotationError(
+                    f"{what} {path} line {reader.line_num}: no value for {short} (the row has fewer fields than the "
+                    "header). Fix: repair or remove that row."
+                )
+            rows.append(row)
+        return rows
+
+
+def inside_folder(root: str | Path, relative: str, source: str) -> Path:
+    """``root / relative``, refusing an absolute path or a ``..`` step that would read a file outside ``root``
+    (``source`` names the annotation file and row in the error). Symlinks inside ``root`` are followed as usual."""
+    candidate = Path(relative)
+    if candidate.is_absolute() or ".." in candidate.parts:
+        raise AnnotationError(
+            f"{source}: video {relative!r} points outside --features_path {root}. "
+            "Fix: video ids and paths must be relative to --features_path, without '..'."
+        )
+    return Path(root) / candidate
 
 
 def index_video_files(root: str | Path, keys_of: Callable[[str], Iterable[str]]) -> dict[str, Path]:

@@ -18,9 +18,10 @@ SHOWN = 5  # examples listed in an error message
 
 
 def probe_video(path, window, backend: str) -> str | None:
-    """None if the first frame of the window decodes, else the reason."""
+    """None if the first and the last frame of the window decode, else the reason. Any sampled frame lies
+    between them, and the readers refuse a file holding fewer frames than its index lists (truncated)."""
     try:
-        read_video(path, lambda n: np.zeros(1, dtype=np.int64), window, backend)
+        read_video(path, lambda n: np.array([0, n - 1], dtype=np.int64), window, backend)
     except Exception as err:  # noqa: BLE001 - any failure makes the video unusable
         return str(err)
     return None

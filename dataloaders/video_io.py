@@ -58,6 +58,9 @@ class DecordReader:
     def __init__(self, path: Path) -> None:
         import decord
 
+        refusal = decord_refusal(path)
+        if refusal:
+            raise ValueError(refusal)
         self._video = decord.VideoReader(str(path), num_threads=1)
         self.num_frames = len(self._video)
         self.fps = float(self._video.get_avg_fps())
@@ -67,6 +70,24 @@ class DecordReader:
 
     def close(self) -> None:
         del self._video
+
+
+def decord_refusal(path: Path) -> str | None:
+    """Why decord must not read ``path``: in AVI files with B-frames (as PyAV reports them) it seeks to other
+    frames than asked (AVI has no timestamps). None when decord is safe; all AVI files when PyAV is absent."""
+    with open(path, "rb") as f:
+        head = f.read(12)
+    if head[:4] != b"RIFF" or head[8:12] != b"AVI ":
+        return None
+    if importlib.util.find_spec("av") is not None:
+        import av
+
+        with av.open(str(path)) as container:
+            video = container.streams.video
+            if not video or not video[0].codec_context.has_b_frames:
+                return None
+    return ("decord returns other frames than asked in AVI files with B-frames (they carry no timestamps); "
+            "use --video_backend pyav or auto")
 
 
 class PyAVReader:
@@ -88,6 +109,12 @@ class PyAVReader:
             self._container.close()
             raise
         self.num_frames = len(packets)
+        declared = self._stream.frames  # the container's index (0 when it has none, e.g. Matroska)
+        if 0 < self.num_frames < declared:
+            self._container.close()
+            raise ValueError(
+                f"truncated: the container lists {declared} frames but holds only {self.num_frames}; re-copy or re-encode it"
+            )
         self._rotation = 0  # read from the decoded frames
         rate = self._stream.average_rate or self._stream.guessed_rate
         self.fps = float(rate) if rate else 0.0

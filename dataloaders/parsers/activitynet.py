@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 
 from dataloaders.config import DataConfig
-from dataloaders.files import read_json
+from dataloaders.files import inside_folder, read_json
 from dataloaders.parsers.common import check_subset
 from dataloaders.splits import VideoTextSplit, split_from_pairs
 
@@ -29,7 +29,8 @@ def parse(cfg: DataConfig, subset: str) -> VideoTextSplit:
     if len(kept) < len(video_ids):
         logger.info("activity/%s: dropped %d of %d ids without captions or path", subset, len(video_ids) - len(kept), len(video_ids))
     pairs = [(v, " ".join(annotations[v]["sentences"])) for v in kept]
-    paths = {v: features / relative[v[2:]] for v in kept}
+    where = root / "video_path.json"
+    paths = {v: inside_folder(features, relative[v[2:]], f"{where} (entry {v[2:]!r})") for v in kept}
     windows = {v: (0.0, float(math.ceil(annotations[v]["duration"]))) for v in kept}
     split = split_from_pairs(f"activity/{subset}", pairs, paths, multi_sentence=False, windows=windows)
     if len(kept) < len(video_ids):

@@ -5,7 +5,7 @@ import logging
 from pathlib import Path
 
 from dataloaders.config import DataConfig
-from dataloaders.files import AnnotationError, read_json, require_file
+from dataloaders.files import AnnotationError, inside_folder, read_json, require_file
 from dataloaders.parsers.common import check_subset
 from dataloaders.splits import VideoTextSplit, split_from_pairs
 
@@ -43,7 +43,8 @@ def parse(cfg: DataConfig, subset: str) -> VideoTextSplit:
                 unlisted += 1
     if unlisted:
         logger.info("lsmdc/%s: dropped %d rows whose clip is not in video_path.json", subset, unlisted)
-    paths = {clip: features / relative[clip] for clip, _ in pairs}
+    where = root / "video_path.json"
+    paths = {clip: inside_folder(features, relative[clip], f"{where} (entry {clip!r})") for clip, _ in pairs}
     split = split_from_pairs(f"lsmdc/{subset}", pairs, paths, multi_sentence=False)
     split.dropped = {"clip not in video_path.json": unlisted} if unlisted else {}
     return split

@@ -1,10 +1,8 @@
 """MSR-VTT: train list CSV + `MSRVTT_data.json` captions; test = JSFusion 1k-A pairs CSV."""
 from __future__ import annotations
 
-from pathlib import Path
-
 from dataloaders.config import DataConfig
-from dataloaders.files import AnnotationError, read_csv_columns, read_json
+from dataloaders.files import AnnotationError, inside_folder, read_csv_columns, read_json
 from dataloaders.splits import VideoTextSplit, split_from_pairs
 
 SUBSETS = ("train", "val", "test")
@@ -15,13 +13,14 @@ def parse(cfg: DataConfig, subset: str) -> VideoTextSplit:
     --expand_msrvtt_sentences). Val and test: one (video, sentence) pair per row of val_csv."""
     if subset not in SUBSETS:
         raise ValueError(f"msrvtt subset must be one of {SUBSETS}, got {subset!r}")
-    features = Path(cfg.features_path)
     if subset == "train":
-        pairs = _training_pairs(cfg)
+        rows = read_csv_columns(cfg.train_csv, "MSR-VTT training list (train_csv)", ("video_id",))
+        pairs, ids_file = _training_pairs(cfg, {row["video_id"] for row in rows}), cfg.train_csv
     else:
         rows = read_csv_columns(cfg.val_csv, "MSR-VTT test CSV (val_csv)", ("video_id", "sentence"))
-        pairs = [(row["video_id"], row["sentence"]) for row in rows]
-    paths = {video_id: features / f"{video_id}.mp4" for video_id, _ in pairs}
+        pairs, ids_file = [(row["video_id"], row["sentence"]) for row in rows], cfg.val_csv
+    row_of = {row["video_id"]: number for number, row in enumerate(rows, 1)}
+    paths = {v: inside_folder(cfg.features_path, f"{v}.mp4", f"{ids_file} data row {row_of[v]}") for v, _ in pairs}
     return split_from_pairs(
         f"msrvtt/{subset}",
         pairs,
@@ -31,9 +30,7 @@ def parse(cfg: DataConfig, subset: str) -> VideoTextSplit:
     )
 
 
-def _training_pairs(cfg: DataConfig) -> list[tuple[str, str]]:
-    rows = read_csv_columns(cfg.train_csv, "MSR-VTT training list (train_csv)", ("video_id",))
-    listed = {row["video_id"] for row in rows}
+def _training_pairs(cfg: DataConfig, listed: set[str]) -> list[tuple[str, str]]:
     data = read_json(cfg.data_path, "MSR-VTT captions (data_path, MSRVTT_data.json)")
     try:
         sentences = data["sentences"]

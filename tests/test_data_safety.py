@@ -1,0 +1,111 @@
+"""Bad videos and annotation rows are caught at start-up, naming the file and row; nothing is read short."""
+import csv
+import dataclasses
+import logging
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from dataloaders import VideoDataset, VideoReadError, build_split
+from dataloaders.files import AnnotationError
+from dataloaders.sampling import segment_centres
+from dataloaders.synthetic import gray_level
+from dataloaders.video_io import read_video
+from tests import layouts
+from tests.video_utils import indices_of_frames
+
+
+def write_gray_video(path: Path, num_frames: int, codec: str = "libx264", options: dict | None = None) -> Path:
+    """Frame i is flat gray level 10 + 7 i, with B-frames allowed."""
+    with av.open(str(path), "w", options=options or {}) as container:
+        stream = container.add_stream(codec, rate=3)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.bit_rate = 4_000_000
+        stream.codec_context.max_b_frames = 2
+        for i in range(num_frames):
+            image = np.full((48, 64, 3), gray_level(i), np.uint8)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode())
+    return path
+
+
+def truncate_inside_media_data(path: Path, keep: float) -> None:
+    """Cut a faststart MP4 (index first) part-way into its media data, as an interrupted copy does."""
+    data = path.read_bytes()
+    offset = 0
+    while data[offset + 4 : offset + 8] != b"mdat":
+        offset += int.from_bytes(data[offset : offset + 4], "big")
+    path.write_bytes(data[: offset + 8 + int(keep * (len(data) - offset - 8))])
+
+
+@pytest.fixture
+def msrvtt_with_truncated_video(tmp_path):
+    cfg = layouts.make_msrvtt(tmp_path)
+    video = write_gray_video(cfg.features_path / "video3.mp4", 30, options={"movflags": "faststart"})
+    truncate_inside_media_data(video, 0.4)
+    with av.open(str(video)) as container:
+        assert container.streams.video[0].frames == 30  # the index still lists every frame
+    return cfg, video
+
+
+def test_truncated_video_is_skipped_at_start_up_not_read_short(msrvtt_with_truncated_video, caplog):
+    cfg, video = msrvtt_with_truncated_video
+    size = video.stat().st_size
+    with caplog.at_level(logging.WARNING):
+        split = build_split(dataclasses.replace(cfg, skip_bad_videos=True), "test")
+    assert split.video_ids == ["video0"] and split.dropped["unreadable video"] == 1
+    assert f"file {video})" in caplog.text and "truncated: the container lists 30 frames but holds only" in caplog.text
+    assert video.stat().st_size == size  # reported, never touched
+
+
+def test_truncated_video_without_skipping_fails_naming_it(msrvtt_with_truncated_video):
+    cfg, video = msrvtt_with_truncated_video
+    split = build_split(cfg, "test")
+    with pytest.raises(VideoReadError, match=r"video3\.mp4.*truncated"):
+        VideoDataset(split, cfg)[0]
+
+
+def test_decord_is_refused_on_avi_with_b_frames(tmp_path):
+    path = write_gray_video(tmp_path / "b.avi", 30, codec="mpeg4")
+    asked = segment_centres(30, 12)[4:8]  # 11, 13, 16, 18
+    import decord
+
+    wrong = indices_of_frames(decord.VideoReader(str(path), num_threads=1).get_batch(asked.tolist()).asnumpy())
+    assert wrong.tolist() != asked.tolist()  # what decord itself returns on this file
+    frames, _ = read_video(path, lambda n: asked, backend="pyav")
+    assert np.abs(indices_of_frames(frames) - asked).max() <= 1  # MPEG-4 part 2 rounds gray levels a little
+    with pytest.raises(VideoReadError, match=r"b\.avi: decord: decord returns other frames .* use --video_backend pyav"):
+        read_video(path, lambda n: asked, backend="decord")
+    frames, _ = read_video(path, lambda n: asked, backend="auto")  # PyAV first
+    assert np.abs(indices_of_frames(frames) - asked).max() <= 1
+
+
+@pytest.mark.parametrize("video_id", ["../../outside", "/etc/passwd"])
+def test_video_ids_cannot_leave_features_path(tmp_path, video_id):
+    cfg = layouts.make_msrvtt(tmp_path)
+    rows = list(csv.reader(open(cfg.val_csv)))
+    rows[2][2] = video_id
+    with open(cfg.val_csv, "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    with pytest.raises(AnnotationError) as err:
+        build_split(cfg, "test")
+    message = str(err.value)
+    assert message.startswith(f"{cfg.val_csv} data row 2: video {video_id + '.mp4'!r} points outside --features_path")
+
+
+def test_video_paths_of_lsmdc_json_cannot_leave_features_path(tmp_path):
+    cfg = layouts.make_lsmdc(tmp_path)
+    paths = Path(cfg.data_path) / "video_path.json"
+    paths.write_text(paths.read_text().replace("movie1/clip1.avi", "../../../clip1.avi"))
+    with pytest.raises(AnnotationError, match=r"video_path.json \(entry 'clip1'\): video '../../../clip1.avi' points outside"):
+        build_split(cfg, "train")
+
+
+def test_csv_row_missing_a_field_fails_at_parse_time_naming_file_and_line(tmp_path):
+    cfg = layouts.make_msrvtt(tmp_path)
+    with open(cfg.val_csv, "a", newline="") as f:
+        f.write("ret2,msr1,video1\n")  # no sentence
+    with pytest.raises(AnnotationError, match=rf"{cfg.val_csv} line 4: no value for \['sentence'\]"):
+        build_split(cfg, "test")
