@@ -93,3 +93,20 @@ def test_display_rotation_is_burnt_in(tmp_path, rotation):
         frame = next(container.decode(video=0))
     assert frame.rotation == 0
     assert np.abs(quadrant_colours(frame.to_ndarray(format="rgb24")) - quadrant_colours(expected)).max() < 40
+
+
+def test_partial_files_of_dead_runs_are_removed_live_ones_kept(raw, tmp_path, capsys):
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = out / "a" / f".land.partial-{int(dead.stdout)}.mp4"
+    live = out / "c" / f".other.partial-{os.getpid()}.mp4"  # this process is alive: a concurrent run
+    for path in (stale, live):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"half a video")
+    assert main(["--input_root", str(raw), "--output_root", str(out), "--workers", "1"]) == 0
+    assert not stale.exists() and live.read_bytes() == b"half a video"
+    assert f"removed {stale}" in capsys.readouterr().err
