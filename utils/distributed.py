@@ -5,7 +5,10 @@ Launch with ``torchrun``: the process group is read from its environment variabl
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import torch
@@ -25,11 +28,20 @@ class DistInfo:
         return self.rank == 0
 
 
-def init_distributed(backend: str | None = None) -> DistInfo:
+_MONITOR_GROUP = None  # a gloo group kept apart from the training collectives, to find stuck ranks
+MONITOR_WAIT_S = 60.0
+
+
+class StuckRankError(RuntimeError):
+    """A collective waited longer than ``--dist_timeout``: another rank is stuck, stopped or gone."""
+
+
+def init_distributed(backend: str | None = None, timeout_minutes: float = 30.0) -> DistInfo:
     """Join the torchrun process group (nccl on CUDA, gloo on CPU) and bind this rank's CUDA device.
 
-    Without torchrun's ``RANK``/``WORLD_SIZE`` variables this is a single process: world 1, no process
-    group, and every helper below degrades to a no-op.
+    A collective that waits more than ``timeout_minutes`` raises instead of hanging (see
+    `report_stuck_ranks`). Without torchrun's ``RANK``/``WORLD_SIZE`` variables this is a single process:
+    world 1, no process group, and every helper below degrades to a no-op.
     """
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     if torch.cuda.is_available():
@@ -38,8 +50,36 @@ def init_distributed(backend: str | None = None) -> DistInfo:
     else:
         device = torch.device("cpu")
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ and not dist.is_initialized():
-        dist.init_process_group(backend or ("nccl" if device.type == "cuda" else "gloo"), init_method="env://")
+        timeout = timedelta(minutes=timeout_minutes)
+        dist.init_process_group(backend or ("nccl" if device.type == "cuda" else "gloo"), init_method="env://", timeout=timeout)
+        global _MONITOR_GROUP
+        _MONITOR_GROUP = dist.new_group(backend="gloo", timeout=timeout)
     return DistInfo(get_rank(), get_world_size(), local_rank, device)
+
+
+def _stuck_ranks(wait_s: float) -> str:
+    """Which ranks do not answer (gloo's monitored barrier names them), as one line."""
+    try:
+        dist.monitored_barrier(group=_MONITOR_GROUP, timeout=timedelta(seconds=wait_s), wait_all_ranks=True)
+    except RuntimeError as err:
+        return str(err).strip().splitlines()[-1]
+    return "every rank answered a check afterwards (the slow rank recovered)"
+
+
+@contextmanager
+def report_stuck_ranks(timeout_minutes: float) -> Iterator[None]:
+    """Turns a collective's timeout into a `StuckRankError` naming the ranks that do not answer."""
+    try:
+        yield
+    except RuntimeError as err:
+        timed_out = isinstance(err, dist.DistBackendError) or "timed out" in str(err).lower()
+        if not (timed_out and dist.is_initialized()):
+            raise
+        raise StuckRankError(
+            f"rank {get_rank()}: a collective waited more than --dist_timeout {timeout_minutes:g} min; "
+            f"{_stuck_ranks(min(MONITOR_WAIT_S, timeout_minutes * 60))}. "
+            "Fix: see why that rank stopped (its log, memory, a debugger); raise --dist_timeout for very slow steps."
+        ) from err
 
 
 def get_rank() -> int:

@@ -20,7 +20,7 @@ from models.dgl import DGL, DGLConfig
 from models.factory import read_checkpoint
 from models.pretrained import resolve_clip_path
 from utils.config import write_run_config
-from utils.distributed import DistInfo, barrier, cleanup, init_distributed
+from utils.distributed import DistInfo, barrier, cleanup, init_distributed, report_stuck_ranks
 from utils.evaluation import encode_split, evaluate_features, log_results
 from utils.log import setup_logging
 from utils.output_dir import prepare_training_dir
@@ -67,7 +67,13 @@ def data_config(args: argparse.Namespace, model: DGL) -> DataConfig:
 
 
 def run(args: argparse.Namespace) -> dict | None:
-    dist: DistInfo = init_distributed()
+    """Everything the flags ask for; a rank stuck for more than --dist_timeout ends the run with its rank named."""
+    dist = init_distributed(timeout_minutes=args.dist_timeout)
+    with report_stuck_ranks(args.dist_timeout):
+        return run_on(args, dist)
+
+
+def run_on(args: argparse.Namespace, dist: DistInfo) -> dict | None:
     output_dir = Path(args.output_dir)
     setup_logging(output_dir, dist.rank)
     for flag in args.ignored_flags:
