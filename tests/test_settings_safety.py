@@ -51,7 +51,7 @@ def test_resume_with_other_settings_is_refused_listing_each(workspace):
     out = workspace / "settings"
     run(parse_args(train_flags(workspace, "settings", "--max_steps", "2")))
     ckpt = out / "checkpoint_latest.pt"
-    before = ckpt.read_bytes()
+    before = {name: (out / name).read_bytes() for name in ("checkpoint_latest.pt", "train_log.jsonl", "config.json")}
     with pytest.raises(SystemExit) as err:
         run(parse_args(train_flags(workspace, "settings", "--resume", str(ckpt), "--epochs", "3", "--lr", "2e-3",
                                    "--batch_size", "4")))
@@ -59,7 +59,16 @@ def test_resume_with_other_settings_is_refused_listing_each(workspace):
     assert str(ckpt) in message and "--resume_with_new_settings" in message
     for line in ("--epochs: 2 -> 3", "--lr: 0.001 -> 0.002", "global batch (--batch_size x ranks): 8 x 1 -> 4 x 1"):
         assert line in message
-    assert ckpt.read_bytes() == before
+    assert {name: (out / name).read_bytes() for name in before} == before  # refused before writing anything
+
+
+def test_resume_from_a_damaged_checkpoint_names_it(workspace):
+    run(parse_args(train_flags(workspace, "damaged", "--max_steps", "1")))
+    ckpt = workspace / "damaged" / "checkpoint_latest.pt"
+    data = ckpt.read_bytes()
+    ckpt.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=f"^{ckpt}: truncated or damaged"):
+        run(parse_args(train_flags(workspace, "damaged", "--resume", str(ckpt))))
 
 
 def test_resume_with_new_settings_recomputes_the_schedule(workspace):

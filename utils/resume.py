@@ -11,6 +11,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from models.checkpoint import is_compact_checkpoint
+
 logger = logging.getLogger(__name__)
 
 # Flags that shape the schedule, the optimiser, the sampled data or the model (the global batch is compared
@@ -66,6 +68,14 @@ def check_resume(ckpt: dict, source: str, args: argparse.Namespace, world_size: 
             "with the new values (the learning-rate schedule is then recomputed from the current position)."
         )
     return diffs
+
+
+def accepted_resume_changes(args: argparse.Namespace, ckpt: Any, world_size: int) -> list[str]:
+    """`check_resume` when ``ckpt`` (``--resume``) is continued exactly (our format, training, not
+    ``--load_from_pretrained``); nothing to check otherwise."""
+    if ckpt is None or not args.do_train or args.load_from_pretrained or not is_compact_checkpoint(ckpt):
+        return []
+    return check_resume(ckpt, args.resume, args, world_size)
 
 
 def carried_position(ckpt: dict, batches_per_epoch: int, new_global_batch: int, world_size: int) -> Position:

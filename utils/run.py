@@ -7,6 +7,7 @@ import json
 import logging
 import random
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,6 +25,7 @@ from utils.distributed import DistInfo, barrier, cleanup, init_distributed, repo
 from utils.evaluation import encode_split, evaluate_features, log_results
 from utils.log import setup_logging
 from utils.output_dir import prepare_training_dir
+from utils.resume import accepted_resume_changes
 from utils.trainer import Trainer, autocast_context, resolve_precision
 
 logger = logging.getLogger(__name__)
@@ -50,9 +52,9 @@ def build_model(args: argparse.Namespace, device: torch.device) -> tuple[DGL | M
     return model.to(device), backbone
 
 
-def load_resume(model: DGL, path: str) -> dict | None:
-    """Weights from ``--resume``; returns our checkpoint dict (for an exact resume) or None (official)."""
-    ckpt = read_checkpoint(path)
+def load_resume(model: DGL, ckpt: Any, path: str) -> dict | None:
+    """Weights from ``--resume`` (``ckpt``, read from ``path``); returns our checkpoint dict (for an exact
+    resume) or None (official)."""
     if is_compact_checkpoint(ckpt):
         load_compact_state(model, ckpt, source=path)
         return ckpt
@@ -78,6 +80,8 @@ def run_on(args: argparse.Namespace, dist: DistInfo) -> dict | None:
     setup_logging(output_dir, dist.rank)
     for flag in args.ignored_flags:
         logger.warning("%s is an official flag with no effect here; ignored", flag)
+    resume_ckpt = read_checkpoint(args.resume) if args.resume else None
+    resume_changes = accepted_resume_changes(args, resume_ckpt, dist.world_size)  # refused before anything is written
     if args.do_train:
         prepare_training_dir(output_dir, args, dist.is_main)
     if dist.is_main:
@@ -87,7 +91,7 @@ def run_on(args: argparse.Namespace, dist: DistInfo) -> dict | None:
     torch.backends.cudnn.allow_tf32 = True
 
     model, backbone = build_model(args, dist.device)
-    resume_ckpt = load_resume(model, args.resume) if args.resume else None
+    resume_ckpt = load_resume(model, resume_ckpt, args.resume) if args.resume else None
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     n_all = sum(p.numel() for p in model.parameters())
     logger.info("trainable parameters: %d of %d (%.3f %%)", n_train, n_all, 100 * n_train / n_all)
@@ -121,7 +125,7 @@ def run_on(args: argparse.Namespace, dist: DistInfo) -> dict | None:
         dataset = TrainPairDataset(train_split, data_cfg)
         trainer = Trainer(model, train_split, dataset, args, dist, backbone, output_dir)
         if resume_ckpt is not None and not args.load_from_pretrained:
-            trainer.restore(resume_ckpt, args.resume)
+            trainer.restore(resume_ckpt, args.resume, resume_changes)
         state = trainer.fit(evaluate)
         if state.best_epoch >= 0:
             logger.info("best text-to-video R@1 %.1f at epoch %d", state.best_r1, state.best_epoch)

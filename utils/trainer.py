@@ -29,7 +29,7 @@ from models.checkpoint import atomic_save, compact_checkpoint, export_official_c
 from models.dgl import DGL, contrastive_loss
 from utils.distributed import DistInfo, all_gather_with_grad, get_world_size
 from utils.optim import WarmupCosine, build_optimizer, param_groups
-from utils.resume import Position, carried_position, check_resume
+from utils.resume import Position, carried_position
 
 logger = logging.getLogger(__name__)
 
@@ -181,10 +181,9 @@ class Trainer:
             logger.info("saved %s (epoch %d, step %d)", path, self.state.epoch, self.state.global_step)
         return path
 
-    def restore(self, ckpt: dict, source: str = "<checkpoint>") -> None:
-        """Continue exactly where ``ckpt`` (ours, already loaded into the model) stopped; with accepted
-        setting changes (``--resume_with_new_settings``), continue from its data position on the new schedule."""
-        changes = check_resume(ckpt, source, self.args, self.dist.world_size)
+    def restore(self, ckpt: dict, source: str = "<checkpoint>", changes: list[str] | None = None) -> None:
+        """Continue exactly where ``ckpt`` (ours, already loaded into the model) stopped; with accepted setting
+        ``changes`` (`utils.resume.check_resume`), continue from its data position on the new schedule."""
         fresh_groups = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scaler.load_state_dict(ckpt["scaler"])
