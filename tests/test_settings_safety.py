@@ -113,3 +113,10 @@ def test_new_run_into_a_used_output_dir_is_refused_and_logs_keep_both_runs(works
     assert [("run_start" in r, r.get("step")) for r in records] == [(True, None), (False, 1), (True, None), (False, 1)]
     assert not stale.exists()
     assert f"removed {stale}" in (out / "log.txt").read_text()
+
+
+def test_non_finite_loss_of_a_diverged_run_points_at_the_weights(workspace):
+    from utils.trainer import NonFiniteLossError
+
+    with pytest.raises(NonFiniteLossError, match=r"loss is nan at step 1 .*largest weight \|[\w.]+\| = [\d.]+e\+30 .*lower --lr"):
+        run(parse_args(train_flags(workspace, "diverged", "--lr", "1e30", "--warmup_proportion", "0", "--max_steps", "3")))

@@ -238,6 +238,18 @@ class Trainer:
             torch.autograd.backward([text_k.float(), vid_k.float()], [text.grad[lo:hi], vid.grad[lo:hi]])
         return loss.detach()
 
+    def _non_finite_cause(self, loss: float, video_index: torch.Tensor) -> str:
+        """What a non-finite loss points to: non-finite or diverged (huge) weights, and the batch's videos."""
+        where = f"loss is {loss} at step {self.state.global_step} (epoch {self.state.epoch + 1})"
+        params = self.model.trainable_parameters()
+        weights = [n for n, p in params.items() if not torch.isfinite(p).all()]
+        if weights:
+            return f"{where}; the weights {weights} are non-finite (lower --lr or resume from an earlier checkpoint)"
+        largest = max(params, key=lambda n: params[n].detach().abs().max().item())
+        videos = [self.split.video_ids[i] for i in video_index.tolist()]
+        return (f"{where}; largest weight |{largest}| = {params[largest].detach().abs().max().item():.3g} "
+                f"(if huge, the run diverged: lower --lr); batch videos: {videos}")
+
     def optimizer_step(self) -> tuple[float, float]:
         lr = self.scheduler.step()
         self.scaler.unscale_(self.optimizer)
@@ -266,10 +278,7 @@ class Trainer:
             video = batch["video"].to(self.dist.device, non_blocking=True)
             loss = self.train_step(ids, video)
             if not math.isfinite(loss.item()):
-                names = [self.split.video_ids[i] for i in batch["video_index"].tolist()]
-                raise NonFiniteLossError(
-                    f"loss is {loss.item()} at step {state.global_step} (epoch {state.epoch + 1}); batch videos: {names}"
-                )
+                raise NonFiniteLossError(self._non_finite_cause(loss.item(), batch["video_index"]))
             lr, grad_norm = self.optimizer_step()
             state.global_step += 1
             state.batch_in_epoch += 1
