@@ -140,3 +140,15 @@ def test_disk_filling_up_during_the_write_is_reported_with_the_path(tmp_path, mo
     with pytest.raises(OSError, match=r"No space left on device while writing .*checkpoint_latest.pt") as err:
         atomic_save({"w": torch.zeros(1000)}, path)
     assert err.value.errno == errno.ENOSPC and path.read_bytes() == before
+
+
+def test_retrieval_and_visualize_loader_refuses_nan_weights(fixture_dir, tmp_path):
+    from models.factory import load_dgl  # what retrieve.py and visualize.py load checkpoints with
+
+    ckpt = compact_checkpoint(fixture_model(fixture_dir), {"name": str(fixture_dir / "tiny_clip_jit.pt")})
+    ckpt["state_dict"]["global_prompts"].fill_(float("nan"))
+    ckpt["tensor_sha256"] = checkpoint_file.tensor_hashes(ckpt["state_dict"])
+    path = tmp_path / "nan.pt"
+    atomic_save(ckpt, path)
+    with pytest.raises(CheckpointError, match=rf"^{path}: non-finite \(NaN or inf\) values in \['global_prompts'\]"):
+        load_dgl(path)
