@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
       help="with --resume: continue although the schedule, batch, lr, frames or variant flags differ from the "
            "checkpoint's (the schedule is recomputed from the current position)")
     a("--overwrite", action="store_true", help="train into an --output_dir that holds another run's checkpoint")
-    a("--dist_timeout", type=float, default=30.0,
+    a("--dist_timeout", type=float, default=10.0,
       help="minutes a rank waits in a collective before the run ends with an error (a stuck or stopped rank)")
     a("--seed", type=int, default=42)
     a("--lmdb_dataset", default=None, help="not supported; decode files or use --frame_cache")

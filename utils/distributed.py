@@ -36,7 +36,7 @@ class StuckRankError(RuntimeError):
     """A collective waited longer than ``--dist_timeout``: another rank is stuck, stopped or gone."""
 
 
-def init_distributed(backend: str | None = None, timeout_minutes: float = 30.0) -> DistInfo:
+def init_distributed(backend: str | None = None, timeout_minutes: float = 10.0) -> DistInfo:
     """Join the torchrun process group (nccl on CUDA, gloo on CPU) and bind this rank's CUDA device.
 
     A collective that waits more than ``timeout_minutes`` raises instead of hanging (see
