@@ -14,7 +14,7 @@ import torch
 
 from dataloaders import TrainPairDataset, build_split
 from dataloaders.config import DataConfig
-from models.checkpoint import is_compact_checkpoint, load_compact_state, load_official_state, official_state
+from models.checkpoint import atomic_save, is_compact_checkpoint, load_compact_state, load_official_state, official_state
 from models.baseline import MeanPoolCLIP
 from models.clip import CLIP
 from models.dgl import DGL, DGLConfig
@@ -107,7 +107,7 @@ def run_on(args: argparse.Namespace, dist: DistInfo) -> dict | None:
         label = "CLIP meanP zero-shot" if args.baseline else f"DGL-{args.shared_latent_space}"
         results = evaluate_features(model, feats, test_split, label, bank, dsl=args.dsl, qb_beta=args.qb_norm_beta)
         if args.save_features and dist.is_main:
-            torch.save(
+            atomic_save(
                 {"text": feats.text.cpu(), "video": feats.video.cpu(), "logit_scale": model.clip.logit_scale.detach().cpu(),
                  "captions": test_split.captions, "caption_video": test_split.caption_video, "video_ids": test_split.video_ids},
                 output_dir / "eval_features.pt",
