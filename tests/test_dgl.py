@@ -1,5 +1,6 @@
 """DGL model properties beyond the reference fixtures: sizes, freezing, generalisation, invariances."""
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -43,12 +44,12 @@ def vit_b32_clip():
 
 
 @pytest.mark.parametrize("variant, expected", [("transformer", 9_575_168), ("linear", 827_392)])
-def test_trainable_counts_and_official_names(vit_b32_clip, fixture_dir, variant, expected):
+def test_trainable_counts_and_official_names(vit_b32_clip, variant, expected):
     model = DGL(vit_b32_clip, DGLConfig(shared_latent_space=variant, max_frames=12))
     trainable = model.trainable_parameters()
     assert sum(p.numel() for p in trainable.values()) == expected
     assert all(name.startswith(("global_prompts", "prompt_generator.")) for name in trainable)
-    table = reference_key_table(fixture_dir.parent.parent / "docs" / f"ref_keys_vitb32_{variant}.txt")
+    table = reference_key_table(Path(__file__).parent / "fixtures" / f"ref_keys_vitb32_{variant}.txt")
     official_trainable = {k: shape for k, (shape, kind) in table.items() if kind == "trainable"}
     mapped = {theirs: trainable[ours].numel() for ours, theirs in official_names(model).items()}
     assert set(mapped) == set(official_trainable)
