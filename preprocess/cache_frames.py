@@ -21,13 +21,16 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from dataloaders import DataConfig, add_data_arguments, build_split
-from dataloaders.frame_cache import CacheEntry, CacheSettings, FrameCache, source_stamp
-from dataloaders.parallel import parallel_map
-from dataloaders.sampling import segment_centres
-from dataloaders.splits import VideoTextSplit, Window
-from dataloaders.transforms import resize_and_crop
-from dataloaders.video_io import read_video
+if __package__ in (None, ""):  # run by path (python preprocess/X.py): make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from dataloaders import DataConfig, add_data_arguments, build_split  # noqa: E402
+from dataloaders.frame_cache import CacheEntry, CacheSettings, FrameCache, source_stamp  # noqa: E402
+from dataloaders.parallel import parallel_map  # noqa: E402
+from dataloaders.sampling import segment_centres  # noqa: E402
+from dataloaders.splits import VideoTextSplit, Window  # noqa: E402
+from dataloaders.transforms import resize_and_crop  # noqa: E402
+from dataloaders.video_io import read_video  # noqa: E402
 
 SAVE_EVERY = 200  # manifest checkpoints, so an interrupted build keeps most of its work
 
