@@ -7,7 +7,8 @@ import torch
 
 from models.checkpoint import export_official_checkpoint, load_official_checkpoint, official_names, read_official_checkpoint
 from models.clip import CLIP
-from models.dgl import DGL, DGLConfig, contrastive_loss
+from models.dgl import DGL, DGLConfig
+from models.losses import contrastive_loss
 from models.pretrained import CLIPConfig
 
 VIT_B32 = CLIPConfig(embed_dim=512, image_resolution=224, vision_layers=12, vision_width=768, vision_heads=12,

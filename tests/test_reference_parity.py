@@ -10,7 +10,8 @@ import torch
 
 from models.checkpoint import load_official_checkpoint, official_names
 from models.clip import CLIP
-from models.dgl import DGL, DGLConfig, POOLED_OUTPUT_TYPES, contrastive_loss
+from models.dgl import DGL, DGLConfig, POOLED_OUTPUT_TYPES
+from models.losses import contrastive_loss
 from tests.reference import VARIANTS, close_errors, grad_errors, load_expected
 
 OUTPUT_TYPES = POOLED_OUTPUT_TYPES + ("global-local-feature",)

@@ -23,7 +23,8 @@ from utils.config import write_run_config
 from utils.distributed import DistInfo, barrier, cleanup, init_distributed
 from utils.evaluation import encode_split, evaluate_features, log_results
 from utils.log import setup_logging
-from utils.trainer import Trainer, autocast_context, resolve_precision
+from utils.step import autocast_context, resolve_precision
+from utils.trainer import Trainer
 
 logger = logging.getLogger(__name__)
 

@@ -1,11 +1,5 @@
-"""Training loop: DDP over the trainable tensors only, exact resume, chunked (exact) gradient accumulation.
-
-The contrastive loss couples every pair of the global batch, so plain gradient accumulation would change
-the objective. With ``--gradient_accumulation_steps k`` a batch is instead encoded in ``k`` chunks: features
-of all chunks are computed without a graph, the loss and its feature gradients on the whole batch, then each
-chunk is re-encoded with a graph and back-propagated (gradient caching). The update equals one full-batch
-step at the memory of one chunk, for the price of one extra forward pass.
-"""
+"""Training loop: DDP over the trainable tensors only, exact resume, the step of utils/step.py
+(chunked, exact gradient accumulation with ``--gradient_accumulation_steps``)."""
 from __future__ import annotations
 
 import json
@@ -13,7 +7,6 @@ import logging
 import math
 import random
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,9 +19,11 @@ from tqdm import tqdm
 
 from dataloaders import TrainPairDataset, VideoTextSplit
 from models.checkpoint import atomic_save, compact_checkpoint, export_official_checkpoint
-from models.dgl import DGL, contrastive_loss
-from utils.distributed import DistInfo, all_gather_with_grad, get_world_size
+from models.dgl import DGL
+from models.losses import create_loss
+from utils.distributed import DistInfo
 from utils.optim import WarmupCosine, build_optimizer, param_groups
+from utils.step import TrainStep, resolve_precision
 
 logger = logging.getLogger(__name__)
 
@@ -61,21 +56,6 @@ class EpochSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return (self.batches_per_epoch - self.start_batch) * self.batch_size
-
-
-def autocast_context(precision: str, device: torch.device):
-    if precision in ("bf16", "fp16"):
-        return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
-    return nullcontext()
-
-
-def resolve_precision(requested: str, device: torch.device) -> str:
-    """``amp`` = bf16 autocast where the GPU supports it, else fp16 with a scaler; fp32 on CPU."""
-    if requested != "amp":
-        return requested
-    if device.type != "cuda":
-        return "fp32"
-    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
 
 
 def rng_state() -> dict[str, Any]:
@@ -124,7 +104,6 @@ class Trainer:
         self.model, self.split, self.dataset, self.args, self.dist = model, split, dataset, args, dist
         self.backbone, self.output_dir = backbone, output_dir
         self.precision = resolve_precision(args.precision, dist.device)
-        self.chunks = args.gradient_accumulation_steps
         self.ddp = (
             DistributedDataParallel(model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)
             if dist.world_size > 1
@@ -147,7 +126,8 @@ class Trainer:
         )
         self.total_steps = self.sampler.batches_per_epoch * args.epochs
         self.scheduler = WarmupCosine(self.optimizer, args.lr, self.total_steps, args.warmup_proportion)
-        self.scaler = torch.amp.GradScaler(dist.device.type, enabled=self.precision == "fp16")
+        self.step = TrainStep(model, create_loss(), self.optimizer, self.precision, dist.device,
+                              args.gradient_accumulation_steps, args.clip_grad_norm, self.ddp, dist.world_size)
         self.state = TrainState()
         self.writer = None
         if dist.is_main:
@@ -167,7 +147,7 @@ class Trainer:
             best_epoch=self.state.best_epoch,
             optimizer=self.optimizer.state_dict(),
             scheduler=self.scheduler.state_dict(),
-            scaler=self.scaler.state_dict(),
+            scaler=self.step.scaler.state_dict(),
             rng=rng_state(),
             args={k: v for k, v in vars(self.args).items() if isinstance(v, (str, int, float, bool, type(None)))},
         )
@@ -183,56 +163,12 @@ class Trainer:
         """Continue exactly where ``ckpt`` (ours, already loaded into the model) stopped."""
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
-        self.scaler.load_state_dict(ckpt["scaler"])
+        self.step.scaler.load_state_dict(ckpt["scaler"])
         set_rng_state(ckpt["rng"])
         self.state = TrainState(
             ckpt["epoch"], ckpt["batch_in_epoch"], ckpt["global_step"], ckpt["best_r1"], ckpt["best_epoch"]
         )
         logger.info("resumed at epoch %d, batch %d, step %d", self.state.epoch, self.state.batch_in_epoch, self.state.global_step)
-
-    # ---------------------------------------------------------------------------------- one step
-    def _loss(self, text: torch.Tensor, video: torch.Tensor) -> torch.Tensor:
-        """Global-batch InfoNCE. Scaled by the world size so that DDP's gradient average is the gradient
-        of the global loss (the official code's effective gradient is that divided by the world size)."""
-        logits = self.model.logits(all_gather_with_grad(text), all_gather_with_grad(video))
-        return contrastive_loss(logits)
-
-    def train_step(self, input_ids: torch.Tensor, video: torch.Tensor) -> torch.Tensor:
-        net = self.ddp or self.model
-        autocast = autocast_context(self.precision, self.dist.device)
-        world = get_world_size()
-        if self.chunks == 1:
-            with autocast:
-                text, vid = net(input_ids, video)
-            loss = self._loss(text, vid)
-            self.scaler.scale(loss * world).backward()
-            return loss.detach()
-        id_chunks, video_chunks = input_ids.chunk(self.chunks), video.chunk(self.chunks)
-        with torch.no_grad(), autocast:
-            prompts = self.model.prompts()
-            feats = [(self.model.encode_text(i, prompts), self.model.encode_video(v, prompts)) for i, v in zip(id_chunks, video_chunks)]
-        text = torch.cat([t for t, _ in feats]).float().requires_grad_()
-        vid = torch.cat([v for _, v in feats]).float().requires_grad_()
-        loss = self._loss(text, vid)
-        self.scaler.scale(loss * world).backward()
-        bounds = np.cumsum([0] + [len(c) for c in id_chunks])
-        for k, (ids_k, video_k) in enumerate(zip(id_chunks, video_chunks)):
-            sync = self.ddp is None or k == self.chunks - 1
-            with (nullcontext() if sync else self.ddp.no_sync()), autocast:
-                text_k, vid_k = net(ids_k, video_k)
-            lo, hi = bounds[k], bounds[k + 1]
-            torch.autograd.backward([text_k.float(), vid_k.float()], [text.grad[lo:hi], vid.grad[lo:hi]])
-        return loss.detach()
-
-    def optimizer_step(self) -> tuple[float, float]:
-        lr = self.scheduler.step()
-        self.scaler.unscale_(self.optimizer)
-        params = [p for g in self.optimizer.param_groups for p in g["params"]]
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, self.args.clip_grad_norm)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.optimizer.zero_grad(set_to_none=True)
-        return lr, float(grad_norm)
 
     # ------------------------------------------------------------------------------------- loops
     def train_epoch(self, evaluate) -> bool:
@@ -250,13 +186,14 @@ class Trainer:
             data_time = time.perf_counter() - tic
             ids = batch["input_ids"].to(self.dist.device, non_blocking=True)
             video = batch["video"].to(self.dist.device, non_blocking=True)
-            loss = self.train_step(ids, video)
+            lr = self.scheduler.step()
+            loss, grad_norm = self.step(ids, video)
             if not math.isfinite(loss.item()):
                 names = [self.split.video_ids[i] for i in batch["video_index"].tolist()]
                 raise NonFiniteLossError(
                     f"loss is {loss.item()} at step {state.global_step} (epoch {state.epoch + 1}); batch videos: {names}"
                 )
-            lr, grad_norm = self.optimizer_step()
+            grad_norm = float(grad_norm)
             state.global_step += 1
             state.batch_in_epoch += 1
             step_time = time.perf_counter() - tic
