@@ -9,7 +9,7 @@ This equals one masked attention over the ``G + T·S`` tokens at ~1/T of its cos
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Mapping
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -58,19 +58,6 @@ class DGLConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-    @classmethod
-    def from_official_args(cls, args: Mapping[str, Any]) -> "DGLConfig":
-        """From the official argparse names (``--local_each_frame_prompt_length`` ...)."""
-        return cls(
-            shared_latent_space=args["shared_latent_space"],
-            max_frames=int(args["max_frames"]),
-            text_prompt_length=int(args["text_prompt_length"]),
-            local_prompt_length=int(args["local_each_frame_prompt_length"]),
-            global_prompt_length=int(args["global_visual_prompt_length"]),
-            prompt_layers=args.get("unified_transformer_layers"),
-            visual_output_type=args.get("visual_output_type", "global_prompt0"),
-        )
 
 
 def frame_rows(x: torch.Tensor, num_global: int, frames: int, rows: int) -> torch.Tensor:

@@ -10,9 +10,10 @@ import torch
 
 from models.checkpoint import load_official_checkpoint, official_names
 from models.clip import CLIP
-from models.dgl import DGL, DGLConfig, POOLED_OUTPUT_TYPES
+from models.dgl import DGL, POOLED_OUTPUT_TYPES
 from models.losses import contrastive_loss
 from tests.reference import VARIANTS, close_errors, grad_errors, load_expected
+from utils.flags import dgl_config
 
 OUTPUT_TYPES = POOLED_OUTPUT_TYPES + ("global-local-feature",)
 
@@ -21,7 +22,7 @@ def build_reference(fixture_dir, variant):
     """Our model loaded from the official checkpoint, the official inputs and the expected outputs."""
     config = json.loads((fixture_dir / "config.json").read_text())
     clip = CLIP.from_pretrained(str(fixture_dir / "tiny_clip_jit.pt"))
-    model = DGL(clip, DGLConfig.from_official_args(config["variants"][variant]["args"]))
+    model = DGL(clip, dgl_config(config["variants"][variant]["args"]))
     load_official_checkpoint(model, fixture_dir / f"dgl_{variant}_ckpt.pth.tar")
     inputs = torch.load(fixture_dir / "inputs.pt", weights_only=True)
     return model, inputs["input_ids"][:, 0], inputs["video"][:, 0], load_expected(fixture_dir, variant)

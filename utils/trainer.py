@@ -2,6 +2,7 @@
 (chunked, exact gradient accumulation with ``--gradient_accumulation_steps``)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -21,6 +22,7 @@ from dataloaders import TrainPairDataset, VideoTextSplit
 from models.checkpoint import atomic_save, compact_checkpoint, export_official_checkpoint
 from models.dgl import DGL
 from models.losses import create_loss
+from utils.config import TrainConfig
 from utils.distributed import DistInfo
 from utils.optim import WarmupCosine, build_optimizer, param_groups
 from utils.step import TrainStep, resolve_precision
@@ -96,44 +98,46 @@ class Trainer:
         model: DGL,
         split: VideoTextSplit,
         dataset: TrainPairDataset,
-        args,
+        cfg: TrainConfig,
         dist: DistInfo,
         backbone: dict,
         output_dir: Path,
+        flags: dict[str, Any] | None = None,
     ):
-        self.model, self.split, self.dataset, self.args, self.dist = model, split, dataset, args, dist
-        self.backbone, self.output_dir = backbone, output_dir
-        self.precision = resolve_precision(args.precision, dist.device)
+        """``flags``: the run's settings by flag name, stored in every checkpoint beside the typed state."""
+        self.model, self.split, self.dataset, self.cfg, self.dist = model, split, dataset, cfg, dist
+        self.backbone, self.output_dir, self.flags = backbone, output_dir, dict(flags or {})
+        self.precision = resolve_precision(cfg.precision, dist.device)
         self.ddp = (
             DistributedDataParallel(model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)
             if dist.world_size > 1
             else None
         )
         self.sampler = EpochSampler(
-            len(dataset), args.batch_size, dist.rank, dist.world_size, args.seed, args.train_group_size
+            len(dataset), cfg.batch_size, dist.rank, dist.world_size, cfg.seed, cfg.train_group_size
         )
         self.loader = DataLoader(
             dataset,
-            batch_size=args.batch_size,
+            batch_size=cfg.batch_size,
             sampler=self.sampler,
             drop_last=True,
-            num_workers=args.num_thread_reader,
+            num_workers=cfg.num_workers,
             pin_memory=dist.device.type == "cuda",
             persistent_workers=False,
         )
         self.optimizer = build_optimizer(
-            param_groups(model, args.lr, args.coef_lr, args.wd), args.lr, (args.beta1, args.beta2), args.eps
+            param_groups(model, cfg.lr, cfg.coef_lr, cfg.wd), cfg.lr, (cfg.beta1, cfg.beta2), cfg.eps
         )
-        self.total_steps = self.sampler.batches_per_epoch * args.epochs
-        self.scheduler = WarmupCosine(self.optimizer, args.lr, self.total_steps, args.warmup_proportion)
-        self.step = TrainStep(model, create_loss(), self.optimizer, self.precision, dist.device,
-                              args.gradient_accumulation_steps, args.clip_grad_norm, self.ddp, dist.world_size)
+        self.total_steps = self.sampler.batches_per_epoch * cfg.epochs
+        self.scheduler = WarmupCosine(self.optimizer, cfg.lr, self.total_steps, cfg.warmup_proportion)
+        self.step = TrainStep(model, create_loss(cfg.loss), self.optimizer, self.precision, dist.device,
+                              cfg.gradient_accumulation_steps, cfg.clip_grad_norm, self.ddp, dist.world_size)
         self.state = TrainState()
         self.writer = None
         if dist.is_main:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(args.tensorboard_path or str(output_dir / "tensorboard"))
+            self.writer = SummaryWriter(cfg.tensorboard_path or str(output_dir / "tensorboard"))
 
     # ------------------------------------------------------------------------------ checkpointing
     def checkpoint(self) -> dict:
@@ -149,7 +153,8 @@ class Trainer:
             scheduler=self.scheduler.state_dict(),
             scaler=self.step.scaler.state_dict(),
             rng=rng_state(),
-            args={k: v for k, v in vars(self.args).items() if isinstance(v, (str, int, float, bool, type(None)))},
+            args=self.flags,
+            train_config=dataclasses.asdict(self.cfg),
         )
 
     def save(self, name: str) -> Path:
@@ -173,12 +178,12 @@ class Trainer:
     # ------------------------------------------------------------------------------------- loops
     def train_epoch(self, evaluate) -> bool:
         """One epoch (or its remainder after a resume). Returns False when ``--max_steps`` stopped it."""
-        state, args = self.state, self.args
+        state, cfg = self.state, self.cfg
         self.model.train()
         self.dataset.set_epoch(state.epoch)
         self.sampler.set_position(state.epoch, state.batch_in_epoch)
         bar = tqdm(
-            total=self.sampler.batches_per_epoch, initial=state.batch_in_epoch, desc=f"epoch {state.epoch + 1}/{args.epochs}",
+            total=self.sampler.batches_per_epoch, initial=state.batch_in_epoch, desc=f"epoch {state.epoch + 1}/{cfg.epochs}",
             disable=not self.dist.is_main, dynamic_ncols=True,
         )
         tic = time.perf_counter()
@@ -199,8 +204,8 @@ class Trainer:
             step_time = time.perf_counter() - tic
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.2e}")
-            if self.dist.is_main and (state.global_step % args.n_display == 0 or state.global_step == 1):
-                samples = args.batch_size * self.dist.world_size / step_time
+            if self.dist.is_main and (state.global_step % cfg.n_display == 0 or state.global_step == 1):
+                samples = cfg.batch_size * self.dist.world_size / step_time
                 logger.info(
                     "epoch %d step %d/%d | loss %.4f | lr %.3e | grad norm %.3g | data %.3fs step %.3fs | %.1f samples/s",
                     state.epoch + 1, state.global_step, self.total_steps, loss.item(), lr, grad_norm, data_time,
@@ -212,7 +217,7 @@ class Trainer:
                     self.writer.add_scalar(f"train/{tag}", value, state.global_step)
                 with (self.output_dir / "train_log.jsonl").open("a") as log:
                     log.write(json.dumps({"epoch": state.epoch + 1, "step": state.global_step, **record}) + "\n")
-            if args.max_steps is not None and state.global_step >= args.max_steps:
+            if cfg.max_steps is not None and state.global_step >= cfg.max_steps:
                 bar.close()
                 self.save("checkpoint_latest.pt")
                 return False
@@ -220,18 +225,18 @@ class Trainer:
         bar.close()
         state.epoch += 1
         state.batch_in_epoch = 0
-        if args.eval_every_epoch:
+        if cfg.eval_every_epoch:
             r1 = evaluate(state.epoch)
             if r1 >= state.best_r1:
                 state.best_r1, state.best_epoch = r1, state.epoch
                 self.save("checkpoint_best.pt")
-                if args.export_official and self.dist.is_main:
+                if cfg.export_official and self.dist.is_main:
                     export_official_checkpoint(self.model, self.output_dir / "ckpt.best.pth.tar", state.epoch, state.global_step, r1)
         self.save("checkpoint_latest.pt")
         return True
 
     def fit(self, evaluate) -> TrainState:
-        while self.state.epoch < self.args.epochs:
+        while self.state.epoch < self.cfg.epochs:
             if not self.train_epoch(evaluate):
                 break
         if self.writer is not None:
