@@ -13,7 +13,7 @@ from dataloaders.frames import read_eval_frames
 from dataloaders.synthetic import write_video
 from models.checkpoint import atomic_save, compact_checkpoint, load_official_checkpoint
 from models.clip import CLIP
-from models.dgl import DGL, DGLConfig
+from models.dgl import DGL
 from models.factory import load_dgl
 from models.tokenizer import ClipTokenizer
 from preprocess.make_synthetic import SyntheticConfig, make_dataset
