@@ -99,7 +99,7 @@ def load_official_state(model: DGL, state: dict[str, torch.Tensor], path: str | 
             if value.numel() != target.numel():
                 raise ValueError(
                     f"{path}: {theirs} has shape {list(value.shape)}, the model expects {list(target.shape)}; "
-                    f"{_official_frames_hint(model, state) or 'check --max_frames, prompt lengths and --unified_transformer_layers'}"
+                    "check --max_frames, prompt lengths and --unified_transformer_layers"
                 )
             target.copy_(value.reshape(target.shape))
     if check_backbone:
@@ -113,18 +113,6 @@ def load_official_state(model: DGL, state: dict[str, torch.Tensor], path: str | 
                 f"{path}: its CLIP weights differ from the loaded backbone in {len(bad)} tensors (e.g. {bad[:3]}); "
                 "load the CLIP it was trained on (--pretrained_clip_name) or use DGL.from_official_checkpoint"
             )
-
-
-def _official_frames_hint(model: DGL, state: dict[str, torch.Tensor]) -> str | None:
-    """For the transformer variant, the --max_frames its frame-specific prompt table was trained with."""
-    table = state.get("clip.unified_prompt_embedding.weight")
-    cfg = model.config
-    if table is None or cfg.shared_latent_space != "transformer":
-        return None
-    frames, rest = divmod(table.shape[0] - cfg.text_prompt_length, cfg.local_prompt_length)
-    if rest or frames == cfg.max_frames or frames < 1:
-        return None
-    return f"its frame-specific prompts were trained for {frames} frames: pass --max_frames {frames}"
 
 
 def model_from_official_checkpoint(path: str | os.PathLike, config: DGLConfig) -> DGL:
@@ -198,7 +186,7 @@ def load_compact_state(model: DGL, ckpt: dict, source: str = "<checkpoint>") -> 
         )
     verify_tensor_hashes(ckpt["state_dict"], ckpt.get("tensor_sha256"), source)
     check_finite(ckpt["state_dict"], source)
-    _check_compact_config(ckpt["dgl_config"], model.config, source)
+    _check_compact_config(ckpt, model, source)
     expected = model.trainable_parameters()
     if set(ckpt["state_dict"]) != set(expected):
         raise ValueError(
@@ -212,18 +200,24 @@ def load_compact_state(model: DGL, ckpt: dict, source: str = "<checkpoint>") -> 
             expected[name].copy_(value)
 
 
-# DGLConfig fields that size the compact tensors -> the official flag that sets them.
-_SIZE_FLAGS = {
+# DGLConfig fields a trained checkpoint fixes -> the official flag that sets them (T: transformer variant only).
+SIZE_FLAGS = {
     "shared_latent_space": "--shared_latent_space", "text_prompt_length": "--text_prompt_length",
     "local_prompt_length": "--local_each_frame_prompt_length", "global_prompt_length": "--global_visual_prompt_length",
     "prompt_layers": "--unified_transformer_layers",
 }
 
 
-def _check_compact_config(saved: dict, config: DGLConfig, source: str) -> None:
-    """Names the flags whose values differ from the ones the checkpoint was trained with (and needs)."""
-    sizes = dict(_SIZE_FLAGS, max_frames="--max_frames") if saved.get("shared_latent_space") == "transformer" else _SIZE_FLAGS
-    wrong = [f"{flag} {saved[field]} (given {getattr(config, field)})" for field, flag in sizes.items()
-             if field in saved and saved[field] is not None and saved[field] != getattr(config, field)]
+def differing_sizes(needed: dict[str, Any], actual: dict[str, Any]) -> list[str]:
+    """``--flag N (given: M)`` for each setting a checkpoint fixes (``needed``) that the model (``actual``,
+    DGLConfig fields with the resolved ``prompt_layers``) does not have."""
+    sizes = dict(SIZE_FLAGS, max_frames="--max_frames") if needed.get("shared_latent_space") == "transformer" else SIZE_FLAGS
+    return [f"{flag} {needed[field]} (given: {actual[field]})" for field, flag in sizes.items()
+            if needed.get(field) is not None and needed[field] != actual[field]]
+
+
+def _check_compact_config(ckpt: dict, model: DGL, source: str) -> None:
+    needed = {**ckpt["dgl_config"], "prompt_layers": ckpt.get("prompt_layers", ckpt["dgl_config"].get("prompt_layers"))}
+    wrong = differing_sizes(needed, {**model.config.to_dict(), "prompt_layers": model.prompt_layers})
     if wrong:
         raise CheckpointError(f"{source}: the checkpoint needs {', '.join(wrong)}")

@@ -5,12 +5,13 @@ A new run used to replace another run's ``checkpoint_latest.pt`` without a word 
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
 import time
 from pathlib import Path
+
+from utils.config import RunConfig
 
 logger = logging.getLogger(__name__)
 
@@ -19,14 +20,14 @@ RUN_CHECKPOINTS = ("checkpoint_latest.pt", "checkpoint_best.pt")
 STALE_TEMP_PATTERN = ".*.tmp"
 
 
-def refuse_foreign_checkpoint(output_dir: Path, args: argparse.Namespace) -> None:
+def refuse_foreign_checkpoint(output_dir: Path, resume: str | None, overwrite: bool) -> None:
     """SystemExit when ``output_dir`` holds a checkpoint of another run: training would replace it.
 
     Continuing that run (``--resume`` of a file in this folder) or ``--overwrite`` is allowed."""
     held = [output_dir / name for name in RUN_CHECKPOINTS if (output_dir / name).is_file()]
-    if not held or args.overwrite:
+    if not held or overwrite:
         return
-    if args.resume and Path(args.resume).resolve().parent == output_dir.resolve():
+    if resume and Path(resume).resolve().parent == output_dir.resolve():
         return
     raise SystemExit(
         f"--output_dir {output_dir} already holds another run's checkpoint ({held[0].name}); a new run would replace it. "
@@ -55,12 +56,12 @@ def start_run_logs(output_dir: Path, resumed_from: str | None) -> None:
         log.write(json.dumps(header) + "\n")
 
 
-def prepare_training_dir(output_dir: Path, args: argparse.Namespace, is_main: bool) -> None:
-    """Everything above, before the run writes anything to ``output_dir`` (logging already set up): the
+def prepare_training_dir(cfg: RunConfig, is_main: bool) -> None:
+    """Everything above, before the run writes anything to its output folder (logging already set up): the
     refusal on every rank (so that all of them stop), the clean-up and run headers on the main rank."""
-    refuse_foreign_checkpoint(output_dir, args)
+    refuse_foreign_checkpoint(cfg.output_dir, cfg.resume, cfg.overwrite)
     if not is_main:
         return
-    for path in remove_stale_temp_files(output_dir):
+    for path in remove_stale_temp_files(cfg.output_dir):
         logger.warning("removed %s, a temporary file left by an interrupted write", path)
-    start_run_logs(output_dir, args.resume)
+    start_run_logs(cfg.output_dir, cfg.resume)

@@ -6,22 +6,21 @@ the data position is carried over in samples and the schedule restarts from ther
 """
 from __future__ import annotations
 
-import argparse
 import logging
 from dataclasses import dataclass
 from typing import Any
 
 from models.checkpoint import is_compact_checkpoint
+from utils.config import RunConfig
 
 logger = logging.getLogger(__name__)
 
-# Flags that shape the schedule, the optimiser, the sampled data or the model (the global batch is compared
-# separately, as batch_size x world size: the same global batch on other ranks is the same run).
+# Flags that shape the schedule, the optimiser, the sampled data or the objective. The global batch is compared
+# separately, as batch_size x world size (the same global batch on other ranks is the same run); the prompt
+# sizes and the variant are fixed by the checkpoint's tensors (models.checkpoint.load_compact_state).
 RUN_FLAGS = (
     "epochs", "lr", "coef_lr", "wd", "beta1", "beta2", "eps", "warmup_proportion", "clip_grad_norm",
-    "max_frames", "shared_latent_space", "text_prompt_length", "local_each_frame_prompt_length",
-    "global_visual_prompt_length", "unified_transformer_layers", "visual_output_type", "freeze_clip",
-    "seed", "train_group_size",
+    "max_frames", "visual_output_type", "freeze_clip", "seed", "train_group_size", "loss",
 )
 
 
@@ -34,33 +33,33 @@ class Position:
     global_step: int
 
 
-def global_batch(args: dict[str, Any], world_size: int) -> int:
-    return int(args["batch_size"]) * world_size
+def global_batch(flags: dict[str, Any], world_size: int) -> int:
+    return int(flags["batch_size"]) * world_size
 
 
-def setting_differences(ckpt: dict, args: argparse.Namespace, world_size: int) -> list[str]:
+def setting_differences(ckpt: dict, flags: dict[str, Any], world_size: int) -> list[str]:
     """``flag: checkpoint value -> current value`` for every run-defining flag that differs."""
     saved = ckpt.get("args") or {}
-    current = vars(args)
-    diffs = [f"--{k}: {saved[k]!r} -> {current[k]!r}" for k in RUN_FLAGS if k in saved and saved[k] != current.get(k)]
+    diffs = [f"--{k}: {saved[k]!r} -> {flags.get(k)!r}" for k in RUN_FLAGS if k in saved and saved[k] != flags.get(k)]
     saved_world = int(ckpt.get("world_size", world_size))
-    if "batch_size" in saved and global_batch(saved, saved_world) != global_batch(current, world_size):
+    if "batch_size" in saved and global_batch(saved, saved_world) != global_batch(flags, world_size):
         diffs.append(
-            f"global batch (--batch_size x ranks): {saved['batch_size']} x {saved_world} -> {args.batch_size} x {world_size}"
+            f"global batch (--batch_size x ranks): {saved['batch_size']} x {saved_world} -> {flags['batch_size']} x {world_size}"
         )
     return diffs
 
 
-def check_resume(ckpt: dict, source: str, args: argparse.Namespace, world_size: int) -> list[str]:
+def check_resume(ckpt: dict, cfg: RunConfig, world_size: int) -> list[str]:
     """Refuses a resume that has nothing left to train or silently changes the run; returns the accepted
     differences (empty for an exact resume)."""
-    if args.epochs <= ckpt["epoch"]:
+    epochs, source = cfg.train.epochs, cfg.resume
+    if epochs <= ckpt["epoch"]:
         raise SystemExit(
-            f"--epochs {args.epochs}: {source} has already finished {ckpt['epoch']} epochs, nothing is left to train. "
+            f"--epochs {epochs}: {source} has already finished {ckpt['epoch']} epochs, nothing is left to train. "
             f"Fix: pass --epochs above {ckpt['epoch']}, or evaluate it with --do_eval 1 --do_train 0."
         )
-    diffs = setting_differences(ckpt, args, world_size)
-    if diffs and not args.resume_with_new_settings:
+    diffs = setting_differences(ckpt, cfg.flags, world_size)
+    if diffs and not cfg.resume_with_new_settings:
         listing = "\n  ".join(diffs)
         raise SystemExit(
             f"--resume {source}: these settings differ from the checkpoint's:\n  {listing}\n"
@@ -70,12 +69,12 @@ def check_resume(ckpt: dict, source: str, args: argparse.Namespace, world_size: 
     return diffs
 
 
-def accepted_resume_changes(args: argparse.Namespace, ckpt: Any, world_size: int) -> list[str]:
+def accepted_resume_changes(cfg: RunConfig, ckpt: Any, world_size: int) -> list[str]:
     """`check_resume` when ``ckpt`` (``--resume``) is continued exactly (our format, training, not
     ``--load_from_pretrained``); nothing to check otherwise."""
-    if ckpt is None or not args.do_train or args.load_from_pretrained or not is_compact_checkpoint(ckpt):
+    if ckpt is None or not cfg.do_train or cfg.load_from_pretrained or not is_compact_checkpoint(ckpt):
         return []
-    return check_resume(ckpt, args.resume, args, world_size)
+    return check_resume(ckpt, cfg, world_size)
 
 
 def carried_position(ckpt: dict, batches_per_epoch: int, new_global_batch: int, world_size: int) -> Position:
