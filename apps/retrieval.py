@@ -28,7 +28,7 @@ from dataloaders.video_io import VIDEO_EXTENSIONS
 from models.checkpoint import atomic_save, backbone_fingerprint
 from models.dgl import DGL
 from models.factory import load_dgl
-from models.tokenizer import ClipTokenizer
+from models.backbones import get_tokenizer
 from models.files import atomic_write
 
 logger = logging.getLogger(__name__)
@@ -271,7 +271,7 @@ class Retriever:
         self.source = {**NO_SOURCE, **(source or {})}
         self.batch_size, self.workers, self.video_backend, self.max_words = batch_size, workers, video_backend, max_words
         self.identity = model_identity(model)
-        self.tokenizer = ClipTokenizer()
+        self.tokenizer = get_tokenizer()
         with torch.no_grad():
             self.prompts = self.model.prompts()  # frozen model: computed once
         self.gallery: VideoIndex | None = None

@@ -25,17 +25,7 @@ _DDP_PREFIX = "module."
 def official_names(model: DGL) -> dict[str, str]:
     """Our trainable parameter names -> the official state-dict names (without ``module.``)."""
     names = {"global_prompts": "clip.visual.prompt_embeddings"}
-    if model.config.shared_latent_space == "transformer":
-        names["prompt_generator.embedding"] = "clip.unified_prompt_embedding.weight"
-        for key in model.prompt_generator.block.state_dict():
-            names[f"prompt_generator.block.{key}"] = f"clip.PromptTransformer.resblocks.0.{key}"
-        for key in model.prompt_generator.text_mlp.state_dict():
-            names[f"prompt_generator.text_mlp.{key}"] = f"clip.unified_prompt_mlp.{key}"
-    else:
-        names["prompt_generator.embedding"] = "clip.visual_prompt_embedding"
-        for ours, theirs in (("prefix_proj", "prefix_text_prompt_proj_layer"), ("postfix_proj", "postfix_text_prompt_proj_layer")):
-            for key in ("weight", "bias"):
-                names[f"prompt_generator.{ours}.{key}"] = f"clip.{theirs}.{key}"
+    names.update({f"prompt_generator.{ours}": theirs for ours, theirs in model.prompt_generator.official_names().items()})
     return names
 
 

@@ -17,6 +17,7 @@ from models.clip import CLIP
 from models.dgl import DGL
 from models.factory import official_config_from_state, read_checkpoint
 from models.pretrained import file_sha256, resolve_clip_path
+from models.prompts import PROMPT_GENERATORS
 from utils.config import RunConfig, with_resolution, write_run_config
 from utils.distributed import DistInfo, barrier, cleanup, init_distributed
 from utils.evaluation import encode_split, evaluate_features, log_results
@@ -69,7 +70,7 @@ def check_official_settings(model: DGL, state: dict[str, torch.Tensor], path: st
     needed = official_config_from_state(state, path, text_prompt_length=ours.text_prompt_length)
     flags = {"shared_latent_space": "--shared_latent_space", "global_prompt_length": "--global_visual_prompt_length",
              "prompt_layers": "--unified_transformer_layers", "local_prompt_length": "--local_each_frame_prompt_length"}
-    if needed.shared_latent_space == "transformer":
+    if PROMPT_GENERATORS[needed.shared_latent_space].frame_specific:
         flags["max_frames"] = "--max_frames"
     actual = dataclasses.replace(ours, prompt_layers=model.prompt_layers)
     wrong = [f"{flag} {getattr(needed, field)} (given: {getattr(actual, field)})"
