@@ -13,22 +13,26 @@ async function api(path) {
   return body;
 }
 
-function frameStrip(rel) {
+// The sampled frames side by side (large view), or flipped through one at a time in a square (cards).
+function frameStrip(rel, large) {
   const img = document.createElement("img");
-  img.className = "media strip";
   img.alt = `sampled frames of ${rel}`;
   img.src = fileUrl("/frames/", rel);
-  return img;
+  if (large) { img.className = "media strip"; return img; }
+  const box = document.createElement("div");
+  box.className = "media flipbook";
+  box.append(img);
+  return box;
 }
 
-// A muted looping preview if the browser can play the file, else the strip of sampled frames.
-function media(hit) {
-  if (!hit.playable) return frameStrip(hit.video);
+// A muted looping preview if the browser can play the file, else its sampled frames.
+function media(hit, large) {
+  if (!hit.playable) return frameStrip(hit.video, large);
   const video = document.createElement("video");
   Object.assign(video, { muted: true, loop: true, autoplay: true, playsInline: true, preload: "auto" });
   video.className = "media";
   video.src = fileUrl("/video/", hit.video);
-  video.addEventListener("error", () => video.replaceWith(frameStrip(hit.video)));
+  video.addEventListener("error", () => video.replaceWith(frameStrip(hit.video, large)));
   return video;
 }
 
@@ -39,7 +43,7 @@ function card(hit, onClick) {
   figure.dataset.video = hit.video;
   const meta = document.createElement("figcaption");
   meta.className = "meta";
-  for (const [cls, text] of [["rank", `#${hit.rank}`], ["score", hit.score.toFixed(4)], ["name", hit.video]]) {
+  for (const [cls, text] of [["name", hit.video], ["rank", `#${hit.rank}`], ["score", `cosine ${hit.score.toFixed(4)}`]]) {
     const span = document.createElement("span");
     span.className = cls;
     span.textContent = text;
@@ -54,6 +58,7 @@ function card(hit, onClick) {
 function setUrl(q, video) {
   const params = new URLSearchParams();
   if (q) params.set("q", q);
+  if (q && state.k !== 12) params.set("k", state.k);
   if (video) params.set("video", video);
   const url = params.toString() ? `?${params}` : location.pathname;
   if (url !== location.search) history.pushState(null, "", url);
@@ -93,7 +98,7 @@ async function showVideo(rel, push) {
   try {
     const answer = await api(`/api/similar?video=${encodeURIComponent(rel)}&k=9`);
     const self = answer.results.find((hit) => hit.video === rel) || answer.results[0];
-    $("detail-media").replaceChildren(media(self));
+    $("detail-media").replaceChildren(media(self, true));
     const others = answer.results.filter((hit) => hit.video !== rel);
     $("similar").replaceChildren(...others.map((hit) => card(hit, (h) => showVideo(h.video, true))));
     $("similar-status").textContent = `nearest videos by the model's video features · ${latency(answer, started)}`;
@@ -114,6 +119,8 @@ function closeVideo() {
 
 function fromUrl() {
   const params = new URLSearchParams(location.search);
+  state.k = Number(params.get("k")) || 12;
+  if ([...$("k").options].some((option) => option.value === String(state.k))) $("k").value = String(state.k);
   search(params.get("q") || "");
   if (params.get("video")) showVideo(params.get("video"), false);
   else { $("detail").hidden = true; $("detail-media").replaceChildren(); }
@@ -133,6 +140,5 @@ window.addEventListener("popstate", fromUrl);
 
 api("/api/info").then((info) => {
   $("info").textContent = `${info.videos.toLocaleString()} videos · ${info.model}`;
-  state.k = Math.min(state.k, info.max_k);
 }).catch((err) => { $("info").textContent = err.message; });
 fromUrl();
