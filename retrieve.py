@@ -146,7 +146,7 @@ def run_serve(args: argparse.Namespace) -> None:
     except OSError as err:
         raise ValueError(f"cannot listen on {args.host}:{args.port} ({err}); pick another --port") from None
     host, port = server.server_address[:2]
-    print(f"{len(service.gallery)} videos from {service.gallery.folder}: search them at http://{host}:{port}/ (Ctrl-C stops)")
+    print(f"{len(service.gallery)} videos from {service.gallery.folder}: search them at http://{host}:{port}/ (Ctrl-C stops)", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

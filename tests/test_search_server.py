@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 import retrieve
+from apps import search_latency
 from apps.retrieval import Retriever
 from apps.search_server import RangeNotSatisfiable, byte_range, serve_in_thread
 from apps.search_service import SearchService
@@ -212,3 +213,15 @@ def test_serve_refuses_another_models_index(gallery, fixture_dir, tmp_path, caps
     other = fixture_dir / "dgl_linear_ckpt.pth.tar"
     assert retrieve.main(["serve", "--index", str(out), "--checkpoint", str(other), "--device", "cpu", "--port", "0"]) == 1
     assert "they differ in" in capsys.readouterr().err
+
+
+def test_latency_tool_on_small_indexes(capsys):
+    search_latency.main(["--videos", "30", "--big", "300", "--queries", "4", "--threads", "1"])
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(",")[0] for line in lines[:3]] == ["30 videos", "300 videos", "300 videos"]
+    assert all("p50_ms=" in line for line in lines[:3]) and lines[3] == "torch threads: 1"
+
+
+def test_percentiles_by_hand():
+    p = search_latency.Percentiles.of([0.001 * i for i in range(1, 11)])  # 1..10 ms
+    assert (p.p50_ms, p.p90_ms) == (5.5, 9.9)
