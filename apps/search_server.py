@@ -67,7 +67,12 @@ class SearchHandler(BaseHTTPRequestHandler):
     def do_HEAD(self) -> None:
         self._dispatch(send_body=False)
 
+    def send_response(self, code: int, message: str | None = None) -> None:
+        self.responded = True
+        super().send_response(code, message)
+
     def _dispatch(self, send_body: bool) -> None:
+        self.responded = False
         url = urlsplit(self.path)
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
         try:
@@ -88,7 +93,10 @@ class SearchHandler(BaseHTTPRequestHandler):
             self.close_connection = True
         except Exception:  # noqa: BLE001 - log it, answer 500, keep serving the other requests
             logger.exception("error answering %s", self.path)
-            self._send_json(500, {"error": "internal error; the server log has the details"}, send_body)
+            if self.responded:  # a body was under way: the only honest end is to close the connection
+                self.close_connection = True
+            else:
+                self._send_json(500, {"error": "internal error; the server log has the details"}, send_body)
 
     def _api(self, path: str, query: dict[str, str]) -> dict[str, Any]:
         if path == "/api/info":

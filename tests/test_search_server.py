@@ -99,6 +99,19 @@ def test_long_empty_and_bad_queries(served):  # noqa: F811
     assert get_json(base, "/api/search?q=a+red+circle&k=2")[0] == 200  # still serving
 
 
+def test_internal_error_is_a_json_500_and_the_server_goes_on(served, monkeypatch, caplog):
+    r, base = served
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("simulated failure")
+
+    monkeypatch.setattr(r, "search", broken)
+    status, answer = get_json(base, "/api/search?q=a+red+circle")
+    assert status == 500 and "server log" in answer["error"] and "simulated failure" in caplog.text
+    monkeypatch.undo()
+    assert get_json(base, "/api/search?q=a+red+circle")[0] == 200
+
+
 def test_paths_outside_the_index_are_never_served(gallery, transformer, tmp_path):  # noqa: F811
     videos = shutil.copytree(gallery, tmp_path / "videos")
     secret = tmp_path / "secret.mp4"
