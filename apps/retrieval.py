@@ -474,7 +474,7 @@ class Retriever:
 
     def search(self, texts: str | Sequence[str], k: int = 5) -> list[list[Hit]]:
         """The ``k`` best videos for each text, best first: one ``[Q, N]`` product of unit vectors."""
-        gallery = self._require_gallery()
+        self._require_gallery()
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         texts = [texts] if isinstance(texts, str) else list(texts)
