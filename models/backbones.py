@@ -44,11 +44,16 @@ class BackboneEntry:
     mean: tuple[float, float, float]  # RGB, on [0, 1] pixels
     std: tuple[float, float, float]
     official_prefix: str  # the backbone's weights in an official DGL checkpoint: "module." + prefix + its keys
+    tiny: Callable[[], Backbone]  # a small random instance, for the tests that run over the registry
 
 
 BACKBONES: dict[str, BackboneEntry] = {
-    "openai-clip": BackboneEntry(load=CLIP.from_pretrained, tokenizer=ClipTokenizer, mean=CLIP_MEAN, std=CLIP_STD,
-                                 official_prefix="clip."),
+    "openai-clip": BackboneEntry(
+        load=CLIP.from_pretrained, tokenizer=ClipTokenizer, mean=CLIP_MEAN, std=CLIP_STD, official_prefix="clip.",
+        tiny=lambda: CLIP(CLIPConfig(embed_dim=32, image_resolution=32, vision_layers=2, vision_width=128,
+                                     vision_heads=2, vision_patch_size=8, grid_size=4, context_length=77,
+                                     vocab_size=49408, text_width=64, text_heads=1, text_layers=2)),
+    ),
 }
 DEFAULT_BACKBONE = "openai-clip"
 
