@@ -3,10 +3,12 @@
     python retrieve.py index --videos DIR [DIR|FILE ...] --checkpoint CKPT --out INDEX [--max_videos N]
     python retrieve.py search --index INDEX "a dog catches a frisbee" ["another query" ...] [--top_k 5] [--json]
     python retrieve.py search --index INDEX --video FILE --captions captions.txt [--top_k 5] [--json]
+    python retrieve.py serve --index INDEX [--checkpoint CKPT] [--host 127.0.0.1] [--port 8000]
 
 CKPT is our compact checkpoint or an official ``ckpt.pth.tar``. Running ``index`` again resumes an interrupted
 run (finished videos are not re-encoded) and adds new or changed videos. ``search`` rebuilds the model recorded
-in the index (or --checkpoint) and refuses any model other than the one the index was built with.
+in the index (or --checkpoint) and refuses any model other than the one the index was built with; ``serve``
+does the same once, then answers queries from a web page (and a JSON API) until stopped.
 """
 from __future__ import annotations
 
@@ -22,6 +24,8 @@ import torch
 from dataloaders.config import VIDEO_BACKENDS
 from dataloaders.video_io import VideoReadError
 from apps.retrieval import Retriever
+from apps.search_server import make_server
+from apps.search_service import SearchService
 from utils.flags import add_backbone_flags, add_model_flags, model_overrides
 
 
@@ -55,11 +59,29 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--json", action="store_true", help="print JSON instead of tables")
     search.add_argument("--video", help="reverse direction: this video is the query ...")
     search.add_argument("--captions", help="... over the captions in this text file (one per line)")
-    search.add_argument("--checkpoint", help="default: the checkpoint recorded in the index (must be the same model)")
-    add_backbone_flags(search, default=None)
-    search.add_argument("--max_words", type=int, default=32)
-    _common(search)
+    _index_model(search)
+
+    serve = commands.add_parser("serve", help="a search page (and JSON API) over an index, in the browser")
+    serve.add_argument("--index", required=True)
+    serve.add_argument("--host", default="127.0.0.1", help="default: this machine only")
+    serve.add_argument("--port", type=int, default=8000, help="0: any free port")
+    _index_model(serve)
     return parser
+
+
+def _index_model(p: argparse.ArgumentParser) -> None:
+    """Options of the commands that rebuild an index's model."""
+    p.add_argument("--checkpoint", help="default: the checkpoint recorded in the index (must be the same model)")
+    add_backbone_flags(p, default=None)
+    p.add_argument("--max_words", type=int, default=32, help="query tokens kept (longer queries are cut)")
+    _common(p)
+
+
+def open_index(args: argparse.Namespace) -> Retriever:
+    return Retriever.from_index(
+        args.index, args.checkpoint, args.pretrained_clip_name, args.pretrained_dir, args.device,
+        video_backend=args.video_backend, max_words=args.max_words,
+    )
 
 
 def run_index(args: argparse.Namespace) -> None:
@@ -87,10 +109,7 @@ def read_captions(path: str) -> tuple[list[str], list[int]]:
 def run_search(args: argparse.Namespace) -> None:
     if bool(args.video) != bool(args.captions) or bool(args.video) == bool(args.queries):
         raise ValueError("give text queries, or --video FILE with --captions FILE (not both)")
-    retriever = Retriever.from_index(
-        args.index, args.checkpoint, args.pretrained_clip_name, args.pretrained_dir, args.device,
-        video_backend=args.video_backend, max_words=args.max_words,
-    )
+    retriever = open_index(args)
     if args.video:
         captions, line_numbers = read_captions(args.captions)
         hits = retriever.rank_captions(args.video, captions, args.top_k)
@@ -120,11 +139,27 @@ def run_search(args: argparse.Namespace) -> None:
             print(f"{rank:>3} {hit.score:>7.4f} {hit.logit:>7.2f}  {os.path.relpath(hit.path, gallery.root)}")
 
 
+def run_serve(args: argparse.Namespace) -> None:
+    service = SearchService(open_index(args))  # the model loads once; another model's index is refused here
+    try:
+        server = make_server(service, args.host, args.port)
+    except OSError as err:
+        raise ValueError(f"cannot listen on {args.host}:{args.port} ({err}); pick another --port") from None
+    host, port = server.server_address[:2]
+    print(f"{len(service.gallery)} videos from {service.gallery.folder}: search them at http://{host}:{port}/ (Ctrl-C stops)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
-        (run_index if args.command == "index" else run_search)(args)
+        {"index": run_index, "search": run_search, "serve": run_serve}[args.command](args)
     except (FileNotFoundError, ValueError, VideoReadError) as err:  # user errors: a message, not a traceback
         print(f"retrieve.py {args.command}: error: {err}", file=sys.stderr)
         return 1

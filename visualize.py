@@ -70,9 +70,9 @@ def run(args: argparse.Namespace) -> dict:
         result: VideoAttention = explicit_encode_video(model, video[None].to(device), prompts)
         similarity = None
         if args.caption is not None:
-            from models.tokenizer import ClipTokenizer
+            from models.backbones import get_tokenizer
 
-            ids, _ = ClipTokenizer()([args.caption], args.max_words)
+            ids, _ = get_tokenizer()([args.caption], args.max_words)
             text = model.encode_text(ids.to(device), prompts)
             similarity = float(F.cosine_similarity(text.float(), result.features.float()).item())
             logit = float(model.logits(text, result.features).item())

@@ -28,7 +28,7 @@ from dataloaders.video_io import VIDEO_EXTENSIONS
 from models.checkpoint import atomic_save, backbone_fingerprint
 from models.dgl import DGL
 from models.factory import load_dgl
-from models.tokenizer import ClipTokenizer
+from models.backbones import get_tokenizer
 from models.files import atomic_write
 
 logger = logging.getLogger(__name__)
@@ -181,6 +181,7 @@ class VideoIndex:
     stamps: list[FileStamp]
     features: torch.Tensor  # [N, E] float32, as the model gave them
     failed: dict[str, tuple[FileStamp, str]] = field(default_factory=dict)
+    _positions: dict[str, int] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def root(self) -> Path:
@@ -191,6 +192,12 @@ class VideoIndex:
 
     def __len__(self) -> int:
         return len(self.stamps)
+
+    def position(self, rel: str) -> int:
+        """Row of the video ``rel`` (path relative to the root, as indexed); KeyError if it is not indexed."""
+        if self._positions is None:
+            self._positions = {s.rel: i for i, s in enumerate(self.stamps)}
+        return self._positions[rel]
 
     @classmethod
     def load(cls, folder: PathLike) -> "VideoIndex":
@@ -271,7 +278,7 @@ class Retriever:
         self.source = {**NO_SOURCE, **(source or {})}
         self.batch_size, self.workers, self.video_backend, self.max_words = batch_size, workers, video_backend, max_words
         self.identity = model_identity(model)
-        self.tokenizer = ClipTokenizer()
+        self.tokenizer = get_tokenizer()
         with torch.no_grad():
             self.prompts = self.model.prompts()  # frozen model: computed once
         self.gallery: VideoIndex | None = None
@@ -467,12 +474,25 @@ class Retriever:
 
     def search(self, texts: str | Sequence[str], k: int = 5) -> list[list[Hit]]:
         """The ``k`` best videos for each text, best first: one ``[Q, N]`` product of unit vectors."""
-        gallery = self._require_gallery()
+        self._require_gallery()
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         texts = [texts] if isinstance(texts, str) else list(texts)
-        queries = F.normalize(self.encode_texts(texts), dim=-1).to(self.device)
-        scores, order = (queries @ self._gallery_unit.t()).topk(min(k, len(gallery)), dim=1)
+        return self._rank(F.normalize(self.encode_texts(texts), dim=-1), k)
+
+    def similar(self, rel: str, k: int = 5) -> list[Hit]:
+        """The ``k`` indexed videos nearest to the indexed video ``rel`` (its path relative to the root), itself
+        included: video-to-video on the same cached features, no decoding."""
+        gallery = self._require_gallery()
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        position = gallery.position(rel)
+        return self._rank(self._gallery_unit[position : position + 1], k)[0]
+
+    def _rank(self, queries_unit: torch.Tensor, k: int) -> list[list[Hit]]:
+        """Unit query vectors ``[Q, E]`` against the gallery: one ``[Q, N]`` product and a top-k."""
+        gallery = self._require_gallery()
+        scores, order = (queries_unit.to(self.device) @ self._gallery_unit.t()).topk(min(k, len(gallery)), dim=1)
         scale = float(self.model.clip.logit_scale.float().exp())
         return [
             [Hit(str(gallery.root / gallery.stamps[j].rel), s, scale * s) for s, j in zip(row_scores, row_order)]

@@ -7,6 +7,7 @@ from dataloaders.config import DataConfig
 from dataloaders.frames import SplitVideos
 from dataloaders.sampling import sample_rng
 from dataloaders.splits import VideoTextSplit
+from models.backbones import get_tokenizer
 from models.tokenizer import ClipTokenizer
 
 
@@ -24,7 +25,7 @@ class TrainPairDataset(Dataset):
         self.max_words = cfg.max_words
         self.seed = cfg.seed
         self.epoch = 0
-        self.tokenizer = tokenizer or ClipTokenizer()
+        self.tokenizer = tokenizer or get_tokenizer()
         self.videos = SplitVideos(split, cfg, train=True)
         self.captions_of = split.video_captions() if split.sample_one_caption_per_video else None
 
@@ -69,7 +70,7 @@ class TextDataset(Dataset):
     def __init__(self, split: VideoTextSplit, cfg: DataConfig, tokenizer: ClipTokenizer | None = None) -> None:
         self.split = split
         self.max_words = cfg.max_words
-        self.tokenizer = tokenizer or ClipTokenizer()
+        self.tokenizer = tokenizer or get_tokenizer()
 
     def __len__(self) -> int:
         return self.split.num_captions

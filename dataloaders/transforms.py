@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models.clip import CLIP_MEAN, CLIP_STD
+from models.backbones import get_backbone
 
 
 def resize_and_crop(frames: np.ndarray | torch.Tensor, size: int) -> torch.Tensor:
@@ -32,7 +32,8 @@ def resize_and_crop(frames: np.ndarray | torch.Tensor, size: int) -> torch.Tenso
 
 
 def normalize(frames: torch.Tensor) -> torch.Tensor:
-    """uint8 [k, 3, H, W] -> float32 with CLIP's mean and std."""
-    mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+    """uint8 [k, 3, H, W] -> float32 with the backbone's mean and std."""
+    backbone = get_backbone()
+    mean = torch.tensor(backbone.mean).view(1, 3, 1, 1)
+    std = torch.tensor(backbone.std).view(1, 3, 1, 1)
     return (frames.float() / 255.0 - mean) / std

@@ -136,7 +136,7 @@ def explicit_encode_video(
     if rows * cols != patches:
         raise ValueError(f"{patches} patch tokens do not form a square grid")
     return VideoAttention(
-        features=model._pool(model.clip.visual, x, num_global, per_frame, output_type),
+        features=model._pool(model.clip, x, num_global, per_frame, output_type),
         attention=torch.stack(layer_weights, dim=1),
         num_global=num_global,
         frames=frames,

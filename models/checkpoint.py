@@ -16,6 +16,7 @@ import torch
 from .checkpoint_file import CheckpointError, atomic_save, check_finite, read_checkpoint, tensor_hashes, verify_tensor_hashes
 from .clip import CLIP
 from .dgl import DGL, DGLConfig
+from .prompts import PROMPT_GENERATORS
 
 COMPACT_FORMAT = "dgl-compact-v1"
 _DDP_PREFIX = "module."
@@ -24,17 +25,7 @@ _DDP_PREFIX = "module."
 def official_names(model: DGL) -> dict[str, str]:
     """Our trainable parameter names -> the official state-dict names (without ``module.``)."""
     names = {"global_prompts": "clip.visual.prompt_embeddings"}
-    if model.config.shared_latent_space == "transformer":
-        names["prompt_generator.embedding"] = "clip.unified_prompt_embedding.weight"
-        for key in model.prompt_generator.block.state_dict():
-            names[f"prompt_generator.block.{key}"] = f"clip.PromptTransformer.resblocks.0.{key}"
-        for key in model.prompt_generator.text_mlp.state_dict():
-            names[f"prompt_generator.text_mlp.{key}"] = f"clip.unified_prompt_mlp.{key}"
-    else:
-        names["prompt_generator.embedding"] = "clip.visual_prompt_embedding"
-        for ours, theirs in (("prefix_proj", "prefix_text_prompt_proj_layer"), ("postfix_proj", "postfix_text_prompt_proj_layer")):
-            for key in ("weight", "bias"):
-                names[f"prompt_generator.{ours}.{key}"] = f"clip.{theirs}.{key}"
+    names.update({f"prompt_generator.{ours}": theirs for ours, theirs in model.prompt_generator.official_names().items()})
     return names
 
 
@@ -200,7 +191,7 @@ def load_compact_state(model: DGL, ckpt: dict, source: str = "<checkpoint>") -> 
             expected[name].copy_(value)
 
 
-# DGLConfig fields a trained checkpoint fixes -> the official flag that sets them (T: transformer variant only).
+# DGLConfig fields a trained checkpoint fixes -> the official flag that sets them (T: frame-specific variants only).
 SIZE_FLAGS = {
     "shared_latent_space": "--shared_latent_space", "text_prompt_length": "--text_prompt_length",
     "local_prompt_length": "--local_each_frame_prompt_length", "global_prompt_length": "--global_visual_prompt_length",
@@ -211,7 +202,8 @@ SIZE_FLAGS = {
 def differing_sizes(needed: dict[str, Any], actual: dict[str, Any]) -> list[str]:
     """``--flag N (given: M)`` for each setting a checkpoint fixes (``needed``) that the model (``actual``,
     DGLConfig fields with the resolved ``prompt_layers``) does not have."""
-    sizes = dict(SIZE_FLAGS, max_frames="--max_frames") if needed.get("shared_latent_space") == "transformer" else SIZE_FLAGS
+    generator = PROMPT_GENERATORS.get(needed.get("shared_latent_space"))
+    sizes = dict(SIZE_FLAGS, max_frames="--max_frames") if generator is not None and generator.frame_specific else SIZE_FLAGS
     return [f"{flag} {needed[field]} (given: {actual[field]})" for field, flag in sizes.items()
             if needed.get(field) is not None and needed[field] != actual[field]]
 

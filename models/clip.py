@@ -193,6 +193,21 @@ class CLIP(nn.Module):
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         return self.visual(images)
 
+    # The Backbone interface of models/backbones.py, which DGL uses.
+    @property
+    def text_blocks(self) -> nn.ModuleList:
+        return self.transformer.resblocks
+
+    @property
+    def vision_blocks(self) -> nn.ModuleList:
+        return self.visual.transformer.resblocks
+
+    def embed_frames(self, images: torch.Tensor) -> torch.Tensor:
+        return self.visual.embed(images)
+
+    def project_frames(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.visual.project(tokens)
+
     def encode_text(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Features at the EOT token (the largest id), through the causal text transformer."""
         hidden = self.transformer(self.embed_text(input_ids), is_causal=True)

@@ -16,11 +16,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .clip import CLIP, MultiheadAttention, ResidualAttentionBlock, VisionTransformer
+from .backbones import Backbone
+from .clip import MultiheadAttention, ResidualAttentionBlock
 from .losses import cosine_logits
-from .prompts import LinearPromptGenerator, Prompts, TransformerPromptGenerator, uniform_prompt_init_
+from .prompts import PROMPT_GENERATORS, Prompts, uniform_prompt_init_
 
-SHARED_LATENT_SPACES = ("transformer", "linear")
+SHARED_LATENT_SPACES = tuple(PROMPT_GENERATORS)
 POOLED_OUTPUT_TYPES = (
     "global_prompt0",
     "average_global_prompt",
@@ -55,6 +56,7 @@ class DGLConfig:
         for name in ("max_frames", "text_prompt_length", "local_prompt_length", "global_prompt_length"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        PROMPT_GENERATORS[self.shared_latent_space].check_config(self)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -120,7 +122,7 @@ def check_output_type(output_type: str) -> str:
 class DGL(nn.Module):
     """The DGL retrieval model. Only the prompt generator and the global prompts train."""
 
-    def __init__(self, clip: CLIP, config: DGLConfig):
+    def __init__(self, clip: Backbone, config: DGLConfig):
         super().__init__()
         cfg, ccfg = config, clip.config
         layers = cfg.prompt_layers if cfg.prompt_layers is not None else ccfg.vision_layers
@@ -135,14 +137,9 @@ class DGL(nn.Module):
         self.global_prompts = nn.Parameter(
             uniform_prompt_init_(torch.empty(cfg.global_prompt_length, width), ccfg.vision_patch_size, width)
         )
-        if cfg.shared_latent_space == "transformer":
-            self.prompt_generator = TransformerPromptGenerator(
-                width, ccfg.text_width, layers, cfg.text_prompt_length, cfg.local_prompt_length, cfg.max_frames
-            )
-        else:
-            self.prompt_generator = LinearPromptGenerator(
-                width, ccfg.text_width, layers, cfg.local_prompt_length, ccfg.vision_patch_size
-            )
+        self.prompt_generator = PROMPT_GENERATORS[cfg.shared_latent_space].build(
+            width, ccfg.text_width, ccfg.vision_patch_size, layers, cfg
+        )
         self.grad_checkpointing = False
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
@@ -183,7 +180,7 @@ class DGL(nn.Module):
         n = words.shape[0]
         prefix = text_prompts[:, :prefix_len].to(words.dtype)
         x = torch.cat([words[:, :1], prefix[0].expand(n, -1, -1), words[:, 1:]], dim=1)
-        for i, block in enumerate(self.clip.transformer.resblocks):
+        for i, block in enumerate(self.clip.text_blocks):
             if 0 < i < self.prompt_layers:  # deep prompts: layer i's prompts replace the carried ones
                 x[:, 1 : 1 + prefix_len] = prefix[i]
             x = self._block(block, x, is_causal=True)
@@ -196,7 +193,7 @@ class DGL(nn.Module):
         """``[B, T, 3, H, W]`` frames -> ``[B, E]`` (``[B, 1 + T, E]`` for global-local-feature)."""
         output_type = check_output_type(output_type or self.config.visual_output_type)
         x, per_frame = self.run_visual(video, prompts, global_local_block, pooled_rows_only=True)
-        return self._pool(self.clip.visual, x, self.config.global_prompt_length, per_frame, output_type)
+        return self._pool(self.clip, x, self.config.global_prompt_length, per_frame, output_type)
 
     def run_visual(
         self, video: torch.Tensor, prompts: Prompts | None, block_fn: Callable, pooled_rows_only: bool = False
@@ -211,13 +208,12 @@ class DGL(nn.Module):
         """
         local = (prompts or self.prompts()).local  # [layers, T or 1, P_local, D]
         batch, frames = video.shape[:2]
-        if local.shape[1] not in (1, frames):
+        if self.prompt_generator.frame_specific and frames != self.config.max_frames:
             raise ValueError(
-                f"video has {frames} frames but the transformer prompt generator was built for "
-                f"max_frames={local.shape[1]} (its prompts are frame-specific)"
+                f"video has {frames} frames but this {self.config.shared_latent_space} model was built for "
+                f"max_frames={self.config.max_frames} (its prompts are frame-specific): sample {self.config.max_frames} frames"
             )
-        visual: VisionTransformer = self.clip.visual
-        tokens = visual.embed(video.flatten(0, 1)).unflatten(0, (batch, frames))  # [B, T, 1 + grid², D]
+        tokens = self.clip.embed_frames(video.flatten(0, 1)).unflatten(0, (batch, frames))  # [B, T, 1 + grid², D]
         num_local, num_global = local.shape[2], self.config.global_prompt_length
         local = local.to(tokens.dtype)
         frame_tokens = torch.cat(
@@ -227,7 +223,7 @@ class DGL(nn.Module):
         x = torch.cat(
             [self.global_prompts.to(tokens.dtype).expand(batch, -1, -1), frame_tokens.flatten(1, 2)], dim=1
         )
-        blocks = visual.transformer.resblocks
+        blocks = self.clip.vision_blocks
         for i, block in enumerate(blocks):
             if 0 < i < self.prompt_layers:  # deep prompts: local prompts are replaced, globals carry on
                 x[:, num_global:].unflatten(1, (frames, per_frame))[:, :, 1 : 1 + num_local] = local[i]
@@ -237,17 +233,17 @@ class DGL(nn.Module):
         return x, per_frame
 
     @staticmethod
-    def _pool(visual: VisionTransformer, x: torch.Tensor, num_global: int, per_frame: int, output_type: str):
+    def _pool(backbone: Backbone, x: torch.Tensor, num_global: int, per_frame: int, output_type: str):
         frame_cls = x[:, num_global::per_frame]  # [B, T, D]
         if output_type == "global-local-feature":
-            return visual.project(torch.cat([x[:, :1], frame_cls], dim=1))
+            return backbone.project_frames(torch.cat([x[:, :1], frame_cls], dim=1))
         chosen = {
             "global_prompt0": lambda: x[:, :1],
             "average_global_prompt": lambda: x[:, :num_global],
             "average_frame_cls_token": lambda: frame_cls,
             "average_global_prompt_and_frame_cls_token": lambda: torch.cat([x[:, :num_global], frame_cls], dim=1),
         }[output_type]()
-        return visual.project(chosen).mean(dim=1)
+        return backbone.project_frames(chosen).mean(dim=1)
 
     # ---------------------------------------------------------------------------------- similarity
     def logits(self, text_features: torch.Tensor, video_features: torch.Tensor) -> torch.Tensor:

@@ -16,6 +16,7 @@ from .checkpoint_file import read_checkpoint
 from .checkpoint import is_compact_checkpoint, load_compact_state, load_official_state, model_from_official_state, official_state
 from .clip import CLIP
 from .dgl import DGL, DGLConfig
+from .prompts import PROMPT_GENERATORS
 
 CONFIG_FIELDS = tuple(f.name for f in dataclasses.fields(DGLConfig))
 # Compact checkpoints fix every size; only these may differ from the stored config (T: linear variant only).
@@ -30,24 +31,18 @@ def official_config_from_state(
     _check_fields(overrides)
     o = {k: v for k, v in overrides.items() if v is not None}
     width = state["clip.visual.conv1.weight"].shape[0]
-    variant = o.get("shared_latent_space") or ("transformer" if "clip.unified_prompt_embedding.weight" in state else "linear")
+    variant = o.get("shared_latent_space") or next(
+        (name for name, gen in PROMPT_GENERATORS.items() if gen.official_marker in state), None)
+    if variant is None or PROMPT_GENERATORS[variant].official_marker not in state:
+        raise ValueError(f"{source}: no prompt table of a known shared latent space ({sorted(PROMPT_GENERATORS)})")
     num_global = o.get("global_prompt_length") or state["clip.visual.prompt_embeddings"].shape[-2]
-    table = state["clip.unified_prompt_embedding.weight" if variant == "transformer" else "clip.visual_prompt_embedding"]
-    layers = o.get("prompt_layers") or table.shape[-1] // width
     text_len = o.get("text_prompt_length") or 8
-    if variant == "transformer":
-        local = o.get("local_prompt_length") or num_global  # the official code needs local == global
-        rows = table.shape[0]
-        frames = o.get("max_frames") or (rows - text_len) // local
-        if text_len + local * frames != rows:
-            raise ValueError(
-                f"{source}: its prompt table has {rows} rows, not text_prompt_length + local_prompt_length·max_frames "
-                f"= {text_len} + {local}·{frames}; give text_prompt_length / local_prompt_length / max_frames "
-                "(flags --text_prompt_length / --local_each_frame_prompt_length / --max_frames)"
-            )
-    else:
-        local = o.get("local_prompt_length") or table.shape[-2]
-        frames = o.get("max_frames") or 12
+    try:
+        sizes = PROMPT_GENERATORS[variant].official_sizes(
+            state, width, {**o, "text_prompt_length": text_len, "global_prompt_length": num_global})
+    except ValueError as err:
+        raise ValueError(f"{source}: {err}") from err
+    layers, local, frames = o.get("prompt_layers") or sizes["prompt_layers"], sizes["local_prompt_length"], sizes["max_frames"]
     return DGLConfig(
         shared_latent_space=variant,
         max_frames=frames,
@@ -91,7 +86,7 @@ def _compact_model(ckpt: dict, source: str, clip_name: str | None, clip_dir: str
     if fixed:
         raise ValueError(f"{source}: {fixed} differ from the checkpoint's own config {config.to_dict()}, which fixes them")
     frames = overrides.get("max_frames", config.max_frames)
-    if frames != config.max_frames and config.shared_latent_space == "transformer":
+    if frames != config.max_frames and PROMPT_GENERATORS[config.shared_latent_space].frame_specific:
         raise ValueError(
             f"max_frames {frames}: this transformer-variant checkpoint has frame-specific prompts "
             f"for exactly {config.max_frames} frames"

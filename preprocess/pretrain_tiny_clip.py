@@ -56,7 +56,7 @@ from dataloaders.transforms import normalize, resize_and_crop  # noqa: E402
 from models.checkpoint import atomic_save  # noqa: E402
 from models.clip import CLIP  # noqa: E402
 from models.pretrained import CLIPConfig  # noqa: E402
-from models.tokenizer import ClipTokenizer  # noqa: E402
+from models.backbones import get_tokenizer  # noqa: E402
 from preprocess import make_synthetic  # noqa: E402
 from preprocess.synthetic_stills import POSITION_PHRASES, sample_stills  # noqa: E402
 from models.files import atomic_write  # noqa: E402
@@ -126,7 +126,7 @@ class CaptionTokens:
 
     def __init__(self, context: int):
         self.context = context
-        self.tokenizer = ClipTokenizer()
+        self.tokenizer = get_tokenizer()
         self.seen: dict[str, list[int]] = {}  # caption -> [SOT, ..., EOT]; the world has few distinct captions
 
     def __call__(self, captions: list[str]) -> torch.Tensor:

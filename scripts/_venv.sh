@@ -19,7 +19,7 @@ if [ ! -x "$PY" ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
       "$PY" -m pip install -q torch==2.13.0 ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}
     fi
   fi
-  "$PY" -m pip install -q -r "$ROOT/requirements.txt" pytest pytest-xdist
+  "$PY" -m pip install -q -r "$ROOT/requirements.txt" pytest pytest-xdist import-linter
   echo "$want" > "$STAMP"
 fi
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"

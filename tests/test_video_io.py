@@ -7,7 +7,8 @@ import torch
 from dataloaders import video_io
 from dataloaders.sampling import frame_mask, sample_rng, segment_centres, segment_random
 from dataloaders.synthetic import gray_level
-from dataloaders.transforms import CLIP_MEAN, CLIP_STD, normalize, resize_and_crop
+from dataloaders.transforms import normalize, resize_and_crop
+from models.clip import CLIP_MEAN, CLIP_STD
 from dataloaders.video_io import VideoReadError, read_video
 from tests.video_utils import corrupt_file, indices_of_frames, quadrant_colours, write_index_video, write_rotated_video
 

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from dataloaders.synthetic import frame_index_of_gray, write_video
-from dataloaders.transforms import CLIP_MEAN, CLIP_STD
+from models.clip import CLIP_MEAN, CLIP_STD
 
 SMALL = (64, 40)  # width, height of test videos: short side 40, resized to the test resolution
 

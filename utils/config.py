@@ -31,27 +31,29 @@ PRECISIONS = ("amp", "bf16", "fp16", "fp32")
 
 @dataclass(frozen=True)
 class TrainConfig:
+    """Optimisation and its schedule (official defaults; the recipes in scripts/ set the per-dataset values)."""
+
     epochs: int = 20
-    batch_size: int = 256  # per rank
-    lr: float = 1e-4
-    coef_lr: float = 1.0
+    batch_size: int = 256  # per rank; the global batch is this times the world size
+    lr: float = 1e-4  # peak, of the prompt parameters
+    coef_lr: float = 1.0  # multiplier for the backbone's (frozen unless --freeze_clip 0)
     wd: float = 0.2
     beta1: float = 0.9
     beta2: float = 0.98
     eps: float = 1e-6
-    warmup_proportion: float = 0.1
+    warmup_proportion: float = 0.1  # of all steps, linear from 1e-8, then cosine
     clip_grad_norm: float = 1.0
-    gradient_accumulation_steps: int = 1
-    precision: str = "amp"
+    gradient_accumulation_steps: int = 1  # chunks a batch is encoded in (exact: gradient caching)
+    precision: str = "amp"  # amp = bf16 where supported, else fp16; fp32 on a CPU
     train_group_size: int = 1
     max_steps: int | None = None
     n_display: int = 100
     eval_every_epoch: bool = True
     export_official: bool = False
     tensorboard_path: str | None = None
-    num_workers: int = 1
+    num_workers: int = 1  # DataLoader workers per rank (--num_thread_reader)
     seed: int = 42
-    loss: str = "infonce"
+    loss: str = "infonce"  # a name in models.losses.LOSSES
 
 
 @dataclass(frozen=True)

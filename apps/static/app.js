@@ -1,0 +1,144 @@
+// The search page: reads ?q= (and ?video=) from the URL, asks the JSON API, shows the hits as playing previews.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const state = { k: 12 };
+
+const fileUrl = (prefix, rel) => prefix + rel.split("/").map(encodeURIComponent).join("/");
+
+async function api(path) {
+  const response = await fetch(path);
+  const body = await response.json();
+  if (!response.ok) throw new Error(body.error || `HTTP ${response.status}`);
+  return body;
+}
+
+// The sampled frames side by side (large view), or flipped through one at a time in a square (cards).
+function frameStrip(rel, large) {
+  const img = document.createElement("img");
+  img.alt = `sampled frames of ${rel}`;
+  img.src = fileUrl("/frames/", rel);
+  if (large) { img.className = "media strip"; return img; }
+  const box = document.createElement("div");
+  box.className = "media flipbook";
+  box.append(img);
+  return box;
+}
+
+// A muted looping preview if the browser can play the file, else its sampled frames.
+function media(hit, large) {
+  if (!hit.playable) return frameStrip(hit.video, large);
+  const video = document.createElement("video");
+  Object.assign(video, { muted: true, loop: true, autoplay: true, playsInline: true, preload: "auto" });
+  video.className = "media";
+  video.src = fileUrl("/video/", hit.video);
+  video.addEventListener("error", () => video.replaceWith(frameStrip(hit.video, large)));
+  return video;
+}
+
+function card(hit, onClick) {
+  const figure = document.createElement("figure");
+  figure.className = "card";
+  figure.style.margin = "0";
+  figure.dataset.video = hit.video;
+  const meta = document.createElement("figcaption");
+  meta.className = "meta";
+  for (const [cls, text] of [["name", hit.video], ["rank", `#${hit.rank}`], ["score", `cosine ${hit.score.toFixed(4)}`]]) {
+    const span = document.createElement("span");
+    span.className = cls;
+    span.textContent = text;
+    if (cls === "name") span.title = hit.video;
+    meta.append(span);
+  }
+  figure.append(media(hit), meta);
+  figure.addEventListener("click", () => onClick(hit));
+  return figure;
+}
+
+function setUrl(q, video) {
+  const params = new URLSearchParams();
+  if (q) params.set("q", q);
+  if (q && state.k !== 12) params.set("k", state.k);
+  if (video) params.set("video", video);
+  const url = params.toString() ? `?${params}` : location.pathname;
+  if (url !== location.search) history.pushState(null, "", url);
+}
+
+function latency(answer, started) {
+  return `server ${answer.ms.toFixed(1)} ms, round trip ${(performance.now() - started).toFixed(0)} ms`;
+}
+
+async function search(q) {
+  const status = $("status");
+  status.className = "muted";
+  $("q").value = q;
+  if (!q.trim()) { $("results").replaceChildren(); status.textContent = ""; return; }
+  status.textContent = "Searching…";
+  const started = performance.now();
+  try {
+    const answer = await api(`/api/search?q=${encodeURIComponent(q)}&k=${state.k}`);
+    $("results").replaceChildren(...answer.results.map((hit) => card(hit, (h) => showVideo(h.video, true))));
+    const cut = answer.truncated ? ` · query cut to its first ${answer.tokens_kept} of ${answer.tokens} tokens` : "";
+    status.textContent = `${answer.results.length} of ${answer.videos} videos · ${latency(answer, started)}${cut}`;
+  } catch (err) {
+    $("results").replaceChildren();
+    status.className = "error";
+    status.textContent = err.message;
+  }
+}
+
+async function showVideo(rel, push) {
+  if (push) setUrl($("q").value.trim(), rel);
+  $("detail").hidden = false;
+  $("detail-title").textContent = rel;
+  $("similar").replaceChildren();
+  $("similar-status").className = "muted";
+  $("similar-status").textContent = "Finding similar videos…";
+  const started = performance.now();
+  try {
+    const answer = await api(`/api/similar?video=${encodeURIComponent(rel)}&k=9`);
+    const self = answer.results.find((hit) => hit.video === rel) || answer.results[0];
+    $("detail-media").replaceChildren(media(self, true));
+    const others = answer.results.filter((hit) => hit.video !== rel);
+    $("similar").replaceChildren(...others.map((hit) => card(hit, (h) => showVideo(h.video, true))));
+    $("similar-status").textContent = `nearest videos by the model's video features · ${latency(answer, started)}`;
+  } catch (err) {
+    $("detail-media").replaceChildren();
+    $("similar-status").className = "error";
+    $("similar-status").textContent = err.message;
+  }
+  $("detail").scrollIntoView({ behavior: "smooth", block: "start" });
+}
+
+function closeVideo() {
+  $("detail").hidden = true;
+  $("detail-media").replaceChildren();
+  $("similar").replaceChildren();
+  setUrl($("q").value.trim(), null);
+}
+
+function fromUrl() {
+  const params = new URLSearchParams(location.search);
+  state.k = Number(params.get("k")) || 12;
+  if ([...$("k").options].some((option) => option.value === String(state.k))) $("k").value = String(state.k);
+  search(params.get("q") || "");
+  if (params.get("video")) showVideo(params.get("video"), false);
+  else { $("detail").hidden = true; $("detail-media").replaceChildren(); }
+}
+
+$("search").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const q = $("q").value.trim();
+  if (!q) { $("status").className = "error"; $("status").textContent = "Type a few words to search."; return; }
+  state.k = Number($("k").value);
+  $("detail").hidden = true;
+  setUrl(q, null);
+  search(q);
+});
+$("close").addEventListener("click", closeVideo);
+window.addEventListener("popstate", fromUrl);
+
+api("/api/info").then((info) => {
+  $("info").textContent = `${info.videos.toLocaleString()} videos · ${info.model}`;
+}).catch((err) => { $("info").textContent = err.message; });
+fromUrl();
