@@ -13,6 +13,7 @@ Layout (all sizes in pixels; ``T`` frames of ``F``×``F``), see :func:`figure_si
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -88,6 +89,28 @@ def fit_text(draw: ImageDraw.ImageDraw, text: str, font, width: float) -> str:
     return text + "…"
 
 
+@dataclass(frozen=True)
+class _Canvas:
+    """The figure being drawn: the image, a pen on it and the font."""
+
+    image: Image.Image
+    draw: ImageDraw.ImageDraw
+    font: ImageFont.ImageFont
+
+    def text(self, xy: tuple[float, float], text: str, width: float) -> None:
+        self.draw.text(xy, fit_text(self.draw, text, self.font, width), fill=TEXT, font=self.font)
+
+
+@dataclass(frozen=True)
+class _FrameRow:
+    """Where the frames go: their left edges ``xs`` (the row starts at ``x0`` and is ``width`` wide), side ``size``."""
+
+    xs: list[int]
+    x0: int
+    width: int
+    size: int
+
+
 def attention_figure(
     frames: np.ndarray,
     heat: np.ndarray,
@@ -102,6 +125,31 @@ def attention_figure(
     0 to its maximum); masses: ``cls``, ``local``, ``patches`` each ``[T]`` (a frame's bar stacks them);
     global_mass: the weight on the global prompts; title: up to 3 lines.
     """
+    frames, heat = _checked(frames, heat)
+    num_frames, size = frames.shape[0], frames.shape[1]
+    width, height = figure_size(num_frames, size)
+    image = Image.new("RGB", (width, height), BACKGROUND)
+    canvas = _Canvas(image, ImageDraw.Draw(image), _font())
+    y = PAD
+    for line in list(title)[:TITLE_LINES]:
+        canvas.text((PAD, y), line, width - 2 * PAD)
+        y += LINE_H
+    row_width = num_frames * size + (num_frames - 1) * PAD
+    x0 = (width - row_width) // 2
+    row = _FrameRow([x0 + t * (size + PAD) for t in range(num_frames)], x0, row_width, size)
+    y = PAD + TITLE_H + PAD
+    heat_max = _draw_frames(canvas, row, frames, heat, frame_labels, y)
+    groups = [g for g in GROUP_COLOURS if g in masses]
+    totals, y = _draw_bars(canvas, row, masses, groups, y + size + LINE_H + PAD)
+    _draw_legend(canvas, groups, heat_max, y)
+    parts = ", ".join(f"{GROUP_NAMES[g]} {float(np.sum(masses[g])):.3f}" for g in groups)
+    summary = f"mass: global prompts {global_mass:.3f} | all frames {float(totals.sum()):.3f} ({parts})"
+    canvas.text((PAD, y + LINE_H + 2), summary, width - 2 * PAD)
+    return image
+
+
+def _checked(frames: np.ndarray, heat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The frames and heat maps as arrays, refused unless they are ``[T, F, F, 3]`` and ``[T, rows, cols]``."""
     frames = np.asarray(frames)
     num_frames, size = frames.shape[0], frames.shape[1]
     if frames.ndim != 4 or frames.shape[2] != size or frames.shape[3] != 3:
@@ -109,38 +157,32 @@ def attention_figure(
     heat = np.asarray(heat, dtype=np.float64)
     if heat.shape[0] != num_frames:
         raise ValueError(f"{heat.shape[0]} heat maps for {num_frames} frames")
-    width, height = figure_size(num_frames, size)
-    image = Image.new("RGB", (width, height), BACKGROUND)
-    draw = ImageDraw.Draw(image)
-    font = _font()
-    text_width = width - 2 * PAD
+    return frames, heat
 
-    y = PAD
-    for line in list(title)[:TITLE_LINES]:
-        draw.text((PAD, y), fit_text(draw, line, font, text_width), fill=TEXT, font=font)
-        y += LINE_H
-    y = PAD + TITLE_H + PAD
 
-    # Frames with the heat maps, all on one scale.
+def _draw_frames(canvas: _Canvas, row: _FrameRow, frames: np.ndarray, heat: np.ndarray,
+                 labels: Sequence[str] | None, y: int) -> float:
+    """The frames with their heat maps, all on one scale (0 to the returned maximum), each labelled below."""
     heat_max = float(heat.max()) if heat.size else 0.0
     scaled = heat / heat_max if heat_max > 0 else heat
-    row_width = num_frames * size + (num_frames - 1) * PAD
-    x0 = (width - row_width) // 2
-    xs = [x0 + t * (size + PAD) for t in range(num_frames)]
-    for t, x in enumerate(xs):
-        image.paste(Image.fromarray(overlay(frames[t], scaled[t])), (x, y))
-        label = frame_labels[t] if frame_labels is not None else f"t={t}"
-        draw.text((x, y + size + 2), fit_text(draw, label, font, size), fill=TEXT, font=font)
-    y += size + LINE_H + PAD
+    for t, x in enumerate(row.xs):
+        canvas.image.paste(Image.fromarray(overlay(frames[t], scaled[t])), (x, y))
+        label = labels[t] if labels is not None else f"t={t}"
+        canvas.text((x, y + row.size + 2), label, row.size)
+    return heat_max
 
-    # Stacked bars: the attention mass each frame receives, split into its token groups.
-    groups = [g for g in GROUP_COLOURS if g in masses]
-    totals = np.zeros(num_frames) + sum(np.asarray(masses[g], dtype=np.float64) for g in groups)
+
+def _draw_bars(canvas: _Canvas, row: _FrameRow, masses: dict[str, np.ndarray], groups: list[str],
+               y: int) -> tuple[np.ndarray, int]:
+    """Stacked bars: the attention mass each frame receives, split into its token groups, its total above.
+    Returns the totals and the baseline's y."""
+    draw, size = canvas.draw, row.size
+    totals = np.zeros(len(row.xs)) + sum(np.asarray(masses[g], dtype=np.float64) for g in groups)
     scale = BAR_H / float(totals.max()) if len(groups) and float(totals.max()) > 0 else 0.0
     base = y + LINE_H + BAR_H
-    draw.line([(x0, base), (x0 + row_width, base)], fill=AXIS)
+    draw.line([(row.x0, base), (row.x0 + row.width, base)], fill=AXIS)
     bar_w = max(2, int(size * 0.5))
-    for t, x in enumerate(xs):
+    for t, x in enumerate(row.xs):
         left, top = x + (size - bar_w) // 2, base
         for g in groups:
             h = float(masses[g][t]) * scale
@@ -148,11 +190,14 @@ def attention_figure(
                 draw.rectangle([left, top - h, left + bar_w - 1, top], fill=GROUP_COLOURS[g])
             top -= h
         value = f"{totals[t]:.3f}"
-        vx = x + (size - draw.textlength(value, font=font)) / 2
-        draw.text((vx, top - LINE_H), fit_text(draw, value, font, size), fill=TEXT, font=font)
-    y = base
+        vx = x + (size - draw.textlength(value, font=canvas.font)) / 2
+        canvas.text((vx, top - LINE_H), value, size)
+    return totals, base
 
-    # Legend: group colours and the heat scale, then the masses as text.
+
+def _draw_legend(canvas: _Canvas, groups: list[str], heat_max: float, y: int) -> None:
+    """One line: the group colours, then the heat colour ramp from 0 to ``heat_max``."""
+    draw, font = canvas.draw, canvas.font
     x = PAD
     for g in groups:
         draw.rectangle([x, y + 4, x + 9, y + 13], fill=GROUP_COLOURS[g])
@@ -162,14 +207,9 @@ def attention_figure(
     draw.text((x, y + 2), label, fill=TEXT, font=font)
     x += int(draw.textlength(label, font=font)) + 4
     ramp = colormap(np.linspace(0, 1, 80))[None].repeat(10, axis=0)
-    image.paste(Image.fromarray(ramp), (x, y + 4))
+    canvas.image.paste(Image.fromarray(ramp), (x, y + 4))
     x += 84
     draw.text((x, y + 2), f"{heat_max:.4g} (per patch)", fill=TEXT, font=font)
-    y += LINE_H
-    parts = ", ".join(f"{GROUP_NAMES[g]} {float(np.sum(masses[g])):.3f}" for g in groups)
-    summary = f"mass: global prompts {global_mass:.3f} | all frames {float(totals.sum()):.3f} ({parts})"
-    draw.text((PAD, y + 2), fit_text(draw, summary, font, text_width), fill=TEXT, font=font)
-    return image
 
 
 def twin_figure(frames: Sequence[np.ndarray], captions: Sequence[str], scores: dict[str, np.ndarray], scale: int = 2) -> Image.Image:

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import argparse
 import csv
-import itertools
 import json
 import multiprocessing
+import sys
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -22,73 +22,34 @@ import av
 import numpy as np
 from tqdm import tqdm
 
+if __package__ in (None, ""):  # run by path (python preprocess/X.py): make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from preprocess.synthetic_render import render_clip  # noqa: E402
+from preprocess.synthetic_world import (  # noqa: E402
+    CAPTION_TEMPLATES,
+    MOTION_PAIRS,
+    MOTION_PHRASES,
+    MOTIONS,
+    REVERSE,
+    ClipAttrs,
+    caption_variants,
+    random_attrs,
+)
+
+# Re-exported: tests and scripts have imported the world's names from here since before the split.
+__all__ = [
+    "MOTION_PHRASES",
+    "MOTIONS",
+    "REVERSE",
+    "ClipAttrs",
+    "SyntheticConfig",
+    "make_dataset",
+    "main",
+    "render_clip",
+]
+
 FPS = 3
-
-COLOURS: dict[str, tuple[int, int, int]] = {
-    "red": (220, 40, 40),
-    "green": (40, 180, 60),
-    "blue": (50, 90, 230),
-    "yellow": (240, 215, 40),
-    "purple": (150, 60, 190),
-    "orange": (250, 140, 30),
-}
-BACKGROUNDS: dict[str, tuple[int, int, int]] = {
-    "black": (0, 0, 0),
-    "grey": (128, 128, 128),
-    "white": (255, 255, 255),
-}
-SHAPES = ("circle", "square", "triangle", "cross")
-# Synonyms used in captions; the first word is the canonical name.
-SHAPE_WORDS: dict[str, tuple[str, ...]] = {
-    "circle": ("circle", "ball", "disc", "dot"),
-    "square": ("square", "box", "block"),
-    "triangle": ("triangle",),
-    "cross": ("cross", "plus sign"),
-}
-
-# A motion and its time reversal. The first of each pair is the one whose trajectory is drawn; the second
-# is drawn as the first played backwards, so twins are exact reversals by construction.
-MOTION_PAIRS = (
-    ("left_to_right", "right_to_left"),
-    ("upward", "downward"),
-    ("growing", "shrinking"),
-    ("appearing", "disappearing"),
-)
-REVERSE = {a: b for a, b in MOTION_PAIRS} | {b: a for a, b in MOTION_PAIRS}
-MOTIONS = tuple(itertools.chain.from_iterable(MOTION_PAIRS)) + ("static",)
-
-# Phrases are aligned by index across a pair so twin captions differ only in temporal words.
-MOTION_PHRASES: dict[str, tuple[str, ...]] = {
-    "left_to_right": ("moves from left to right", "slides to the right",
-                      "travels rightward across the frame", "goes from the left side to the right side"),
-    "right_to_left": ("moves from right to left", "slides to the left",
-                      "travels leftward across the frame", "goes from the right side to the left side"),
-    "upward": ("moves upward", "rises to the top", "goes up", "travels from the bottom to the top"),
-    "downward": ("moves downward", "sinks to the bottom", "goes down", "travels from the top to the bottom"),
-    "growing": ("grows", "gets bigger", "becomes larger and larger", "grows from small to large"),
-    "shrinking": ("shrinks", "gets smaller", "becomes smaller and smaller", "shrinks from large to small"),
-    "appearing": ("appears", "fades in", "gradually becomes visible", "emerges from the background"),
-    "disappearing": ("disappears", "fades out", "gradually becomes invisible", "vanishes into the background"),
-    "static": ("stays still", "does not move", "remains in place", "stands still in the frame"),
-}
-CAPTION_TEMPLATES = (
-    "{a} {colour} {shape} {motion}",
-    "the {colour} {shape} {motion}",
-    "{a} {colour} {shape} {motion} on {a_bg} {background} background",
-    "on {a_bg} {background} background {a} {colour} {shape} {motion}",
-    "there is {a} {colour} {shape} that {motion}",
-    "a video of {a} {colour} {shape} that {motion}",
-)
-
-
-@dataclass(frozen=True)
-class ClipAttrs:
-    """What a clip shows; the caption vocabulary is derived from these names."""
-
-    colour: str
-    shape: str
-    motion: str
-    background: str
 
 
 @dataclass
@@ -119,144 +80,6 @@ class SyntheticConfig:
             raise ValueError(f"captions_per_video must be in [1, {fewest}] to keep captions distinct")
 
 
-@dataclass
-class Track:
-    """Per-frame shape geometry in unit coordinates (fractions of the frame side) and opacity."""
-
-    cx: np.ndarray
-    cy: np.ndarray
-    r: np.ndarray
-    alpha: np.ndarray
-
-    def reversed(self) -> "Track":
-        return Track(self.cx[::-1], self.cy[::-1], self.r[::-1], self.alpha[::-1])
-
-
-# ----------------------------------------------------------------------------------------------- drawing
-def _shape_mask(shape: str, dx: np.ndarray, dy: np.ndarray) -> np.ndarray:
-    """Inside-test in coordinates normalised by the shape radius (y points down)."""
-    if shape == "circle":
-        return dx * dx + dy * dy <= 1.0
-    if shape == "square":
-        return np.maximum(np.abs(dx), np.abs(dy)) <= 0.85
-    if shape == "triangle":  # apex up, base below; area similar to the circle
-        return (dy <= 0.8) & (np.abs(dx) <= (dy + 1.0) / 1.8)
-    if shape == "cross":
-        ax, ay = np.abs(dx), np.abs(dy)
-        return ((ax <= 0.33) & (ay <= 1.0)) | ((ay <= 0.33) & (ax <= 1.0))
-    raise ValueError(f"unknown shape {shape!r}")
-
-
-def draw_frames(cx: np.ndarray, cy: np.ndarray, r: np.ndarray, alpha: np.ndarray, shapes: list[str],
-                colours: np.ndarray, backgrounds: np.ndarray, size: int) -> np.ndarray:
-    """The one renderer: N frames, each one shape on a plain background -> uint8 [N,S,S,3].
-
-    Geometry is in pixels; colours/backgrounds are [N,3]. Videos and stills both go through here so the
-    pretraining stills and the benchmark videos look the same.
-    """
-    grid = np.arange(size, dtype=np.float32) + 0.5
-    dx = (grid[None, None, :] - cx[:, None, None]) / r[:, None, None]
-    dy = (grid[None, :, None] - cy[:, None, None]) / r[:, None, None]
-    mask = np.zeros(dx.shape[:1] + (size, size), dtype=bool)
-    shapes_arr = np.asarray(shapes)
-    for shape in set(shapes):
-        sel = shapes_arr == shape
-        mask[sel] = _shape_mask(shape, dx[sel], dy[sel])
-    weight = (mask * alpha[:, None, None])[..., None]
-    bg = backgrounds[:, None, None, :].astype(np.float32)
-    fg = colours[:, None, None, :].astype(np.float32)
-    return np.rint(bg + weight * (fg - bg)).astype(np.uint8)
-
-
-# -------------------------------------------------------------------------------------------- trajectories
-def _slide(rng: np.random.Generator, t: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-    """Linear travel along one axis with random size, start and speed, staying inside the frame."""
-    r = rng.uniform(0.09, 0.15)
-    lo, hi = r, 1.0 - r
-    dist = rng.uniform(0.5, 0.9) * (hi - lo)
-    start = rng.uniform(lo, hi - dist)
-    along = start + dist * t
-    across = np.full_like(t, rng.uniform(lo, hi))
-    return along, across, r
-
-
-def _track_left_to_right(rng: np.random.Generator, t: np.ndarray) -> Track:
-    x, y, r = _slide(rng, t)
-    return Track(x, y, np.full_like(t, r), np.ones_like(t))
-
-
-def _track_upward(rng: np.random.Generator, t: np.ndarray) -> Track:
-    y, x, r = _slide(rng, t)
-    return Track(x, 1.0 - y, np.full_like(t, r), np.ones_like(t))
-
-
-def _track_growing(rng: np.random.Generator, t: np.ndarray) -> Track:
-    r0, r1 = rng.uniform(0.04, 0.08), rng.uniform(0.2, 0.3)
-    cx, cy = rng.uniform(0.4, 0.6, size=2)
-    return Track(np.full_like(t, cx), np.full_like(t, cy), r0 + (r1 - r0) * t, np.ones_like(t))
-
-
-def _track_appearing(rng: np.random.Generator, t: np.ndarray) -> Track:
-    r = rng.uniform(0.09, 0.16)
-    cx, cy = rng.uniform(r, 1.0 - r, size=2)
-    t0, t1 = rng.uniform(0.0, 0.3), rng.uniform(0.6, 1.0)
-    alpha = np.clip((t - t0) / (t1 - t0), 0.0, 1.0)
-    return Track(np.full_like(t, cx), np.full_like(t, cy), np.full_like(t, r), alpha)
-
-
-def _track_static(rng: np.random.Generator, t: np.ndarray) -> Track:
-    r = rng.uniform(0.09, 0.16)
-    cx, cy = rng.uniform(r, 1.0 - r, size=2)
-    return Track(np.full_like(t, cx), np.full_like(t, cy), np.full_like(t, r), np.ones_like(t))
-
-
-_TRACKS = {
-    "left_to_right": _track_left_to_right,
-    "upward": _track_upward,
-    "growing": _track_growing,
-    "appearing": _track_appearing,
-    "static": _track_static,
-}
-
-
-def render_clip(attrs: ClipAttrs, frames: int, size: int, rng: np.random.Generator) -> np.ndarray:
-    """Render one clip -> uint8 [F,S,S,3]. A reversed motion with the same rng state gives the exact
-    time reversal of its forward partner."""
-    forward = attrs.motion in _TRACKS
-    t = np.linspace(0.0, 1.0, frames, dtype=np.float32)
-    track = _TRACKS[attrs.motion if forward else REVERSE[attrs.motion]](rng, t)
-    if not forward:
-        track = track.reversed()
-    return draw_frames(
-        track.cx * size, track.cy * size, track.r * size, track.alpha, [attrs.shape] * frames,
-        np.tile(COLOURS[attrs.colour], (frames, 1)), np.tile(BACKGROUNDS[attrs.background], (frames, 1)), size,
-    )
-
-
-# ---------------------------------------------------------------------------------------------- captions
-def article(word: str) -> str:
-    """Indefinite article, so captions read like the human-written MSR-VTT ones ("an orange ...")."""
-    return "an" if word[0] in "aeiou" else "a"
-
-
-def caption_variants(attrs: list[ClipAttrs], k: int, rng: np.random.Generator) -> list[list[str]]:
-    """K distinct captions for each clip in `attrs`, sharing template, phrase index and shape word across
-    the clips, so a twin pair's captions differ only in the motion phrase."""
-    n_phrases = min(len(MOTION_PHRASES[a.motion]) for a in attrs)
-    words = SHAPE_WORDS[attrs[0].shape]
-    combos = list(itertools.product(range(len(CAPTION_TEMPLATES)), range(n_phrases), range(len(words))))
-    picks = rng.choice(len(combos), size=k, replace=False)
-    out: list[list[str]] = []
-    for a in attrs:
-        caps = []
-        for ti, pi, wi in (combos[i] for i in picks):
-            caps.append(CAPTION_TEMPLATES[ti].format(
-                a=article(a.colour), colour=a.colour, shape=words[wi], motion=MOTION_PHRASES[a.motion][pi],
-                a_bg=article(a.background), background=a.background))
-        out.append(caps)
-    return out
-
-
 # ------------------------------------------------------------------------------------------------ planning
 @dataclass
 class Unit:
@@ -267,13 +90,6 @@ class Unit:
     captions: list[list[str]]
     render_seed: int
     split: str
-
-
-def random_attrs(rng: np.random.Generator, motions: tuple[str, ...]) -> ClipAttrs:
-    return ClipAttrs(
-        colour=str(rng.choice(list(COLOURS))), shape=str(rng.choice(SHAPES)),
-        motion=str(rng.choice(motions)), background=str(rng.choice(list(BACKGROUNDS))),
-    )
 
 
 def plan_units(cfg: SyntheticConfig) -> list[Unit]:

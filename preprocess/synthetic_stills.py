@@ -1,7 +1,7 @@
 """Still images + captions from the synthetic video world, for contrastive pretraining of a tiny CLIP.
 
 Real CLIP weights are unavailable, so the demo pretrains a small CLIP on single frames first. Stills are
-drawn by the same renderer as the videos (`make_synthetic.draw_frames`) and use the same colour, shape and
+drawn by the same renderer as the videos (`synthetic_render.draw_frames`) and use the same colour, shape and
 background words. Their captions name colour, shape, size and position (left/right/top/bottom/centre),
 which teaches the text tower the spatial words that the video captions reuse, but never a motion: a single
 frame carries no time, and the temporal words must be learnt from video.
@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from preprocess.make_synthetic import BACKGROUNDS, COLOURS, SHAPE_WORDS, SHAPES, article, draw_frames
+from preprocess.synthetic_render import draw_frames
+from preprocess.synthetic_world import BACKGROUNDS, COLOURS, SHAPE_WORDS, SHAPES, article
 
 POSITIONS: dict[str, tuple[float, float]] = {  # nominal centre (x, y) in unit coordinates, y down
     "left": (0.22, 0.5),

@@ -10,6 +10,7 @@ import torch
 from models.clip import CLIP
 from models.pretrained import infer_clip_config, load_clip_state_dict
 from preprocess import pretrain_tiny_clip as ptc
+from preprocess.tiny_clip import evaluation as tiny_eval
 from preprocess.make_synthetic import MOTION_PHRASES, REVERSE, ClipAttrs
 
 # Smallest model the loader accepts (heads are width/64); 16 px images in 2x2 patches of 8.
@@ -104,9 +105,9 @@ def test_main_writes_a_loadable_file(tmp_path):
 
 
 def test_caption_attributes_are_read_from_still_captions():
-    assert ptc._caption_attributes("a big yellow plus sign on the right side") == ("yellow", "cross", "right")
-    assert ptc._caption_attributes("there is a tiny purple box near the top") == ("purple", "square", "top")
-    assert ptc._caption_attributes("a big purple dot on a black background") == ("purple", "circle", None)
+    assert tiny_eval._caption_attributes("a big yellow plus sign on the right side") == ("yellow", "cross", "right")
+    assert tiny_eval._caption_attributes("there is a tiny purple box near the top") == ("purple", "square", "top")
+    assert tiny_eval._caption_attributes("a big purple dot on a black background") == ("purple", "circle", None)
 
 
 def test_motion_captions_pair_time_reversed_twins_worded_alike():
