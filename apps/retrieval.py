@@ -107,15 +107,9 @@ class Retriever:
         self._gallery_unit: torch.Tensor | None = None
 
     @classmethod
-    def from_checkpoint(
-        cls,
-        checkpoint: PathLike,
-        pretrained_clip_name: str | None = None,
-        pretrained_dir: PathLike | None = None,
-        device: str | torch.device | None = None,
-        config_overrides: dict[str, Any] | None = None,
-        **options: Any,
-    ) -> "Retriever":
+    def from_checkpoint(cls, checkpoint: PathLike, pretrained_clip_name: str | None = None,
+                        pretrained_dir: PathLike | None = None, device: str | torch.device | None = None,
+                        config_overrides: dict[str, Any] | None = None, **options: Any) -> "Retriever":
         """Our compact checkpoint or an official one (see `models.factory.load_dgl`)."""
         overrides = {k: v for k, v in (config_overrides or {}).items() if v is not None}
         model = load_dgl(checkpoint, pretrained_clip_name, pretrained_dir, **overrides)
@@ -131,15 +125,9 @@ class Retriever:
         return cls(model, device, source, **options)
 
     @classmethod
-    def from_index(
-        cls,
-        folder: PathLike,
-        checkpoint: PathLike | None = None,
-        pretrained_clip_name: str | None = None,
-        pretrained_dir: PathLike | None = None,
-        device: str | torch.device | None = None,
-        **options: Any,
-    ) -> "Retriever":
+    def from_index(cls, folder: PathLike, checkpoint: PathLike | None = None, pretrained_clip_name: str | None = None,
+                   pretrained_dir: PathLike | None = None, device: str | torch.device | None = None,
+                   **options: Any) -> "Retriever":
         """The index's own model as recorded when it was built (or the given checkpoint), with the index open."""
         recorded = {**NO_SOURCE, **read_manifest(folder)["source"]}
         checkpoint = checkpoint or recorded["checkpoint"]

@@ -10,24 +10,20 @@ from utils.config import build_config
 from utils.run import run
 
 
-@pytest.mark.parametrize("flag, value, message", [
-    ("--batch_size", "0", "--batch_size 0: must be >= 1"),
-    ("--gradient_accumulation_steps", "0", "--gradient_accumulation_steps 0: must be >= 1"),
-    ("--train_group_size", "0", "--train_group_size 0: must be >= 1"),
-    ("--n_display", "0", "--n_display 0: must be >= 1"),
-    ("--epochs", "0", "--epochs 0: must be >= 1"),
-    ("--epochs", "-3", "--epochs -3: must be >= 1"),
-    ("--max_steps", "0", "--max_steps 0: must be >= 1"),
-    ("--warmup_proportion", "2", "--warmup_proportion 2: must be <= 1"),
-    ("--clip_grad_norm", "-1", "--clip_grad_norm -1: must be > 0 (pass inf to disable clipping)"),
-    ("--lr", "nan", "--lr nan: must be a number"),
-    ("--beta2", "1", "--beta2 1: must be < 1"),
-    ("--dist_timeout", "0", "--dist_timeout 0: must be > 0"),
-])
-def test_out_of_range_flag_is_one_line_naming_it(flag, value, message):
+OUT_OF_RANGE = [  # flag, value, what the one-line error says after "<flag> <value>: "
+    ("--batch_size", "0", "must be >= 1"), ("--gradient_accumulation_steps", "0", "must be >= 1"),
+    ("--train_group_size", "0", "must be >= 1"), ("--n_display", "0", "must be >= 1"), ("--epochs", "0", "must be >= 1"),
+    ("--epochs", "-3", "must be >= 1"), ("--max_steps", "0", "must be >= 1"), ("--warmup_proportion", "2", "must be <= 1"),
+    ("--clip_grad_norm", "-1", "must be > 0 (pass inf to disable clipping)"), ("--lr", "nan", "must be a number"),
+    ("--beta2", "1", "must be < 1"), ("--dist_timeout", "0", "must be > 0"),
+]
+
+
+@pytest.mark.parametrize("flag, value, rule", OUT_OF_RANGE)
+def test_out_of_range_flag_is_one_line_naming_it(flag, value, rule):
     with pytest.raises(SystemExit) as err:
         build_config(["--do_train", "1", "--output_dir", "unused", flag, value])
-    assert str(err.value) == message
+    assert str(err.value) == f"{flag} {value}: {rule}"
 
 
 def test_accumulation_must_divide_the_batch():
