@@ -1,4 +1,5 @@
 """The benchmark harness: its FLOP formula, its naive attention reference, and a tiny end-to-end run."""
+import copy
 import dataclasses
 import json
 
@@ -11,8 +12,10 @@ from models.losses import contrastive_loss
 from models.pretrained import expected_clip_keys
 from apps.bench.cli import main
 from apps.bench.inputs import MODEL_PRESETS, build_model, clip_state_dict_shapes, random_captions
-from apps.bench.naive import global_local_mask, naive_encode_video
-from models.flops import Shapes, kept_words, prompt_flops, text_flops, train_step_flops, video_flops
+from apps.bench.naive import NaiveNet, global_local_mask, naive_encode_video
+from apps.bench.sections import trainer_step
+from models.flops import (PROMPT_GENERATOR_FLOPS, Shapes, kept_words, prompt_flops, text_flops, train_step_flops,
+                          video_flops)
 
 
 def tiny_shapes(variant: str = "linear") -> Shapes:
@@ -111,3 +114,42 @@ def test_isolated_worker(capsys):
     (cfg,) = report["configs"]
     assert "error" not in cfg and cfg["sections"]["train_step"]["peak_mem_mb"] > 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["configs"][0]["variant"] == "linear"
+
+
+@pytest.mark.parametrize("variant", sorted(PROMPT_GENERATOR_FLOPS))
+def test_prompt_generator_flops_match_torch_flop_counter(variant):
+    """Each registered generator's count against the counter on the generator alone (forward; backward 2x)."""
+    model = build_model("tiny", variant, frames=3)
+    ccfg, cfg = model.clip.config, model.config
+    with FlopCounterMode(display=False) as forward:
+        prompts = model.prompts()
+    with FlopCounterMode(display=False) as backward:
+        (prompts.text.sum() + prompts.local.sum()).backward()
+    count = PROMPT_GENERATOR_FLOPS[variant](ccfg.vision_width, ccfg.text_width, model.prompt_layers,
+                                            cfg.text_prompt_length, cfg.local_prompt_length, 3, attention=False)
+    assert forward.get_total_flops() == count > 0
+    assert prompt_flops(Shapes.of(model, 3), attention=False) == (count, backward.get_total_flops())
+
+
+def test_unknown_prompt_generator_is_refused():
+    with pytest.raises(ValueError, match="no FLOP count for prompt generator 'mlp'.*linear"):
+        prompt_flops(tiny_shapes(variant="mlp"))
+
+
+@pytest.mark.parametrize("variant", ["transformer", "linear"])
+def test_naive_training_step_is_the_trainer_step(variant):
+    """The benchmark's naive training row runs the trainer's step with the masked-attention forward: same update."""
+    torch.manual_seed(0)
+    model = build_model("tiny", variant, frames=3)
+    naive_model = copy.deepcopy(model)
+    ids, video = random_captions(4, 512), torch.randn(4, 3, 3, 32, 32)
+    cpu = torch.device("cpu")
+    loss, grad_norm = trainer_step(model, "fp32", cpu)(ids, video)
+    naive_loss, naive_grad_norm = trainer_step(naive_model, "fp32", cpu, NaiveNet(naive_model))(ids, video)
+    torch.testing.assert_close(naive_loss, loss, atol=1e-5, rtol=0)
+    torch.testing.assert_close(naive_grad_norm, grad_norm, atol=1e-5, rtol=1e-5)
+    before = build_model("tiny", variant, frames=3).trainable_parameters()
+    # The global prompts reach the loss through the video encoder only: the naive forward's gradient arrived.
+    assert not torch.equal(naive_model.global_prompts, before["global_prompts"])
+    for name, param in model.trainable_parameters().items():
+        torch.testing.assert_close(naive_model.trainable_parameters()[name], param, atol=1e-6, rtol=0)

@@ -46,10 +46,10 @@ def deviation(test: torch.Tensor, ref: torch.Tensor) -> dict[str, float]:
     }
 
 
-def trainer_step(b: Bench, net: nn.Module | None) -> TrainStep:
+def trainer_step(model: DGL, precision: str, device: torch.device, net: nn.Module | None = None) -> TrainStep:
     """The trainer's step (optimiser groups, loss, clipping at 1.0) with ``net`` as its forward."""
-    groups = param_groups(b.model, LR, COEF_LR, WEIGHT_DECAY)
-    return TrainStep(b.model, create_loss(), build_optimizer(groups, LR), b.spec.precision, b.device, net=net)
+    groups = param_groups(model, LR, COEF_LR, WEIGHT_DECAY)
+    return TrainStep(model, create_loss(), build_optimizer(groups, LR), precision, device, net=net)
 
 
 def _measure_train(b: Bench, step, flops: int, limit: float) -> dict[str, Any]:
@@ -78,7 +78,7 @@ def train_section(b: Bench, result: dict[str, Any]) -> None:
         nets["train_step_naive"] = NaiveNet(model)
     for name, net in nets.items():
         model.train()
-        train_step = trainer_step(b, net)
+        train_step = trainer_step(model, spec.precision, b.device, net)
 
         def step() -> None:
             train_step(ids, video)
