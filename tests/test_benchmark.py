@@ -2,6 +2,9 @@
 import copy
 import dataclasses
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -153,3 +156,13 @@ def test_naive_training_step_is_the_trainer_step(variant):
     assert not torch.equal(naive_model.global_prompts, before["global_prompts"])
     for name, param in model.trainable_parameters().items():
         torch.testing.assert_close(naive_model.trainable_parameters()[name], param, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("module", ["apps.bench", "apps.benchmark"])
+def test_both_module_names_run(module):
+    """``python -m apps.bench`` and the earlier ``python -m apps.benchmark`` (scripts of older checkouts)."""
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, "-m", module, "--help"], cwd=root, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "--quick" in result.stdout and "--in_process" in result.stdout
