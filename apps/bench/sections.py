@@ -7,6 +7,7 @@ with the block-masked reference video encoder as its forward.
 from __future__ import annotations
 
 import gc
+from functools import partial
 from typing import Any
 
 import torch
@@ -78,15 +79,11 @@ def train_section(b: Bench, result: dict[str, Any]) -> None:
         nets["train_step_naive"] = NaiveNet(model)
     for name, net in nets.items():
         model.train()
-        train_step = trainer_step(model, spec.precision, b.device, net)
-
-        def step() -> None:
-            train_step(ids, video)
-
+        step = partial(trainer_step(model, spec.precision, b.device, net), ids, video)
         result["sections"][name] = _measure_train(b, step, flops["total"], b.limit_now())
         if name == "train_step" and spec.profile:
             result["profile"] = profile_table(step, b.device, spec.profile)
-        del train_step
+        del step  # frees the AdamW state before the next row
         model.zero_grad(set_to_none=True)
         gc.collect()
 
