@@ -23,6 +23,6 @@ if [ -n "${DGL_REFERENCE_FIXTURES:-}" ] && [ -f "$DGL_REFERENCE_FIXTURES/config.
 fi
 status=0
 "$PY" -m pytest -q -p no:cacheprovider "${tests[@]}" 2>&1 | tee "$OUT_DIR/tests.txt" || status=1
-"$PY" -m apps.benchmark --device cuda --amp bf16 --models B/32,B/16 --batch_size 64 --sections train,video,text \
+"$PY" -m apps.bench --device cuda --amp bf16 --models B/32,B/16 --batch_size 64 --sections train,video,text \
   --json_out "$OUT_DIR/bench.json" 2>&1 | tee "$OUT_DIR/bench.txt" || status=1
 exit $status

@@ -1,6 +1,10 @@
 """The benchmark harness: its FLOP formula, its naive attention reference, and a tiny end-to-end run."""
+import copy
 import dataclasses
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -9,11 +13,16 @@ from torch.utils.flop_counter import FlopCounterMode
 from models.dgl import POOLED_OUTPUT_TYPES
 from models.losses import contrastive_loss
 from models.pretrained import expected_clip_keys
-from apps import benchmark as bench
+from apps.bench.cli import main
+from apps.bench.inputs import MODEL_PRESETS, build_model, clip_state_dict_shapes, random_captions
+from apps.bench.naive import NaiveNet, global_local_mask, naive_encode_video
+from apps.bench.sections import trainer_step
+from models.flops import (PROMPT_GENERATOR_FLOPS, Shapes, kept_words, prompt_flops, text_flops, train_step_flops,
+                          video_flops)
 
 
-def tiny_shapes(variant: str = "linear") -> bench.Shapes:
-    return bench.Shapes(vision_width=2, vision_layers=1, patch=1, grid=1, text_width=2, text_layers=1, embed=2,
+def tiny_shapes(variant: str = "linear") -> Shapes:
+    return Shapes(vision_width=2, vision_layers=1, patch=1, grid=1, text_width=2, text_layers=1, embed=2,
                         frames=2, global_prompts=1, local_prompts=1, text_prompts=2, prompt_layers=1, variant=variant)
 
 
@@ -24,55 +33,55 @@ def test_flop_formula_by_hand():
     # The only (so last) block computes the R = G + T = 3 pooled rows: keys/values 4*L*D^2 = 112, queries,
     # out-proj and MLP 20*R*D^2 = 240; pairs G*L + T*(G+S) = 7 + 8 = 15 -> 4*D*15 = 120 attention;
     # stem 2*T*grid^2*3p^2*D = 24; head 2*D*E = 8. Backward: 352 (input grads only) + 2*120 + head 8.
-    assert bench.video_flops(s) == (504, 600)
-    assert bench.video_flops(s, videos=3) == (3 * 504, 3 * 600)
+    assert video_flops(s) == (504, 600)
+    assert video_flops(s, videos=3) == (3 * 504, 3 * 600)
     # A full block before it: 24*7*2^2 = 672 GEMM + 4*2*31 = 248 attention (backward 672 + 2*248).
-    assert bench.video_flops(dataclasses.replace(s, vision_layers=2)) == (504 + 920, 600 + 1168)
+    assert video_flops(dataclasses.replace(s, vision_layers=2)) == (504 + 920, 600 + 1168)
     # text with 3 id slots kept: L = 3 + 1 prefix prompt (of 2) = 4; 24*4*4 = 384 + 4*2*16 = 128 + head 8
-    assert bench.text_flops(s, 1, 3) == (520, 648)
+    assert text_flops(s, 1, 3) == (520, 648)
     # linear prompt maps: 2 maps * NL * P_local * 2*D_v*D_t = 16; trainable: backward 2x
-    assert bench.prompt_flops(s) == (16, 32)
-    flops = bench.train_step_flops(s, batch=1, kept=3)
+    assert prompt_flops(s) == (16, 32)
+    flops = train_step_flops(s, batch=1, kept=3)
     assert flops["logits"] == 2 * 2 + 4 * 2
     assert flops["total"] == 504 + 600 + 520 + 648 + 16 + 32 + 12
 
 
 def test_b32_shapes():
-    cfg = bench.MODEL_PRESETS["B/32"]
-    assert list(bench.clip_state_dict_shapes(cfg)) == expected_clip_keys(cfg)
-    shapes = bench.clip_state_dict_shapes(cfg)
+    cfg = MODEL_PRESETS["B/32"]
+    assert list(clip_state_dict_shapes(cfg)) == expected_clip_keys(cfg)
+    shapes = clip_state_dict_shapes(cfg)
     assert sum(int(torch.Size(s).numel()) for s in shapes.values()) == 151_277_313  # spec §1.1
-    assert bench.MODEL_PRESETS["B/16"].grid_size == 14
+    assert MODEL_PRESETS["B/16"].grid_size == 14
 
 
 @pytest.mark.parametrize("variant", ["transformer", "linear"])
 def test_gemm_count_matches_torch_flop_counter(variant):
     """Without the fused attention products (no CPU formula in the counter) the count is exact, backward included."""
-    model = bench.build_model("tiny", variant, frames=3)
-    shapes = bench.Shapes.of(model, 3)
-    ids, video = bench.random_captions(2, 512), torch.randn(2, 3, 3, 32, 32)
+    model = build_model("tiny", variant, frames=3)
+    shapes = Shapes.of(model, 3)
+    ids, video = random_captions(2, 512), torch.randn(2, 3, 3, 32, 32)
     with FlopCounterMode(display=False) as counter:
         text, vid = model(ids, video)
         contrastive_loss(model.logits(text, vid)).backward()
-    expected = bench.train_step_flops(shapes, 2, bench.kept_words(ids), attention=False)["total"]
+    expected = train_step_flops(shapes, 2, kept_words(ids), attention=False)["total"]
     assert counter.get_total_flops() == expected
 
 
 @pytest.mark.parametrize("variant", ["transformer", "linear"])
 def test_naive_attention_matches_model(variant):
     torch.manual_seed(0)
-    model = bench.build_model("tiny", variant, frames=3).eval()
+    model = build_model("tiny", variant, frames=3).eval()
     video = torch.randn(2, 3, 3, 32, 32)
     with torch.no_grad():
         prompts = model.prompts()
         for output_type in POOLED_OUTPUT_TYPES + ("global-local-feature",):
             ours = model.encode_video(video, prompts, output_type=output_type)
-            naive = bench.naive_encode_video(model, video, prompts, output_type=output_type)
+            naive = naive_encode_video(model, video, prompts, output_type=output_type)
             torch.testing.assert_close(naive, ours, atol=1e-5, rtol=0)
 
 
 def test_mask_layout():
-    mask = bench.global_local_mask(num_global=1, frames=2, tokens_per_frame=2)
+    mask = global_local_mask(num_global=1, frames=2, tokens_per_frame=2)
     assert mask.tolist() == [
         [True, True, True, True, True],
         [True, True, True, False, False],
@@ -86,7 +95,7 @@ def test_quick_run_tiny(capsys, tmp_path):
     out = tmp_path / "bench.json"
     argv = ["--models", "tiny", "--frames", "2", "--batch_size", "2", "--eval_video_batch", "2", "--eval_text_batch", "4",
             "--repeats", "1", "--warmup", "0", "--naive", "--in_process", "--device", "cpu", "--json_out", str(out)]
-    bench.main(argv)
+    main(argv)
     lines = capsys.readouterr().out.strip().splitlines()
     report = json.loads(lines[-1])
     assert json.loads(out.read_text()) == report
@@ -103,8 +112,57 @@ def test_quick_run_tiny(capsys, tmp_path):
 
 def test_isolated_worker(capsys):
     """The default path: each configuration in a fresh subprocess, memory measured there."""
-    report = bench.main(["--models", "tiny", "--variants", "linear", "--frames", "2", "--batch_size", "1",
+    report = main(["--models", "tiny", "--variants", "linear", "--frames", "2", "--batch_size", "1",
                          "--sections", "train", "--repeats", "1", "--warmup", "0", "--device", "cpu"])
     (cfg,) = report["configs"]
     assert "error" not in cfg and cfg["sections"]["train_step"]["peak_mem_mb"] > 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["configs"][0]["variant"] == "linear"
+
+
+@pytest.mark.parametrize("variant", sorted(PROMPT_GENERATOR_FLOPS))
+def test_prompt_generator_flops_match_torch_flop_counter(variant):
+    """Each registered generator's count against the counter on the generator alone (forward; backward 2x)."""
+    model = build_model("tiny", variant, frames=3)
+    ccfg, cfg = model.clip.config, model.config
+    with FlopCounterMode(display=False) as forward:
+        prompts = model.prompts()
+    with FlopCounterMode(display=False) as backward:
+        (prompts.text.sum() + prompts.local.sum()).backward()
+    count = PROMPT_GENERATOR_FLOPS[variant](ccfg.vision_width, ccfg.text_width, model.prompt_layers,
+                                            cfg.text_prompt_length, cfg.local_prompt_length, 3, attention=False)
+    assert forward.get_total_flops() == count > 0
+    assert prompt_flops(Shapes.of(model, 3), attention=False) == (count, backward.get_total_flops())
+
+
+def test_unknown_prompt_generator_is_refused():
+    with pytest.raises(ValueError, match="no FLOP count for prompt generator 'mlp'.*linear"):
+        prompt_flops(tiny_shapes(variant="mlp"))
+
+
+@pytest.mark.parametrize("variant", ["transformer", "linear"])
+def test_naive_training_step_is_the_trainer_step(variant):
+    """The benchmark's naive training row runs the trainer's step with the masked-attention forward: same update."""
+    torch.manual_seed(0)
+    model = build_model("tiny", variant, frames=3)
+    naive_model = copy.deepcopy(model)
+    ids, video = random_captions(4, 512), torch.randn(4, 3, 3, 32, 32)
+    cpu = torch.device("cpu")
+    loss, grad_norm = trainer_step(model, "fp32", cpu)(ids, video)
+    naive_loss, naive_grad_norm = trainer_step(naive_model, "fp32", cpu, NaiveNet(naive_model))(ids, video)
+    torch.testing.assert_close(naive_loss, loss, atol=1e-5, rtol=0)
+    torch.testing.assert_close(naive_grad_norm, grad_norm, atol=1e-5, rtol=1e-5)
+    before = build_model("tiny", variant, frames=3).trainable_parameters()
+    # The global prompts reach the loss through the video encoder only: the naive forward's gradient arrived.
+    assert not torch.equal(naive_model.global_prompts, before["global_prompts"])
+    for name, param in model.trainable_parameters().items():
+        torch.testing.assert_close(naive_model.trainable_parameters()[name], param, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("module", ["apps.bench", "apps.benchmark"])
+def test_both_module_names_run(module):
+    """``python -m apps.bench`` and the earlier ``python -m apps.benchmark`` (scripts of older checkouts)."""
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, "-m", module, "--help"], cwd=root, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "--quick" in result.stdout and "--in_process" in result.stdout

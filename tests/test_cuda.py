@@ -12,7 +12,7 @@ import torch
 from models.dgl import POOLED_OUTPUT_TYPES
 from models.losses import contrastive_loss
 from tests.test_dgl import random_ids, tiny_model
-from apps import benchmark as bench
+from apps.bench.naive import naive_encode_video
 
 DEVICE = os.environ.get("DGL_TEST_DEVICE", "cuda")
 pytestmark = pytest.mark.skipif(DEVICE == "cuda" and not torch.cuda.is_available(), reason="no CUDA device")
@@ -58,7 +58,7 @@ def test_fused_attention_matches_the_block_masked_reference_on_the_device():
         prompts = model.prompts()
         for output_type in POOLED_OUTPUT_TYPES + ("global-local-feature",):
             ours = model.encode_video(video, prompts, output_type=output_type)
-            naive = bench.naive_encode_video(model, video, prompts, output_type=output_type)
+            naive = naive_encode_video(model, video, prompts, output_type=output_type)
             torch.testing.assert_close(ours, naive, atol=1e-4, rtol=1e-4, msg=output_type)
 
 

@@ -1,0 +1,144 @@
+"""Speed, memory and efficiency benchmark of DGL on random ViT-B/32- and ViT-B/16-shaped CLIP weights.
+
+The command line (``python -m apps.bench``, ``python -m apps.benchmark`` or ``bash scripts/bench.sh``):
+flags, the configurations they expand to, and the report.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from apps.bench.data import data_section
+from apps.bench.inputs import MODEL_PRESETS
+from apps.bench.report import print_report
+from apps.bench.runner import run_config, run_isolated, worker
+from apps.bench.spec import RunSpec
+
+
+def _model_name(name: str) -> str:
+    key = name.strip().removeprefix("ViT-")
+    if key not in MODEL_PRESETS:
+        raise argparse.ArgumentTypeError(f"unknown model {name!r}; choose from {', '.join(MODEL_PRESETS)}")
+    return key
+
+
+def _csv(kind: Callable[[str], Any]) -> Callable[[str], list]:
+    return lambda text: [kind(part) for part in text.split(",") if part.strip()]
+
+
+def _variant(name: str) -> str:
+    if name not in ("transformer", "linear"):
+        raise argparse.ArgumentTypeError(f"unknown variant {name!r}")
+    return name
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bench.sh", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", type=_csv(_model_name), default=None, help="comma list of B/32,B/16 (default both)")
+    p.add_argument("--variants", type=_csv(_variant), default=["transformer", "linear"])
+    p.add_argument("--frames", type=int, default=12, help="T (default 12)")
+    p.add_argument("--batch_size", type=int, default=None, help="training batch (default 2 on CPU, 32 on GPU)")
+    p.add_argument("--eval_video_batch", type=int, default=4)
+    p.add_argument("--eval_text_batch", type=int, default=64)
+    p.add_argument("--amp", choices=("auto", "none", "bf16", "fp16"), default="auto",
+                   help="autocast dtype (auto: bf16 on CUDA, none on CPU)")
+    p.add_argument("--grad_checkpointing", nargs="?", const="on", choices=("off", "on", "both"), default="off",
+                   help="activation checkpointing of the frozen blocks; 'both' measures with and without")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (compilation not timed)")
+    p.add_argument("--naive", action="store_true", help="also time the block-masked reference visual attention")
+    p.add_argument("--repeats", type=int, default=None, help="timed iterations per section (default 5)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed iterations first (default 2)")
+    p.add_argument("--sections", type=_csv(str), default=["train", "video", "text", "data"],
+                   help="subset of train,video,text,data")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads in each configuration (CPU)")
+    p.add_argument("--profile", type=int, default=0, metavar="ROWS",
+                   help="print the top ROWS ops (self time) of one training step")
+    p.add_argument("--json_out", default=None, metavar="FILE", help="also write the JSON result here")
+    p.add_argument("--quick", action="store_true", help="ViT-B/32 only, B=2, 2 repeats, 1 warm-up (< 3 min on 2 CPU cores)")
+    p.add_argument("--in_process", action="store_true",
+                   help="run every configuration in this process (faster start; CPU memory numbers less isolated)")
+    p.add_argument("--seed", type=int, default=0)
+    data = p.add_argument_group("data loading (section 3; apps/loader_throughput.py)")
+    data.add_argument("--features_path", default=None, help="folder of compressed videos")
+    data.add_argument("--frame_cache", default=None, help="frame cache folder")
+    data.add_argument("--datatype", default=None, help="msrvtt, ... (DataConfig.datatype)")
+    data.add_argument("--data_path", default=None)
+    data.add_argument("--train_csv", default=None)
+    data.add_argument("--val_csv", default=None)
+    data.add_argument("--video_backend", default=None, help="auto, decord, pyav, torchcodec")
+    data.add_argument("--data_subset", default="train", help="split to read (train/val/test)")
+    data.add_argument("--num_workers", type=_csv(int), default=[4])
+    data.add_argument("--loader_batches", type=int, default=20)
+    p.add_argument("--_worker", nargs=2, help=argparse.SUPPRESS)
+    return p
+
+
+def _resolve(args: argparse.Namespace) -> argparse.Namespace:
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    on_gpu = args.device.startswith("cuda")
+    if args.amp == "auto":
+        args.amp = "bf16" if on_gpu else "none"
+    if args.quick:
+        args.models = args.models or ["B/32"]
+        args.batch_size = args.batch_size or 2
+        args.repeats = args.repeats or 2
+        args.warmup = args.warmup if args.warmup is not None else 1
+    args.models = args.models or ["B/32", "B/16"]
+    args.batch_size = args.batch_size or (32 if on_gpu else 2)
+    args.repeats = args.repeats or 5
+    args.warmup = args.warmup if args.warmup is not None else 2
+    return args
+
+
+def _specs(args: argparse.Namespace) -> list[RunSpec]:
+    ckpt = {"off": [False], "on": [True], "both": [False, True]}[args.grad_checkpointing]
+    return [
+        RunSpec(model=m, variant=v, grad_checkpointing=c, device=args.device, amp=args.amp, frames=args.frames,
+                batch_size=args.batch_size, eval_video_batch=args.eval_video_batch,
+                eval_text_batch=args.eval_text_batch, compile=args.compile, naive=args.naive, repeats=args.repeats,
+                warmup=args.warmup, sections=args.sections, profile=args.profile, seed=args.seed,
+                threads=args.threads, isolated=not args.in_process)
+        for m in args.models for v in args.variants for c in ckpt
+    ]
+
+
+def _loadavg() -> list[float] | None:
+    return list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = build_parser().parse_args(argv)
+    if args._worker:
+        worker(*args._worker)
+        return {}
+    args = _resolve(args)
+    device = torch.device(args.device)
+    report: dict[str, Any] = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "torch": torch.__version__, "threads": args.threads or torch.get_num_threads(), "amp": args.amp,
+        "frames": args.frames,
+        "batch_size": args.batch_size, "repeats": args.repeats, "warmup": args.warmup,
+        "loadavg_start": _loadavg(), "configs": [],
+    }
+    print(f"# DGL benchmark: device={report['device']} threads={report['threads']} amp={args.amp} T={args.frames} "
+          f"B={args.batch_size} repeats={args.repeats} warmup={args.warmup} loadavg={report['loadavg_start']}",
+          flush=True)
+    if any(s != "data" for s in args.sections):
+        for spec in _specs(args):
+            print(f"# running {spec.model} {spec.variant} grad_checkpointing={spec.grad_checkpointing} ...", flush=True)
+            result = run_config(spec) if args.in_process else run_isolated(spec)
+            report["configs"].append(result)
+            if result.get("profile"):
+                print(f"# profile of one training step ({spec.model} {spec.variant}):\n{result.pop('profile')}")
+    if "data" in args.sections:
+        report["data"] = data_section(args)
+    report["loadavg_end"] = _loadavg()
+    print_report(report, args.json_out)
+    return report

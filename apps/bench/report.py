@@ -1,0 +1,61 @@
+"""The benchmark's output: a fixed-width table for people, then the whole report as one JSON line."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+_UNITS = {"train_step": "videos", "train_step_naive": "videos", "encode_video": "videos",
+          "encode_video_naive": "videos", "encode_text": "texts"}
+
+
+def videos_per_s(row: dict[str, Any]) -> float | None:
+    """The videos-per-second figure of a data-loading row, whatever ``measure_loader`` named it."""
+    for key, value in row.items():
+        if isinstance(value, (int, float)) and "video" in key and ("per_s" in key or "per_sec" in key or "/s" in key):
+            return float(value)
+    return None
+
+
+def _section_line(cfg: dict[str, Any], name: str, s: dict[str, Any]) -> str:
+    peak = f"{s['peak_mem_mb']:.0f}" if "peak_mem_mb" in s else "-"
+    note = ""
+    if "amp_deviation" in s:
+        d = s["amp_deviation"]
+        note = f"amp vs fp32: max|d|={d['max_abs']:.2e} (rel {d['max_abs_rel']:.1e}) min cos={d['min_cosine']:.6f}"
+    return (f"{cfg['model']:<5} {cfg['variant']:<11} {'on' if cfg['grad_checkpointing'] else 'off':<4} {name:<18} "
+            f"{s['batch']:>4} {s['median_s']:>8.3f} {s['cpu_s']:>7.2f} {s['items_per_s']:>7.2f} {_UNITS.get(name, 'items'):<6} "
+            f"{s['gflop']:>8.1f} {s['gflop_per_s']:>8.1f} {s['matmul_gflop_per_s']:>7.1f} {s['efficiency']:>5.2f} "
+            f"{peak:>8}  {note}".rstrip())
+
+
+def _data_lines(data: dict[str, Any]) -> list[str]:
+    lines = []
+    if "skipped" in data:
+        lines.append(f"data loading: skipped - {data['skipped']}")
+    for row in data.get("runs", []):
+        rate = videos_per_s(row)
+        what = row.get("error") or (f"{rate:.2f} videos/s" if rate is not None else json.dumps(row))
+        lines.append(f"data loading [{row['source']}, {row['num_workers']} workers]: {what}")
+    return lines
+
+
+def format_table(report: dict[str, Any]) -> str:
+    head = (f"{'model':<5} {'variant':<11} {'ckpt':<4} {'section':<18} {'B':>4} {'s/iter':>8} {'cpu_s':>7} {'items/s':>14} "
+            f"{'GFLOP':>8} {'GFLOP/s':>8} {'limit':>7} {'eff':>5} {'peak+MB':>8}  notes")
+    lines = [head, "-" * len(head)]
+    for cfg in report["configs"]:
+        if cfg.get("error"):
+            lines.append(f"{cfg['model']:<5} {cfg['variant']:<11} {'on' if cfg['grad_checkpointing'] else 'off':<4} "
+                         f"ERROR: {cfg['error']}")
+        lines += [_section_line(cfg, name, s) for name, s in cfg["sections"].items()]
+    return "\n".join(lines + _data_lines(report.get("data", {})))
+
+
+def print_report(report: dict[str, Any], json_out: str | None) -> None:
+    """The table, then the report as one JSON line (also written to ``json_out`` when given)."""
+    print(format_table(report))
+    line = json.dumps(report, default=str)
+    print(line, flush=True)
+    if json_out:
+        Path(json_out).write_text(line + "\n")

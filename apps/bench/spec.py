@@ -1,0 +1,71 @@
+"""One benchmark configuration, as the parent hands it to a worker process (through a JSON file)."""
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+
+import torch
+
+from apps.bench.timing import matmul_limit
+from models.dgl import DGL
+from models.flops import Shapes
+
+# --amp value -> the trainer's precision name (utils.step.autocast_context).
+AMP_PRECISION = {"none": "fp32", "bf16": "bf16", "fp16": "fp16"}
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """A (model, latent space, checkpointing) configuration and the settings every section reads."""
+
+    model: str
+    variant: str
+    grad_checkpointing: bool
+    device: str
+    amp: str
+    frames: int
+    batch_size: int
+    eval_video_batch: int
+    eval_text_batch: int
+    compile: bool
+    naive: bool
+    repeats: int
+    warmup: int
+    sections: list[str]
+    profile: int
+    seed: int
+    threads: int | None
+    isolated: bool
+
+    @property
+    def precision(self) -> str:
+        return AMP_PRECISION[self.amp]
+
+
+@dataclass
+class Bench:
+    """A built model with what the sections share: its FLOP shapes, the input generator, the GEMM-limit samples."""
+
+    spec: RunSpec
+    model: DGL
+    shapes: Shapes
+    limits: list[float] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.device = torch.device(self.spec.device)
+        self.generator = torch.Generator().manual_seed(self.spec.seed)
+        width = self.model.clip.config.vision_width
+        # The model's main GEMM shape: [B*L_video, D_v] x [D_v, 4*D_v] with B the training batch.
+        self.gemm = (self.spec.batch_size * self.shapes.video_tokens, width, 4 * width)
+
+    def limit_now(self) -> float:
+        """One sample of the machine's matrix-product limit (taken before each section)."""
+        self.limits.append(matmul_limit(*self.gemm, self.device))
+        return self.limits[-1]
+
+    def median_limit(self) -> float:
+        return statistics.median(self.limits)
+
+    def videos(self, n: int) -> torch.Tensor:
+        res = self.model.clip.config.image_resolution
+        return torch.randn(n, self.spec.frames, 3, res, res, generator=self.generator).to(self.device)
