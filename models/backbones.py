@@ -1,9 +1,9 @@
 """The frozen backbones DGL can prompt, by name, and the small interface ``models/dgl.py`` uses them through.
 
 An entry brings what the rest of the project needs to know of a backbone: how to load it from a name or a
-file, its tokenizer, the input normalisation its loaders apply, and where its weights sit in an official DGL
-checkpoint. Adding a backbone: a module with a class that has the ``Backbone`` attributes, and one line in
-``BACKBONES``; tests/test_backbones.py runs over the registry.
+file, its tokenizer, the input normalisation its loaders apply, where its weights sit in an official DGL
+checkpoint, and its FLOP count. Adding a backbone: a module with a class that has the ``Backbone`` attributes,
+and one line in ``BACKBONES``; tests/test_registries.py runs over the registry.
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from .clip import CLIP, CLIP_MEAN, CLIP_STD
+from .flops import text_flops, video_flops
 from .pretrained import CLIPConfig
 from .tokenizer import ClipTokenizer
 
@@ -45,6 +46,8 @@ class BackboneEntry:
     std: tuple[float, float, float]
     official_prefix: str  # the backbone's weights in an official DGL checkpoint: "module." + prefix + its keys
     tiny: Callable[[], Backbone]  # a small random instance, for the tests that run over the registry
+    video_flops: Callable[..., tuple[int, int]]  # (forward, backward) FLOPs of encoding videos (models/flops.py)
+    text_flops: Callable[..., tuple[int, int]]
 
 
 BACKBONES: dict[str, BackboneEntry] = {
@@ -53,6 +56,7 @@ BACKBONES: dict[str, BackboneEntry] = {
         tiny=lambda: CLIP(CLIPConfig(embed_dim=32, image_resolution=32, vision_layers=2, vision_width=128,
                                      vision_heads=2, vision_patch_size=8, grid_size=4, context_length=77,
                                      vocab_size=49408, text_width=64, text_heads=1, text_layers=2)),
+        video_flops=video_flops, text_flops=text_flops,
     ),
 }
 DEFAULT_BACKBONE = "openai-clip"

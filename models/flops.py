@@ -1,9 +1,9 @@
-"""Analytic FLOP counts of DGL on an OpenAI ViT CLIP, split so that registries can own their parts.
+"""Analytic FLOP counts of DGL on an OpenAI ViT CLIP, split so that registries own their parts.
 
 The benchmark divides these by measured time to report "model FLOPs utilisation". The backbone's count is
-:func:`video_flops` and :func:`text_flops` (its transformer blocks, from CLIP's sizes); each prompt generator's
-count is its own function in :data:`PROMPT_GENERATOR_FLOPS` with one signature, so a registry entry can point
-at it.
+:func:`video_flops` and :func:`text_flops` here (its transformer blocks, from CLIP's sizes; the backbone registry
+points at them); each prompt generator's count is its ``flops`` method (models/prompts.py); the training step's
+total adds them up (models/step_flops.py).
 
 A multiply-add is 2 FLOPs. Only matrix products are counted: no LayerNorm, softmax, GELU, elementwise,
 embedding lookup, optimizer, or activation-checkpointing recomputation (so checkpointing shows up as lower
@@ -131,48 +131,6 @@ def text_flops(s: Shapes, captions: int, kept_words: int, attention: bool = True
     return captions * fwd, captions * bwd
 
 
-def transformer_generator_flops(vision_width: int, text_width: int, layers: int, text_prompts: int,
-                                local_prompts: int, frames: int, attention: bool = True) -> int:
-    """Forward FLOPs of ``--shared_latent_space transformer``: one block over the text and frame prompts per
-    layer, then the maps of the text prompts into the text width."""
-    n = text_prompts + local_prompts * frames
-    mix = block_flops(n, vision_width, n * n if attention else 0)
-    return layers * mix + layers * text_prompts * (4 * vision_width * vision_width + 4 * vision_width * text_width)
-
-
-def linear_generator_flops(vision_width: int, text_width: int, layers: int, text_prompts: int,
-                           local_prompts: int, frames: int, attention: bool = True) -> int:
-    """Forward FLOPs of ``--shared_latent_space linear``: the prefix and postfix maps of the local prompts.
-
-    Takes the same arguments as :func:`transformer_generator_flops` so that a registry can call either."""
-    return 2 * layers * local_prompts * 2 * vision_width * text_width
-
-
-PROMPT_GENERATOR_FLOPS: dict[str, Callable[..., int]] = {
-    "transformer": transformer_generator_flops, "linear": linear_generator_flops,
-}
-
-
-def prompt_flops(s: Shapes, attention: bool = True) -> tuple[int, int]:
-    """(forward, backward) FLOPs of one prompt-generator call (trainable: backward = 2x forward)."""
-    if s.variant not in PROMPT_GENERATOR_FLOPS:
-        raise ValueError(f"no FLOP count for prompt generator {s.variant!r}; known: {sorted(PROMPT_GENERATOR_FLOPS)}")
-    fwd = PROMPT_GENERATOR_FLOPS[s.variant](s.vision_width, s.text_width, s.prompt_layers, s.text_prompts,
-                                            s.local_prompts, s.frames, attention)
-    return fwd, 2 * fwd
-
-
 def kept_words(ids: torch.Tensor) -> int:
     """Id slots the model encodes: SOT up to the batch's last EOT (padding after it is dropped)."""
     return int(ids.argmax(dim=-1).max()) + 1
-
-
-def train_step_flops(s: Shapes, batch: int, kept: int, attention: bool = True,
-                     text_tokens: int | None = None) -> dict[str, int]:
-    """FLOPs of one training step by part; ``total`` is what the efficiency uses."""
-    vf, vb = video_flops(s, batch, attention)
-    tf, tb = text_flops(s, batch, kept, attention, text_tokens)
-    pf, pb = prompt_flops(s, attention)
-    lf, lb = 2 * batch * batch * s.embed, 4 * batch * batch * s.embed
-    return {"video_fwd": vf, "video_bwd": vb, "text_fwd": tf, "text_bwd": tb, "prompt_fwd": pf, "prompt_bwd": pb,
-            "logits": lf + lb, "total": vf + vb + tf + tb + pf + pb + lf + lb}

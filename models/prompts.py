@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from .clip import QuickGELU, ResidualAttentionBlock
+from .flops import block_flops
 
 
 class Prompts(NamedTuple):
@@ -41,6 +42,15 @@ class TransformerPromptGenerator(nn.Module):
     @staticmethod
     def check_config(config) -> None:
         """Any sizes work: the block mixes text_prompt_length + local·T rows."""
+
+    @staticmethod
+    def flops(vision_width: int, text_width: int, layers: int, text_prompts: int, local_prompts: int, frames: int,
+              attention: bool = True) -> int:
+        """Forward FLOPs (models/flops.py's rules): one block over the text and frame prompts per layer, then the
+        maps of the text prompts into the text width."""
+        n = text_prompts + local_prompts * frames
+        mix = block_flops(n, vision_width, n * n if attention else 0)
+        return layers * mix + layers * text_prompts * (4 * vision_width * vision_width + 4 * vision_width * text_width)
 
     @classmethod
     def build(cls, vision_width: int, text_width: int, patch_size: int, layers: int, config) -> "TransformerPromptGenerator":
@@ -107,6 +117,12 @@ class LinearPromptGenerator(nn.Module):
                 f"fewer than the text_prompt_length // 2 = {config.text_prompt_length // 2} placed before the words; "
                 "need text_prompt_length // 2 <= 2 x local_each_frame_prompt_length"
             )
+
+    @staticmethod
+    def flops(vision_width: int, text_width: int, layers: int, text_prompts: int, local_prompts: int, frames: int,
+              attention: bool = True) -> int:
+        """Forward FLOPs: the prefix and postfix maps of the local prompts (same arguments as the transformer's)."""
+        return 2 * layers * local_prompts * 2 * vision_width * text_width
 
     @classmethod
     def build(cls, vision_width: int, text_width: int, patch_size: int, layers: int, config) -> "LinearPromptGenerator":

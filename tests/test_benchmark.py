@@ -17,8 +17,9 @@ from apps.bench.cli import main
 from apps.bench.inputs import MODEL_PRESETS, build_model, clip_state_dict_shapes, random_captions
 from apps.bench.naive import NaiveNet, global_local_mask, naive_encode_video
 from apps.bench.sections import trainer_step
-from models.flops import (PROMPT_GENERATOR_FLOPS, Shapes, kept_words, prompt_flops, text_flops, train_step_flops,
-                          video_flops)
+from models.flops import Shapes, kept_words, text_flops, video_flops
+from models.prompts import PROMPT_GENERATORS
+from models.step_flops import prompt_flops, train_step_flops
 
 
 def tiny_shapes(variant: str = "linear") -> Shapes:
@@ -119,7 +120,7 @@ def test_isolated_worker(capsys):
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["configs"][0]["variant"] == "linear"
 
 
-@pytest.mark.parametrize("variant", sorted(PROMPT_GENERATOR_FLOPS))
+@pytest.mark.parametrize("variant", sorted(PROMPT_GENERATORS))
 def test_prompt_generator_flops_match_torch_flop_counter(variant):
     """Each registered generator's count against the counter on the generator alone (forward; backward 2x)."""
     model = build_model("tiny", variant, frames=3)
@@ -128,7 +129,7 @@ def test_prompt_generator_flops_match_torch_flop_counter(variant):
         prompts = model.prompts()
     with FlopCounterMode(display=False) as backward:
         (prompts.text.sum() + prompts.local.sum()).backward()
-    count = PROMPT_GENERATOR_FLOPS[variant](ccfg.vision_width, ccfg.text_width, model.prompt_layers,
+    count = PROMPT_GENERATORS[variant].flops(ccfg.vision_width, ccfg.text_width, model.prompt_layers,
                                             cfg.text_prompt_length, cfg.local_prompt_length, 3, attention=False)
     assert forward.get_total_flops() == count > 0
     assert prompt_flops(Shapes.of(model, 3), attention=False) == (count, backward.get_total_flops())

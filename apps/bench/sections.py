@@ -20,7 +20,9 @@ from apps.bench.naive import NaiveNet, naive_encode_video
 from apps.bench.spec import Bench
 from apps.bench.timing import first_input_length, profile_table, section_stats, time_fn
 from models.dgl import DGL
-from models.flops import kept_words, text_flops, train_step_flops, video_flops
+from models.backbones import get_backbone
+from models.flops import kept_words
+from models.step_flops import train_step_flops
 from models.losses import create_loss
 from models.prompts import Prompts
 from utils.optim import build_optimizer, param_groups
@@ -105,7 +107,7 @@ def video_section(b: Bench, result: dict[str, Any], prompts: Prompts, ref_prompt
     """``encode_video`` (and ``encode_video_naive``): evaluation encoding of a batch of random videos."""
     model, batch = b.model, b.spec.eval_video_batch
     video = b.videos(batch)
-    flops = video_flops(b.shapes, batch)[0]
+    flops = get_backbone().video_flops(b.shapes, batch)[0]
     encode = torch.compile(model.encode_video) if b.spec.compile else model.encode_video
     encoders = {"encode_video": encode}
     if b.spec.naive:
@@ -120,7 +122,7 @@ def text_section(b: Bench, result: dict[str, Any], prompts: Prompts, ref_prompts
     model, batch = b.model, b.spec.eval_text_batch
     ids = random_captions(batch, model.clip.config.vocab_size, seed=b.spec.seed + 1).to(b.device)
     text_len = text_tokens_processed(model, ids, prompts)
-    flops = text_flops(b.shapes, batch, kept_words(ids), tokens=text_len)[0]
+    flops = get_backbone().text_flops(b.shapes, batch, kept_words(ids), tokens=text_len)[0]
     encode = torch.compile(model.encode_text) if b.spec.compile else model.encode_text
     stats = _eval_stats(b, lambda: encode(ids, prompts), lambda: model.encode_text(ids, ref_prompts), batch, flops)
     stats["text_tokens"] = text_len
