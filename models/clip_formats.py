@@ -78,7 +78,7 @@ class RecordedSettings:
     vision_heads: int | None = None
     text_heads: int | None = None
     activation: str | None = None
-    source: str = "the weight file"  # named in messages
+    source: str = "width / 64, OpenAI's rule, as no config records them"  # named in messages
 
 
 # ----------------------------------------------------------------------------------------- Hugging Face

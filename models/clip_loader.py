@@ -57,7 +57,9 @@ def load_clip(path: str | os.PathLike, activation: str | None = None) -> tuple[d
     )
     for tower, width, heads in (("vision", config.vision_width, config.vision_heads), ("text", config.text_width, config.text_heads)):
         if heads < 1 or width % heads:
-            raise CLIPLoadError(f"{path}: {recorded.source} gives {heads} {tower} heads for width {width}, which they must divide")
+            raise CLIPLoadError(
+                f"{path}: {heads} {tower} attention heads (from {recorded.source}) do not divide the width {width}"
+            )
     return state_dict, config
 
 
