@@ -116,7 +116,8 @@ def _compact_model(ckpt: dict, source: str, clip_name: str | None, clip_dir: str
     name = clip_name or backbone.get("name") or backbone.get("path")
     if not name:
         raise ValueError(f"{source}: no backbone name inside; pass pretrained_clip_name (--pretrained_clip_name)")
-    model = DGL(CLIP.from_pretrained(name, clip_dir), config)
+    activation = backbone.get("config", {}).get("activation")  # as trained; absent in older checkpoints: the file's
+    model = DGL(CLIP.from_pretrained(name, clip_dir, activation), config)
     load_compact_state(model, ckpt, source=source)
     return model
 
@@ -141,7 +142,9 @@ _FLAGS = {  # official flag name -> DGLConfig field
 
 def add_config_arguments(parser: argparse.ArgumentParser, output_help: str = "pooled video feature") -> None:
     """The backbone and official-config flags of every script that loads a DGL checkpoint."""
-    parser.add_argument("--pretrained_clip_name", help="ViT-B/32, ViT-B/16 or a file; default: the checkpoint's backbone")
+    parser.add_argument(
+        "--pretrained_clip_name", help="ViT-B/32, ViT-B/16, ViT-L/14(@336px) or a CLIP file/folder; default: the checkpoint's backbone"
+    )
     parser.add_argument("--pretrained_dir", help="folder of the OpenAI CLIP files")
     g = parser.add_argument_group("DGL config of an official checkpoint (default: read from its tensors / official default)")
     g.add_argument("--shared_latent_space", choices=("transformer", "linear"))

@@ -48,13 +48,17 @@ def build_parser() -> argparse.ArgumentParser:
     a("--num_thread_reader", type=int, default=1, help="DataLoader workers per rank")
     add_data_arguments(p)
     # model
-    a("--pretrained_clip_name", default="ViT-B/32", help="ViT-B/32, ViT-B/16 or a path to an OpenAI-format file")
-    a("--pretrained_dir", default=None, help="folder holding ViT-B-32.pt / ViT-B-16.pt")
+    a("--pretrained_clip_name", default="ViT-B/32",
+      help="ViT-B/32, ViT-B/16, ViT-L/14, ViT-L/14@336px, or a CLIP file/folder (OpenAI, Hugging Face, open_clip)")
+    a("--pretrained_dir", default=None, help="folder holding ViT-B-32.pt / ViT-B-16.pt / ViT-L-14.pt ...")
+    a("--clip_activation", default=None, choices=("quick_gelu", "gelu"),
+      help="CLIP MLP activation for files that do not record it (open_clip without open_clip_config.json)")
     a("--shared_latent_space", default="transformer", choices=("transformer", "linear"))
     a("--text_prompt_length", type=int, default=8)
     a("--local_each_frame_prompt_length", type=int, default=4)
     a("--global_visual_prompt_length", type=int, default=4)
-    a("--unified_transformer_layers", type=int, default=12)
+    a("--unified_transformer_layers", type=int, default=None,
+      help="layers with prompts; default: all the backbone's towers share (12 for ViT-B and ViT-L)")
     a("--visual_output_type", default="global_prompt0")
     a("--freeze_clip", type=int, default=1, choices=(0, 1))
     a("--grad_checkpointing", action="store_true", help="recompute frozen blocks in backward (less memory)")

@@ -35,9 +35,9 @@ def seed_everything(seed: int) -> None:
 
 
 def build_model(args: argparse.Namespace, device: torch.device) -> tuple[DGL | MeanPoolCLIP, dict]:
-    """CLIP from the OpenAI-format file, DGL on top; returns the model and the backbone's identity."""
+    """CLIP from its file (OpenAI, Hugging Face or open_clip), DGL on top; returns the model and the backbone's identity."""
     clip_path = resolve_clip_path(args.pretrained_clip_name, args.pretrained_dir)
-    clip = CLIP.from_pretrained(str(clip_path))
+    clip = CLIP.from_pretrained(str(clip_path), activation=args.clip_activation)
     backbone = {"name": args.pretrained_clip_name, "file": clip_path.name}
     if args.baseline == "meanp":
         return MeanPoolCLIP(clip).to(device), backbone
