@@ -1,13 +1,24 @@
 """DGL: train and evaluate text-video retrieval.
 
-    python main.py --do_train 1 --datatype msrvtt ...            # one GPU or the CPU
+    python main.py --do_train 1 --datatype msrvtt ...            # the CPU, one GPU, or every visible GPU
     torchrun --nproc_per_node=4 main.py --do_train 1 ...          # DDP (add --nnodes for several machines)
     python main.py --do_eval 1 --resume ckpt.best.pth.tar ...     # official or our checkpoints
 
-Flags keep the official names (see utils/config.py); the logic lives in utils/run.py.
+Flags keep the official names (utils/flags.py, utils/config.py); the logic lives in utils/run.py. With several
+visible GPUs and no launcher, main.py re-runs itself under torchrun, one process per GPU, as the official
+code did (CUDA_VISIBLE_DEVICES chooses the GPUs).
 """
-from utils.config import parse_args
+import os
+import sys
+
+from utils.config import build_config
 from utils.run import run
+from utils.runtime import describe, relaunch_on_all_gpus
 
 if __name__ == "__main__":
-    run(parse_args())
+    config = build_config()  # bad flags stop here, before any process is started
+    command = relaunch_on_all_gpus(sys.argv[1:], __file__)
+    if command is not None:
+        print(f"several GPUs and no launcher: running {describe(command)}", file=sys.stderr, flush=True)
+        os.execv(command[0], command)
+    run(config)

@@ -21,8 +21,8 @@ import torch
 
 from dataloaders.config import VIDEO_BACKENDS
 from dataloaders.video_io import VideoReadError
-from models.factory import add_config_arguments, config_overrides
 from apps.retrieval import Retriever
+from utils.flags import add_backbone_flags, add_model_flags, model_overrides
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -45,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("--shard_size", type=int, default=256, help="videos per atomically written shard")
     index.add_argument("--quiet", action="store_true", help="no progress bar")
     _common(index)
-    add_config_arguments(index)
+    add_backbone_flags(index, default=None)
+    add_model_flags(index, for_checkpoint=True)
 
     search = commands.add_parser("search", help="rank the indexed videos for text queries (or captions for a video)")
     search.add_argument("--index", required=True)
@@ -55,8 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--video", help="reverse direction: this video is the query ...")
     search.add_argument("--captions", help="... over the captions in this text file (one per line)")
     search.add_argument("--checkpoint", help="default: the checkpoint recorded in the index (must be the same model)")
-    search.add_argument("--pretrained_clip_name", help="default: as recorded in the index")
-    search.add_argument("--pretrained_dir", help="default: as recorded in the index")
+    add_backbone_flags(search, default=None)
     search.add_argument("--max_words", type=int, default=32)
     _common(search)
     return parser
@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_index(args: argparse.Namespace) -> None:
     retriever = Retriever.from_checkpoint(
-        args.checkpoint, args.pretrained_clip_name, args.pretrained_dir, args.device, config_overrides(args),
+        args.checkpoint, args.pretrained_clip_name, args.pretrained_dir, args.device, model_overrides(vars(args)),
         batch_size=args.batch_size, workers=args.workers, video_backend=args.video_backend,
     )
     report = retriever.index(

@@ -20,13 +20,14 @@ from dataloaders.config import VIDEO_BACKENDS
 from dataloaders.frames import read_eval_frames
 from models.attention_maps import VideoAttention, explicit_encode_video
 from models.dgl import DGL
-from models.factory import add_config_arguments, config_overrides, load_dgl
 from apps.figures import attention_figure
+from models.factory import load_dgl
+from utils.flags import add_backbone_flags, add_model_flags, model_overrides
 
 
 # -------------------------------------------------------------------------------------------- model
 def load_model(args: argparse.Namespace) -> DGL:
-    return load_dgl(args.checkpoint, args.pretrained_clip_name, args.pretrained_dir, **config_overrides(args))
+    return load_dgl(args.checkpoint, args.pretrained_clip_name, args.pretrained_dir, **model_overrides(vars(args)))
 
 
 # --------------------------------------------------------------------------------------------- main
@@ -51,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frame_size", type=int, help="displayed frame size in pixels (default: the model's input size)")
     p.add_argument("--video_backend", default="auto", choices=VIDEO_BACKENDS)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    add_config_arguments(p, output_help="video feature used for --caption")
+    add_backbone_flags(p, default=None)
+    add_model_flags(p, for_checkpoint=True)
     return p
 
 

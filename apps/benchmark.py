@@ -88,7 +88,8 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from models.clip import CLIP, ResidualAttentionBlock
-from models.dgl import DGL, DGLConfig, contrastive_loss
+from models.dgl import DGL, DGLConfig
+from models.losses import contrastive_loss
 from models.pretrained import CLIPConfig, expected_clip_keys
 from models.prompts import Prompts
 

@@ -1,7 +1,7 @@
 """Data pipeline: dataset parsers, video decoding, frame sampling and torch Datasets."""
 from __future__ import annotations
 
-from dataloaders.config import DataConfig, add_data_arguments
+from dataloaders.config import DataConfig
 from dataloaders.datasets import TextDataset, TrainPairDataset, VideoDataset
 from dataloaders.frame_cache import FrameCacheError
 from dataloaders.parsers import DATASETS
@@ -19,5 +19,5 @@ def build_split(cfg: DataConfig, subset: str) -> VideoTextSplit:
 
 __all__ = [
     "DATASETS", "DataConfig", "FrameCacheError", "TextDataset", "TrainPairDataset", "VideoDataset",
-    "VideoReadError", "VideoTextSplit", "add_data_arguments", "build_split",
+    "VideoReadError", "VideoTextSplit", "build_split",
 ]

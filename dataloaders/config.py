@@ -46,33 +46,3 @@ class DataConfig:
         """Picks this config's fields out of a parsed namespace (other attributes are ignored)."""
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in vars(args).items() if k in names})
-
-
-def add_data_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Adds the data flags (official names) to a command-line parser; `--seed` is left to the trainer."""
-    from dataloaders.parsers import DATASETS
-
-    d = DataConfig()
-    g = parser.add_argument_group("data")
-    g.add_argument("--datatype", default=d.datatype, choices=sorted(DATASETS))
-    g.add_argument("--data_path", default=d.data_path, help="annotation file (MSR-VTT) or folder")
-    g.add_argument("--features_path", default=d.features_path, help="folder of the (compressed) videos")
-    g.add_argument("--train_csv", default=d.train_csv, help="MSR-VTT training video list")
-    g.add_argument("--val_csv", default=d.val_csv, help="MSR-VTT test pairs (JSFusion 1k-A)")
-    g.add_argument("--max_words", type=int, default=d.max_words)
-    g.add_argument("--max_frames", type=int, default=d.max_frames)
-    g.add_argument("--image_resolution", type=int, default=d.image_resolution)
-    g.add_argument(
-        "--expand_msrvtt_sentences",
-        action=argparse.BooleanOptionalAction,
-        default=d.expand_msrvtt_sentences,
-        help="MSR-VTT training: one sample per caption instead of one per video",
-    )
-    g.add_argument("--video_backend", default=d.video_backend, choices=VIDEO_BACKENDS)
-    g.add_argument("--frame_cache", default=d.frame_cache, help="folder made by preprocess/cache_frames.py")
-    g.add_argument(
-        "--skip_bad_videos",
-        action="store_true",
-        help="drop missing/unreadable videos (and their captions) at start-up instead of failing",
-    )
-    return parser

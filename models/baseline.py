@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .clip import CLIP
-from .dgl import cosine_logits
+from .losses import cosine_logits
 
 
 class MeanPoolCLIP(nn.Module):

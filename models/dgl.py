@@ -9,7 +9,7 @@ This equals one masked attention over the ``G + T·S`` tokens at ~1/T of its cos
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Mapping
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +17,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from .clip import CLIP, MultiheadAttention, ResidualAttentionBlock, VisionTransformer
+from .losses import cosine_logits
 from .prompts import LinearPromptGenerator, Prompts, TransformerPromptGenerator, uniform_prompt_init_
 
 SHARED_LATENT_SPACES = ("transformer", "linear")
@@ -57,19 +58,6 @@ class DGLConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-    @classmethod
-    def from_official_args(cls, args: Mapping[str, Any]) -> "DGLConfig":
-        """From the official argparse names (``--local_each_frame_prompt_length`` ...)."""
-        return cls(
-            shared_latent_space=args["shared_latent_space"],
-            max_frames=int(args["max_frames"]),
-            text_prompt_length=int(args["text_prompt_length"]),
-            local_prompt_length=int(args["local_each_frame_prompt_length"]),
-            global_prompt_length=int(args["global_visual_prompt_length"]),
-            prompt_layers=args.get("unified_transformer_layers"),
-            visual_output_type=args.get("visual_output_type", "global_prompt0"),
-        )
 
 
 def resolve_prompt_layers(requested: int | None, vision_depth: int, text_depth: int) -> int:
@@ -141,23 +129,10 @@ def global_local_block(
     return x + block.mlp(block.ln_2(x))
 
 
-def cosine_logits(logit_scale: torch.Tensor, text_features: torch.Tensor, video_features: torch.Tensor) -> torch.Tensor:
-    """CLIP's temperature times the cosine similarity, in fp32: ``[N_text, N_video]``."""
-    text_features = F.normalize(text_features.float(), dim=-1)
-    video_features = F.normalize(video_features.float(), dim=-1)
-    return logit_scale.float().exp() * text_features @ video_features.t()
-
-
 def check_output_type(output_type: str) -> str:
     if output_type not in VISUAL_OUTPUT_TYPES:
         raise ValueError(f"output_type must be one of {VISUAL_OUTPUT_TYPES}, got {output_type!r}")
     return output_type
-
-
-def contrastive_loss(logits: torch.Tensor) -> torch.Tensor:
-    """Symmetric InfoNCE over a square [texts, videos] logit matrix whose diagonal holds the positives."""
-    target = torch.arange(logits.shape[0], device=logits.device)
-    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)) / 2
 
 
 class DGL(nn.Module):

@@ -2,11 +2,10 @@
 
 Our compact checkpoints carry their DGL config and backbone name; official ``ckpt.pth.tar`` files carry the
 full CLIP but no config, so its sizes are read from the tensors' shapes (official flags fill what shapes
-cannot tell). Scripts (visualize.py, retrieve.py) share the flags through `add_config_arguments`.
+cannot tell).
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 import pickle
@@ -16,7 +15,7 @@ import torch
 
 from .checkpoint import is_compact_checkpoint, load_compact_state, load_official_state, model_from_official_state, official_state
 from .clip import CLIP
-from .dgl import DGL, POOLED_OUTPUT_TYPES, DGLConfig
+from .dgl import DGL, DGLConfig
 
 CONFIG_FIELDS = tuple(f.name for f in dataclasses.fields(DGLConfig))
 # Compact checkpoints fix every size; only these may differ from the stored config (T: linear variant only).
@@ -126,37 +125,3 @@ def _check_fields(overrides: dict) -> None:
     unknown = sorted(set(overrides) - set(CONFIG_FIELDS))
     if unknown:
         raise TypeError(f"unknown DGL config override(s) {unknown}; known: {CONFIG_FIELDS}")
-
-
-# ---------------------------------------------------------------------------- shared command-line flags
-_FLAGS = {  # official flag name -> DGLConfig field
-    "shared_latent_space": "shared_latent_space",
-    "max_frames": "max_frames",
-    "text_prompt_length": "text_prompt_length",
-    "local_each_frame_prompt_length": "local_prompt_length",
-    "global_visual_prompt_length": "global_prompt_length",
-    "unified_transformer_layers": "prompt_layers",
-    "visual_output_type": "visual_output_type",
-}
-
-
-def add_config_arguments(parser: argparse.ArgumentParser, output_help: str = "pooled video feature") -> None:
-    """The backbone and official-config flags of every script that loads a DGL checkpoint."""
-    parser.add_argument(
-        "--pretrained_clip_name", help="ViT-B/32, ViT-B/16, ViT-L/14(@336px) or a CLIP file/folder; default: the checkpoint's backbone"
-    )
-    parser.add_argument("--pretrained_dir", help="folder of the OpenAI CLIP files")
-    g = parser.add_argument_group("DGL config of an official checkpoint (default: read from its tensors / official default)")
-    g.add_argument("--shared_latent_space", choices=("transformer", "linear"))
-    g.add_argument("--max_frames", type=int, help="T (linear variant: any; transformer: the trained value)")
-    g.add_argument("--text_prompt_length", type=int)
-    g.add_argument("--local_each_frame_prompt_length", type=int)
-    g.add_argument("--global_visual_prompt_length", type=int)
-    g.add_argument("--unified_transformer_layers", type=int)
-    g.add_argument("--visual_output_type", choices=POOLED_OUTPUT_TYPES, help=output_help)
-
-
-def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """The `load_dgl` overrides given on the command line (official flag names -> config fields)."""
-    return {field: getattr(args, flag) for flag, field in _FLAGS.items() if getattr(args, flag, None) is not None}
-

@@ -21,13 +21,17 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from dataloaders import DataConfig, add_data_arguments, build_split
-from dataloaders.frame_cache import CacheEntry, CacheSettings, FrameCache, source_stamp
-from dataloaders.parallel import parallel_map
-from dataloaders.sampling import segment_centres
-from dataloaders.splits import VideoTextSplit, Window
-from dataloaders.transforms import resize_and_crop
-from dataloaders.video_io import read_video
+if __package__ in (None, ""):  # run by path (python preprocess/X.py): make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from dataloaders import DataConfig, build_split  # noqa: E402
+from dataloaders.frame_cache import CacheEntry, CacheSettings, FrameCache, source_stamp  # noqa: E402
+from dataloaders.parallel import parallel_map  # noqa: E402
+from dataloaders.sampling import segment_centres  # noqa: E402
+from dataloaders.splits import VideoTextSplit, Window  # noqa: E402
+from dataloaders.transforms import resize_and_crop  # noqa: E402
+from dataloaders.video_io import read_video  # noqa: E402
+from utils.flags import add_data_flags  # noqa: E402
 
 SAVE_EVERY = 200  # manifest checkpoints, so an interrupted build keeps most of its work
 
@@ -83,7 +87,8 @@ def build_cache(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_data_arguments(parser)
+    add_data_flags(parser)
+    parser.add_argument("--max_frames", type=int, default=DataConfig.max_frames, help="T of the evaluation frames")
     parser.add_argument("--subsets", nargs="+", default=["test"], choices=["train", "val", "test"])
     parser.add_argument("--all_frames", action="store_true", help="store every frame (serves training too)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
@@ -92,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.frame_cache is None:
         parser.error("--frame_cache (the folder to fill) is required")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    if args.image_resolution is None:
+        args.image_resolution = DataConfig.image_resolution
     cfg = DataConfig.from_args(args)
     splits = [build_split(cfg, subset) for subset in args.subsets]
     counts = build_cache(splits, cfg, args.all_frames, args.workers, args.rebuild)

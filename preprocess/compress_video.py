@@ -1,6 +1,6 @@
 """Re-encode videos to a low frame rate and a fixed short side, as the DGL/CLIP4Clip recipe expects.
 
-    python -m preprocess.compress_video --input_root RAW --output_root OUT [--workers 8]
+    python preprocess/compress_video.py --input_root RAW --output_root OUT [--workers 8]   # or python -m ...
 
 Every video under RAW becomes OUT/<same sub-folders>/<same name>: H.264 (libx264, yuv420p) at
 --fps (3) with the short side scaled to --short_side (224), aspect ratio kept, both sides even,
@@ -30,8 +30,11 @@ import av
 import av.filter
 from tqdm import tqdm
 
-from dataloaders.parallel import parallel_map
-from dataloaders.video_io import VIDEO_EXTENSIONS
+if __package__ in (None, ""):  # run by path (python preprocess/X.py): make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from dataloaders.parallel import parallel_map  # noqa: E402
+from dataloaders.video_io import VIDEO_EXTENSIONS  # noqa: E402
 
 H264_CONTAINERS = (".mp4", ".m4v", ".mov", ".mkv", ".avi")  # keep these names as they are
 
@@ -149,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--input_root", type=Path, required=True)
     parser.add_argument("--output_root", type=Path, required=True)
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--workers", "--num_works", dest="workers", type=int, default=os.cpu_count() or 1,
+                        help="parallel encodes (--num_works: the official script's name)")
     parser.add_argument("--fps", type=int, default=3)
     parser.add_argument("--short_side", type=int, default=224)
     args = parser.parse_args(argv)

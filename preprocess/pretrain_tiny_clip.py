@@ -49,7 +49,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-if __package__ in (None, ""):  # run as a script: make the repository root importable
+if __package__ in (None, ""):  # run by path (python preprocess/X.py): make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dataloaders.transforms import normalize, resize_and_crop  # noqa: E402

@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from models.dgl import POOLED_OUTPUT_TYPES, contrastive_loss
+from models.dgl import POOLED_OUTPUT_TYPES
+from models.losses import contrastive_loss
 from models.pretrained import expected_clip_keys
 from apps import benchmark as bench
 

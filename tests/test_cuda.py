@@ -9,7 +9,8 @@ import os
 import pytest
 import torch
 
-from models.dgl import POOLED_OUTPUT_TYPES, contrastive_loss
+from models.dgl import POOLED_OUTPUT_TYPES
+from models.losses import contrastive_loss
 from tests.test_dgl import random_ids, tiny_model
 from apps import benchmark as bench
 

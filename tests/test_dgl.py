@@ -1,12 +1,14 @@
 """DGL model properties beyond the reference fixtures: sizes, freezing, generalisation, invariances."""
 import re
+from pathlib import Path
 
 import pytest
 import torch
 
 from models.checkpoint import export_official_checkpoint, load_official_checkpoint, official_names, read_official_checkpoint
 from models.clip import CLIP
-from models.dgl import DGL, DGLConfig, contrastive_loss, resolve_prompt_layers
+from models.dgl import DGL, DGLConfig, resolve_prompt_layers
+from models.losses import contrastive_loss
 from models.pretrained import CLIPConfig
 
 VIT_B32 = CLIPConfig(embed_dim=512, image_resolution=224, vision_layers=12, vision_width=768, vision_heads=12,
@@ -43,12 +45,12 @@ def vit_b32_clip():
 
 
 @pytest.mark.parametrize("variant, expected", [("transformer", 9_575_168), ("linear", 827_392)])
-def test_trainable_counts_and_official_names(vit_b32_clip, fixture_dir, variant, expected):
+def test_trainable_counts_and_official_names(vit_b32_clip, variant, expected):
     model = DGL(vit_b32_clip, DGLConfig(shared_latent_space=variant, max_frames=12))
     trainable = model.trainable_parameters()
     assert sum(p.numel() for p in trainable.values()) == expected
     assert all(name.startswith(("global_prompts", "prompt_generator.")) for name in trainable)
-    table = reference_key_table(fixture_dir.parent.parent / "docs" / f"ref_keys_vitb32_{variant}.txt")
+    table = reference_key_table(Path(__file__).parent / "fixtures" / f"ref_keys_vitb32_{variant}.txt")
     official_trainable = {k: shape for k, (shape, kind) in table.items() if kind == "trainable"}
     mapped = {theirs: trainable[ours].numel() for ours, theirs in official_names(model).items()}
     assert set(mapped) == set(official_trainable)

@@ -8,7 +8,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from utils.distributed import (DistInfo, all_gather_object, all_gather_with_grad, barrier, cleanup,
+from models.losses import gather_with_grad as all_gather_with_grad
+from utils.distributed import (DistInfo, all_gather_object, barrier, cleanup,
                                gather_eval_features, init_distributed, is_main, shard_indices)
 
 WORLD, BATCH, TOTAL = 2, 3, 7

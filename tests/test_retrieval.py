@@ -13,12 +13,13 @@ from dataloaders.frames import read_eval_frames
 from dataloaders.synthetic import write_video
 from models.checkpoint import atomic_save, compact_checkpoint, load_official_checkpoint
 from models.clip import CLIP
-from models.dgl import DGL, DGLConfig
+from models.dgl import DGL
 from models.factory import load_dgl
 from models.tokenizer import ClipTokenizer
 from preprocess.make_synthetic import SyntheticConfig, make_dataset
 from tests.video_utils import corrupt_file
 from apps.retrieval import SHARD_GLOB, IndexModelMismatch, Retriever, VideoIndex
+from utils.flags import dgl_config
 from utils.trainer import rng_state
 
 QUERIES = ["a red circle moves upward", "the blue square shrinks", "a purple cross on a white background"]
@@ -99,7 +100,7 @@ def test_interrupted_index_resumes_without_reencoding(gallery, transformer, tmp_
 def fixture_model(fixture_dir, variant):
     """Built without models.factory: the fixture's own config and the tiny CLIP file."""
     args = json.loads((fixture_dir / "config.json").read_text())["variants"][variant]["args"]
-    model = DGL(CLIP.from_pretrained(str(fixture_dir / "tiny_clip_jit.pt")), DGLConfig.from_official_args(args)).eval()
+    model = DGL(CLIP.from_pretrained(str(fixture_dir / "tiny_clip_jit.pt")), dgl_config(args)).eval()
     load_official_checkpoint(model, fixture_dir / f"dgl_{variant}_ckpt.pth.tar")
     return model
 

@@ -12,7 +12,7 @@ import torch
 from models.clip import CLIP
 from models.pretrained import CLIPConfig
 from preprocess.make_synthetic import SyntheticConfig, make_dataset
-from utils.config import parse_args
+from utils.config import build_config
 from utils.run import run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,26 +72,26 @@ def torchrun(nproc: int, flags: list[str]) -> None:
 
 
 def test_resume_continues_exactly(workspace):
-    run(parse_args(train_flags(workspace, "six", "--max_steps", "6")))
-    run(parse_args(train_flags(workspace, "three", "--max_steps", "3")))
+    run(build_config(train_flags(workspace, "six", "--max_steps", "6")))
+    run(build_config(train_flags(workspace, "three", "--max_steps", "3")))
     first = workspace / "three" / "checkpoint_latest.pt"
     assert torch.load(first, weights_only=False)["global_step"] == 3
     initial = prompts(first)
-    run(parse_args(train_flags(workspace, "three", "--max_steps", "6", "--resume", str(first))))
+    run(build_config(train_flags(workspace, "three", "--max_steps", "6", "--resume", str(first))))
     resumed = prompts(workspace / "three" / "checkpoint_latest.pt")
     assert_same_prompts(resumed, prompts(workspace / "six" / "checkpoint_latest.pt"), atol=0)
     assert any(not torch.equal(initial[k], resumed[k]) for k in initial)  # training did move the prompts
 
 
 def test_chunked_accumulation_equals_full_batch(workspace):
-    run(parse_args(train_flags(workspace, "full", "--max_steps", "2")))
-    run(parse_args(train_flags(workspace, "chunks", "--max_steps", "2", "--gradient_accumulation_steps", "2")))
+    run(build_config(train_flags(workspace, "full", "--max_steps", "2")))
+    run(build_config(train_flags(workspace, "chunks", "--max_steps", "2", "--gradient_accumulation_steps", "2")))
     assert_same_prompts(prompts(workspace / "chunks" / "checkpoint_latest.pt"),
                         prompts(workspace / "full" / "checkpoint_latest.pt"), atol=2e-6)
 
 
 def test_two_ranks_equal_one_process_on_the_global_batch(workspace):
-    run(parse_args(train_flags(workspace, "single", "--max_steps", "2", "--batch_size", "8")))
+    run(build_config(train_flags(workspace, "single", "--max_steps", "2", "--batch_size", "8")))
     torchrun(2, train_flags(workspace, "ddp", "--max_steps", "2", "--batch_size", "4"))
     assert_same_prompts(prompts(workspace / "ddp" / "checkpoint_latest.pt"),
                         prompts(workspace / "single" / "checkpoint_latest.pt"), atol=2e-6)
@@ -108,7 +108,7 @@ def test_official_checkpoint_evaluates_identically_on_one_and_two_ranks(workspac
         "--global_visual_prompt_length", str(args["global_visual_prompt_length"]),
         "--unified_transformer_layers", str(args["unified_transformer_layers"]),
     ]
-    single = run(parse_args(flags + ["--output_dir", str(workspace / "eval1")]))
+    single = run(build_config(flags + ["--output_dir", str(workspace / "eval1")]))
     torchrun(2, flags + ["--output_dir", str(workspace / "eval2")])
     double = json.loads((workspace / "eval2" / "eval_metrics.json").read_text())
     assert single == double

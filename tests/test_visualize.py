@@ -17,6 +17,7 @@ from models.dgl import DGL, DGLConfig, POOLED_OUTPUT_TYPES
 from models.factory import official_config_from_state
 from models.pretrained import CLIPConfig
 from apps.figures import attention_figure, figure_size
+from utils.flags import dgl_config
 import visualize
 
 OUTPUT_TYPES = POOLED_OUTPUT_TYPES + ("global-local-feature",)
@@ -24,7 +25,7 @@ OUTPUT_TYPES = POOLED_OUTPUT_TYPES + ("global-local-feature",)
 
 def fixture_model(fixture_dir, variant, **overrides):
     args = json.loads((fixture_dir / "config.json").read_text())["variants"][variant]["args"]
-    config = DGLConfig.from_official_args(args)
+    config = dgl_config(args)
     for k, v in overrides.items():
         setattr(config, k, v)
     model = DGL(CLIP.from_pretrained(str(fixture_dir / "tiny_clip_jit.pt")), config).eval()
@@ -198,7 +199,7 @@ def test_official_config_read_from_checkpoint(fixture_dir, variant):
     """Without flags the sizes come from the tensors; they equal the fixture's settings (T: official default
     12 for the frame-independent linear variant)."""
     config = official_config_from_state(read_official_checkpoint(fixture_dir / f"dgl_{variant}_ckpt.pth.tar"))
-    expected = DGLConfig.from_official_args(json.loads((fixture_dir / "config.json").read_text())["variants"][variant]["args"])
+    expected = dgl_config(json.loads((fixture_dir / "config.json").read_text())["variants"][variant]["args"])
     if variant == "linear":
         expected.max_frames = 12
     assert config == expected

@@ -1,87 +1,124 @@
-"""Command-line flags: the official DGL names and meanings (spec §4), so existing commands carry over.
+"""The one config path: ``main.py``'s flags (official names, utils/flags.py) -> typed configs, checked once.
 
-Official flags that no longer do anything are still accepted and produce one warning each.
+A setting that two parts need has one source: frames and the variant live in the model config (the data
+config copies them), the image resolution comes from the backbone when the model is built.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import platform
 import subprocess
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from dataloaders.config import add_data_arguments
+from dataloaders.config import DataConfig
+from models.dgl import DGLConfig
+from models.losses import LOSSES
+from utils.flags import (
+    FIXED_FLAGS, IGNORED_FLAGS, SILENT_FLAGS, add_backbone_flags, add_compat_flags, add_data_flags, add_model_flags,
+    dgl_config, optional,
+)
 
 logger = logging.getLogger(__name__)
+PRECISIONS = ("amp", "bf16", "fp16", "fp32")
 
-# Official flags kept only so that old command lines parse: (name, takes a value).
-IGNORED_FLAGS = {
-    "--cache_dir": True, "--camoe_dsl": True, "--cross_model": True, "--cross_num_hidden_layers": True,
-    "--data_dir": True, "--dist_backend": True, "--eval_frame_order": True, "--feature_framerate": True,
-    "--freeze_layer_num": True, "--gpu": True, "--hard_negative_rate": True, "--init_method": True,
-    "--init_model": True, "--lr_decay": True, "--margin": True, "--multigpu": True, "--n_gpu": True,
-    "--n_pair": True, "--negative_weighting": True, "--optim": True, "--pre_norm": True, "--remote": True,
-    "--slice_framepos": True, "--task_type": True, "--temperature_new": True, "--text_num_hidden_layers": True,
-    "--tfm_heads": True, "--tfm_layers": True, "--train_frame_order": True, "--video_dim": True,
-    "--visual_num_hidden_layers": True, "--world_size": True, "--local_rank": True, "--log_level": True,
-    "--time_embedding": True, "--inference_speed_test": True, "--save_feature_path": True,
-    "--loose_type": False, "--do_pretrain": False, "--do_lower_case": False, "--dp": False,
-    "--use_mil": False, "--sampled_use_mil": False, "--use_bn_sync": False, "--debug": False,
-}
-# Flags whose official meaning we keep only for the one value the method supports.
-FIXED_FLAGS = {"--sim_header": "meanP", "--linear_patch": "2d"}
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 20
+    batch_size: int = 256  # per rank
+    lr: float = 1e-4
+    coef_lr: float = 1.0
+    wd: float = 0.2
+    beta1: float = 0.9
+    beta2: float = 0.98
+    eps: float = 1e-6
+    warmup_proportion: float = 0.1
+    clip_grad_norm: float = 1.0
+    gradient_accumulation_steps: int = 1
+    precision: str = "amp"
+    train_group_size: int = 1
+    max_steps: int | None = None
+    n_display: int = 100
+    eval_every_epoch: bool = True
+    export_official: bool = False
+    tensorboard_path: str | None = None
+    num_workers: int = 1
+    seed: int = 42
+    loss: str = "infonce"
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    batch_size: int = 3500
+    num_workers: int = 1
+    dsl: bool = False
+    qb_norm: bool = False
+    qb_norm_bank_size: int = 5000
+    qb_norm_beta: float = 0.87
+    save_features: bool = False
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    output_dir: Path
+    do_train: bool
+    do_eval: bool
+    model: DGLConfig
+    data: DataConfig
+    train: TrainConfig
+    eval: EvalConfig
+    clip_name: str
+    clip_dir: str | None = None
+    clip_activation: str | None = None  # --clip_activation; None: as the file records (OpenAI's format: QuickGELU)
+    resume: str | None = None
+    load_from_pretrained: bool = False
+    baseline: str | None = None
+    freeze_clip: bool = True
+    grad_checkpointing: bool = False
+    ignored_flags: tuple[str, ...] = ()
+    flags: dict[str, Any] = field(default_factory=dict)  # every parsed flag, for config.json and checkpoints
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="DGL: train and evaluate text-video retrieval", allow_abbrev=False)
     a = p.add_argument
-    # what to run
     a("--do_train", type=int, default=0)
     a("--do_eval", type=int, default=0)
     a("--output_dir", required=True)
-    a("--resume", default=None, help="our checkpoint (exact resume) or an official ckpt.*.pth.tar (weights)")
+    a("--resume", type=optional(), default=None, help="our checkpoint (exact resume) or an official ckpt.*.pth.tar")
+    a("--init_model", type=optional(), default=None, help="weights to start from (official): --resume X --load_from_pretrained 1")
     a("--load_from_pretrained", type=int, default=0, help="with --resume: load weights only, start at step 0")
     a("--seed", type=int, default=42)
-    a("--lmdb_dataset", default=None, help="not supported; decode files or use --frame_cache")
+    a("--lmdb_dataset", type=optional(), default=None, help="not supported; decode files or use --frame_cache")
     a("--num_thread_reader", type=int, default=1, help="DataLoader workers per rank")
-    add_data_arguments(p)
-    # model
-    a("--pretrained_clip_name", default="ViT-B/32",
-      help="ViT-B/32, ViT-B/16, ViT-L/14, ViT-L/14@336px, or a CLIP file/folder (OpenAI, Hugging Face, open_clip)")
-    a("--pretrained_dir", default=None, help="folder holding ViT-B-32.pt / ViT-B-16.pt / ViT-L-14.pt ...")
-    a("--clip_activation", default=None, choices=("quick_gelu", "gelu"),
-      help="CLIP MLP activation for files that do not record it (open_clip without open_clip_config.json)")
-    a("--shared_latent_space", default="transformer", choices=("transformer", "linear"))
-    a("--text_prompt_length", type=int, default=8)
-    a("--local_each_frame_prompt_length", type=int, default=4)
-    a("--global_visual_prompt_length", type=int, default=4)
-    a("--unified_transformer_layers", type=int, default=None,
-      help="layers with prompts; default: all the backbone's towers share (12 for ViT-B and ViT-L)")
-    a("--visual_output_type", default="global_prompt0")
+    add_data_flags(p)
+    add_backbone_flags(p)
+    a("--clip_activation", choices=("quick_gelu", "gelu"), default=None,
+      help="the CLIP's MLP activation, for files that do not record it (open_clip without open_clip_config.json); "
+      "checkpoints remember it")
+    add_model_flags(p)
     a("--freeze_clip", type=int, default=1, choices=(0, 1))
     a("--grad_checkpointing", action="store_true", help="recompute frozen blocks in backward (less memory)")
-    # optimisation
-    a("--epochs", type=int, default=20)
-    a("--batch_size", type=int, default=256, help="per rank")
-    a("--batch_size_val", type=int, default=3500)
-    a("--lr", type=float, default=1e-4)
-    a("--coef_lr", type=float, default=1.0)
-    a("--wd", type=float, default=0.2)
-    a("--beta1", type=float, default=0.9)
-    a("--beta2", type=float, default=0.98)
-    a("--eps", type=float, default=1e-6)
-    a("--warmup_proportion", type=float, default=0.1)
-    a("--clip_grad_norm", type=float, default=1.0)
+    t = TrainConfig()
+    a("--epochs", type=int, default=t.epochs)
+    a("--batch_size", type=int, default=t.batch_size, help="per rank")
+    a("--batch_size_val", type=int, default=EvalConfig().batch_size)
+    for name in ("lr", "coef_lr", "wd", "beta1", "beta2", "eps", "warmup_proportion", "clip_grad_norm"):
+        a(f"--{name}", type=float, default=getattr(t, name))
     a("--gradient_accumulation_steps", type=int, default=1, help="encode each batch in this many chunks")
-    a("--precision", default="amp", choices=("amp", "bf16", "fp16", "fp32"))
+    a("--precision", default=t.precision, choices=PRECISIONS)
+    a("--loss", default=t.loss, choices=sorted(LOSSES))
     a("--train_group_size", type=int, default=1,
       help="keep runs of this many consecutive training samples in one batch (e.g. 2 for twin videos stored side by side)")
-    a("--max_steps", type=int, default=None, help="stop (and save) after this many optimiser steps")
-    # logging / evaluation
-    a("--n_display", type=int, default=100)
-    a("--tensorboard_path", default=None)
+    a("--max_steps", type=optional(int), default=None, help="stop (and save) after this many optimiser steps")
+    a("--n_display", type=int, default=t.n_display)
+    a("--tensorboard_path", type=optional(), default=None)
     a("--eval_every_epoch", type=int, default=1, choices=(0, 1))
     a("--dsl", action="store_true", help="also report dual-softmax re-ranked metrics")
     a("--qb_norm", action="store_true", help="also report QB-Norm metrics (query bank from the training set)")
@@ -91,40 +128,83 @@ def build_parser() -> argparse.ArgumentParser:
     a("--baseline", choices=("meanp",), default=None,
       help="evaluate the frozen CLIP's frame-mean (CLIP4Clip meanP zero-shot) instead of DGL")
     a("--export_official", action="store_true", help="also write the best model in the official layout")
-    for flag, takes_value in IGNORED_FLAGS.items():
-        if takes_value:
-            a(flag, default=None, help=argparse.SUPPRESS)
-        else:
-            a(flag, action="store_true", help=argparse.SUPPRESS)
-    for flag, value in FIXED_FLAGS.items():
-        a(flag, default=value, help=f"only {value!r} (kept for command-line compatibility)")
+    add_compat_flags(p)
     return p
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def build_config(argv: list[str] | None = None) -> RunConfig:
+    """Parse ``main.py``'s flags and build the typed configs; anything the method cannot run stops here."""
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     given = {tok.split("=", 1)[0] for tok in argv if tok.startswith("--")}
-    args.ignored_flags = sorted(f for f in IGNORED_FLAGS if f in given and f != "--loose_type")
+    check_flags(args)
+    resume, weights_only = args.resume, bool(args.load_from_pretrained)
+    if args.init_model is not None:
+        resume, weights_only = args.init_model, True
+    try:
+        model = dgl_config(vars(args))
+    except ValueError as err:
+        raise SystemExit(f"model flags: {err}") from err
+    flags = {k: v for k, v in vars(args).items() if isinstance(v, (str, int, float, bool, type(None)))}
+    return RunConfig(
+        output_dir=Path(args.output_dir), do_train=bool(args.do_train), do_eval=bool(args.do_eval),
+        model=model, data=data_config(args, model), train=train_config(args), eval=eval_config(args),
+        clip_name=args.pretrained_clip_name or "ViT-B/32", clip_dir=args.pretrained_dir,
+        clip_activation=args.clip_activation,
+        resume=resume, load_from_pretrained=weights_only, baseline=args.baseline, freeze_clip=bool(args.freeze_clip),
+        grad_checkpointing=args.grad_checkpointing,
+        ignored_flags=tuple(sorted(f for f in IGNORED_FLAGS if f in given and f not in SILENT_FLAGS)), flags=flags,
+    )
+
+
+def check_flags(args: argparse.Namespace) -> None:
     for flag, value in FIXED_FLAGS.items():
         if getattr(args, flag[2:]) != value:
             raise SystemExit(f"{flag} {getattr(args, flag[2:])!r} is not supported by DGL (only {value!r})")
     if args.lmdb_dataset:
-        raise SystemExit("--lmdb_dataset is not supported: decode the video files, or build a --frame_cache")
+        raise SystemExit("--lmdb_dataset is not supported: decode the video files, or build a --frame_cache "
+                         "(preprocess/cache_frames.py)")
     if not (args.do_train or args.do_eval):
         raise SystemExit("nothing to do: pass --do_train 1 and/or --do_eval 1")
-    if args.baseline and (args.do_train or args.resume):
+    if args.init_model is not None and args.resume is not None:
+        raise SystemExit("give --resume or --init_model, not both (--init_model X = --resume X --load_from_pretrained 1)")
+    if args.baseline and (args.do_train or args.resume or args.init_model):
         raise SystemExit("--baseline is a zero-shot reference: use it with --do_eval 1 only, without --resume")
     if args.batch_size % args.gradient_accumulation_steps:
         raise SystemExit("--batch_size must be divisible by --gradient_accumulation_steps")
-    return args
 
 
-def write_run_config(args: argparse.Namespace, output_dir: Path) -> None:
-    """The resolved flags, git commit and library versions, next to the logs."""
-    import numpy
-    import torch
+def data_config(args: argparse.Namespace, model: DGLConfig) -> DataConfig:
+    """The loaders' settings; frames come from the model config (one source). The resolution is filled in
+    from the backbone when the model is built (``with_resolution``)."""
+    names = {f.name for f in dataclasses.fields(DataConfig)} - {"max_frames", "image_resolution"}
+    return DataConfig(max_frames=model.max_frames, **{k: v for k, v in vars(args).items() if k in names})
 
+
+def with_resolution(cfg: RunConfig, backbone_resolution: int) -> DataConfig:
+    """The data config at the backbone's input size; an explicit other ``--image_resolution`` is an error."""
+    asked = cfg.flags.get("image_resolution")
+    if asked is not None and asked != backbone_resolution:
+        raise SystemExit(f"--image_resolution {asked}: the backbone {cfg.clip_name} takes {backbone_resolution} px "
+                         "frames; drop the flag or pass that value")
+    return dataclasses.replace(cfg.data, image_resolution=backbone_resolution)
+
+
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    names = {f.name for f in dataclasses.fields(TrainConfig)} - {"num_workers", "eval_every_epoch", "export_official"}
+    return TrainConfig(num_workers=args.num_thread_reader, eval_every_epoch=bool(args.eval_every_epoch),
+                       export_official=args.export_official, **{k: getattr(args, k) for k in names})
+
+
+def eval_config(args: argparse.Namespace) -> EvalConfig:
+    return EvalConfig(batch_size=args.batch_size_val, num_workers=args.num_thread_reader, dsl=args.dsl,
+                      qb_norm=args.qb_norm, qb_norm_bank_size=args.qb_norm_bank_size, qb_norm_beta=args.qb_norm_beta,
+                      save_features=args.save_features)
+
+
+def write_run_config(cfg: RunConfig, runtime: dict[str, Any]) -> None:
+    """What actually runs (``runtime``: devices, world, batches, precision in effect, backbone file and hash,
+    library versions), the typed configs, the flags and the git commit, next to the logs."""
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
@@ -132,9 +212,14 @@ def write_run_config(args: argparse.Namespace, output_dir: Path) -> None:
     except (OSError, subprocess.SubprocessError):
         commit = ""
     info = {
-        "args": {k: v for k, v in vars(args).items()},
+        "runtime": runtime,
+        "model": dataclasses.asdict(cfg.model),
+        "data": dataclasses.asdict(cfg.data),
+        "train": dataclasses.asdict(cfg.train),
+        "eval": dataclasses.asdict(cfg.eval),
+        "args": cfg.flags,
         "git_commit": commit or None,
-        "versions": {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__},
+        "python": platform.python_version(),
         "command": sys.argv,
     }
-    (output_dir / "config.json").write_text(json.dumps(info, indent=1, default=str))
+    (cfg.output_dir / "config.json").write_text(json.dumps(info, indent=1, default=str))

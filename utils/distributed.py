@@ -64,23 +64,6 @@ def cleanup() -> None:
         dist.destroy_process_group()
 
 
-def all_gather_with_grad(x: Tensor) -> Tensor:
-    """Concatenate the [B, ...] tensors of all ranks into [world * B, ...] in rank order.
-
-    This rank's slice is ``x`` itself and keeps its autograd graph; the other slices are constants.
-    If every rank computes the same global loss and DDP averages the gradients, the result is the
-    gradient of that loss divided by the world size (spec §1.8). All ranks must pass the same shape.
-    A single process returns ``x`` unchanged.
-    """
-    world = get_world_size()
-    if world == 1:
-        return x
-    parts = [torch.empty_like(x) for _ in range(world)]
-    dist.all_gather(parts, x.contiguous())
-    parts[get_rank()] = x
-    return torch.cat(parts)
-
-
 def all_gather_object(obj: Any) -> list[Any]:
     """Picklable ``obj`` of every rank, in rank order (``[obj]`` in a single process)."""
     if get_world_size() == 1:

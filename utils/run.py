@@ -1,29 +1,29 @@
-"""What ``main.py`` does: build the model and data from the flags, then train and/or evaluate."""
+"""What ``main.py`` does: build the model and data from the typed configs, then train and/or evaluate."""
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import logging
 import random
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from dataloaders import TrainPairDataset, build_split
 from dataloaders.config import DataConfig
-from models.checkpoint import is_compact_checkpoint, load_compact_state, load_official_state, official_state
 from models.baseline import MeanPoolCLIP
+from models.checkpoint import is_compact_checkpoint, load_compact_state, load_official_state, official_state
 from models.clip import CLIP
-from models.dgl import DGL, DGLConfig
-from models.factory import read_checkpoint
-from models.pretrained import resolve_clip_path
-from utils.config import write_run_config
+from models.dgl import DGL
+from models.factory import official_config_from_state, read_checkpoint
+from models.pretrained import file_sha256, resolve_clip_path
+from utils.config import RunConfig, with_resolution, write_run_config
 from utils.distributed import DistInfo, barrier, cleanup, init_distributed
 from utils.evaluation import encode_split, evaluate_features, log_results
 from utils.log import setup_logging
-from utils.trainer import Trainer, autocast_context, resolve_precision
+from utils.runtime import runtime_facts
+from utils.step import autocast_context, resolve_precision
+from utils.trainer import Trainer
 
 logger = logging.getLogger(__name__)
 
@@ -34,17 +34,17 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_model(args: argparse.Namespace, device: torch.device) -> tuple[DGL | MeanPoolCLIP, dict]:
-    """CLIP from its file (OpenAI, Hugging Face or open_clip), DGL on top; returns the model and the backbone's identity."""
-    clip_path = resolve_clip_path(args.pretrained_clip_name, args.pretrained_dir)
-    clip = CLIP.from_pretrained(str(clip_path), activation=args.clip_activation)
-    backbone = {"name": args.pretrained_clip_name, "file": clip_path.name}
-    if args.baseline == "meanp":
+def build_model(cfg: RunConfig, device: torch.device) -> tuple[DGL | MeanPoolCLIP, dict]:
+    """CLIP from its file (OpenAI, Hugging Face or open_clip), DGL on top; returns the model and the backbone's identity (name, file, SHA256)."""
+    clip_path = resolve_clip_path(cfg.clip_name, cfg.clip_dir)
+    clip = CLIP.from_pretrained(str(clip_path), activation=cfg.clip_activation)
+    backbone = {"name": cfg.clip_name, "file": clip_path.name, "sha256": file_sha256(clip_path)}
+    if cfg.baseline == "meanp":
         return MeanPoolCLIP(clip).to(device), backbone
-    model = DGL(clip, DGLConfig.from_official_args(vars(args)))
-    if not args.freeze_clip:
+    model = DGL(clip, cfg.model)
+    if not cfg.freeze_clip:
         model.clip.requires_grad_(True)
-    if args.grad_checkpointing:
+    if cfg.grad_checkpointing:
         model.set_grad_checkpointing(True)
     return model.to(device), backbone
 
@@ -55,68 +55,65 @@ def load_resume(model: DGL, path: str) -> dict | None:
     if is_compact_checkpoint(ckpt):
         load_compact_state(model, ckpt, source=path)
         return ckpt
-    load_official_state(model, official_state(ckpt, path), path, check_backbone=True)
+    state = official_state(ckpt, path)
+    check_official_settings(model, state, path)
+    load_official_state(model, state, path, check_backbone=True)
     logger.info("loaded official checkpoint %s (weights only)", path)
     return None
 
 
-def data_config(args: argparse.Namespace, model: DGL) -> DataConfig:
-    cfg = DataConfig.from_args(args)
-    return dataclasses.replace(cfg, image_resolution=model.clip.config.image_resolution)
+def check_official_settings(model: DGL, state: dict[str, torch.Tensor], path: str) -> None:
+    """An official checkpoint fixes the variant, T (transformer) and the prompt sizes: a flag that differs is an
+    error naming the value the checkpoint needs."""
+    ours = model.config
+    needed = official_config_from_state(state, path, text_prompt_length=ours.text_prompt_length)
+    flags = {"shared_latent_space": "--shared_latent_space", "global_prompt_length": "--global_visual_prompt_length",
+             "prompt_layers": "--unified_transformer_layers", "local_prompt_length": "--local_each_frame_prompt_length"}
+    if needed.shared_latent_space == "transformer":
+        flags["max_frames"] = "--max_frames"
+    actual = dataclasses.replace(ours, prompt_layers=model.prompt_layers)
+    wrong = [f"{flag} {getattr(needed, field)} (given: {getattr(actual, field)})"
+             for field, flag in flags.items() if getattr(needed, field) != getattr(actual, field)]
+    if wrong:
+        raise SystemExit(f"{path} was trained with other settings; it needs " + ", ".join(wrong))
 
 
-def run(args: argparse.Namespace) -> dict | None:
+def run(cfg: RunConfig) -> dict | None:
     dist: DistInfo = init_distributed()
-    output_dir = Path(args.output_dir)
+    output_dir = cfg.output_dir
     setup_logging(output_dir, dist.rank)
-    for flag in args.ignored_flags:
+    for flag in cfg.ignored_flags:
         logger.warning("%s is an official flag with no effect here; ignored", flag)
-    if dist.is_main:
-        write_run_config(args, output_dir)
-    seed_everything(args.seed + dist.rank)
+    seed_everything(cfg.train.seed + dist.rank)
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
 
-    model, backbone = build_model(args, dist.device)
-    resume_ckpt = load_resume(model, args.resume) if args.resume else None
+    model, backbone = build_model(cfg, dist.device)
+    resume_ckpt = load_resume(model, cfg.resume) if cfg.resume else None
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     n_all = sum(p.numel() for p in model.parameters())
     logger.info("trainable parameters: %d of %d (%.3f %%)", n_train, n_all, 100 * n_train / n_all)
 
-    data_cfg = data_config(args, model)
+    data_cfg = with_resolution(cfg, model.clip.config.image_resolution)
+    precision = resolve_precision(cfg.train.precision, dist.device)
+    facts = runtime_facts(dist, cfg, precision, data_cfg, backbone)
+    logger.info("running: %s", json.dumps(facts))
+    if dist.is_main:
+        write_run_config(dataclasses.replace(cfg, data=data_cfg), facts)
     test_split = build_split(data_cfg, "test")
-    precision = resolve_precision(args.precision, dist.device)
-
-    def evaluate(epoch: int | None = None) -> float:
-        autocast = autocast_context(precision, dist.device)
-        feats = encode_split(model, test_split, data_cfg, args.batch_size_val, args.num_thread_reader, dist.device, autocast)
-        bank = query_bank(model, data_cfg, args, dist, autocast) if args.qb_norm else None
-        label = "CLIP meanP zero-shot" if args.baseline else f"DGL-{args.shared_latent_space}"
-        results = evaluate_features(model, feats, test_split, label, bank, dsl=args.dsl, qb_beta=args.qb_norm_beta)
-        if args.save_features and dist.is_main:
-            torch.save(
-                {"text": feats.text.cpu(), "video": feats.video.cpu(), "logit_scale": model.clip.logit_scale.detach().cpu(),
-                 "captions": test_split.captions, "caption_video": test_split.caption_video, "video_ids": test_split.video_ids},
-                output_dir / "eval_features.pt",
-            )
-        title = f"{test_split.name}: {test_split.num_captions} captions, {test_split.num_videos} videos"
-        log_results(results, title if epoch is None else f"epoch {epoch} | {title}")
-        if dist.is_main:
-            name = "eval_metrics.json" if epoch is None else f"eval_metrics_epoch{epoch}.json"
-            (output_dir / name).write_text(json.dumps(results, indent=1))
-        return results[label]["t2v"]["R@1"]
+    evaluate = make_evaluate(cfg, model, data_cfg, test_split, dist, precision)
 
     results = None
-    if args.do_train:
+    if cfg.do_train:
         train_split = build_split(data_cfg, "train")
         dataset = TrainPairDataset(train_split, data_cfg)
-        trainer = Trainer(model, train_split, dataset, args, dist, backbone, output_dir)
-        if resume_ckpt is not None and not args.load_from_pretrained:
+        trainer = Trainer(model, train_split, dataset, cfg.train, dist, backbone, output_dir, cfg.flags)
+        if resume_ckpt is not None and not cfg.load_from_pretrained:
             trainer.restore(resume_ckpt)
         state = trainer.fit(evaluate)
         if state.best_epoch >= 0:
             logger.info("best text-to-video R@1 %.1f at epoch %d", state.best_r1, state.best_epoch)
-    if args.do_eval:
+    if cfg.do_eval:
         evaluate()
         results = json.loads((output_dir / "eval_metrics.json").read_text()) if dist.is_main else None
     barrier()
@@ -124,9 +121,35 @@ def run(args: argparse.Namespace) -> dict | None:
     return results
 
 
-def query_bank(model: DGL, data_cfg: DataConfig, args: argparse.Namespace, dist: DistInfo, autocast):
+def make_evaluate(cfg: RunConfig, model, data_cfg: DataConfig, test_split, dist: DistInfo, precision: str):
+    """``evaluate(epoch=None) -> T2V R@1``: encode the test split on all ranks, score, log and write the metrics."""
+    ev = cfg.eval
+
+    def evaluate(epoch: int | None = None) -> float:
+        autocast = autocast_context(precision, dist.device)
+        feats = encode_split(model, test_split, data_cfg, ev.batch_size, ev.num_workers, dist.device, autocast)
+        bank = query_bank(model, data_cfg, cfg, dist, autocast) if ev.qb_norm else None
+        label = "CLIP meanP zero-shot" if cfg.baseline else f"DGL-{cfg.model.shared_latent_space}"
+        results = evaluate_features(model, feats, test_split, label, bank, dsl=ev.dsl, qb_beta=ev.qb_norm_beta)
+        if ev.save_features and dist.is_main:
+            torch.save(
+                {"text": feats.text.cpu(), "video": feats.video.cpu(), "logit_scale": model.clip.logit_scale.detach().cpu(),
+                 "captions": test_split.captions, "caption_video": test_split.caption_video, "video_ids": test_split.video_ids},
+                cfg.output_dir / "eval_features.pt",
+            )
+        title = f"{test_split.name}: {test_split.num_captions} captions, {test_split.num_videos} videos"
+        log_results(results, title if epoch is None else f"epoch {epoch} | {title}")
+        if dist.is_main:
+            name = "eval_metrics.json" if epoch is None else f"eval_metrics_epoch{epoch}.json"
+            (cfg.output_dir / name).write_text(json.dumps(results, indent=1))
+        return results[label]["t2v"]["R@1"]
+
+    return evaluate
+
+
+def query_bank(model: DGL, data_cfg: DataConfig, cfg: RunConfig, dist: DistInfo, autocast):
     """QB-Norm's query bank: features of the first ``--qb_norm_bank_size`` training videos and captions."""
     train = build_split(data_cfg, "train")
     keep = np.zeros(train.num_videos, dtype=bool)
-    keep[: args.qb_norm_bank_size] = True
-    return encode_split(model, train.keep_videos(keep), data_cfg, args.batch_size_val, args.num_thread_reader, dist.device, autocast)
+    keep[: cfg.eval.qb_norm_bank_size] = True
+    return encode_split(model, train.keep_videos(keep), data_cfg, cfg.eval.batch_size, cfg.eval.num_workers, dist.device, autocast)

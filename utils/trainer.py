@@ -1,19 +1,13 @@
-"""Training loop: DDP over the trainable tensors only, exact resume, chunked (exact) gradient accumulation.
-
-The contrastive loss couples every pair of the global batch, so plain gradient accumulation would change
-the objective. With ``--gradient_accumulation_steps k`` a batch is instead encoded in ``k`` chunks: features
-of all chunks are computed without a graph, the loss and its feature gradients on the whole batch, then each
-chunk is re-encoded with a graph and back-propagated (gradient caching). The update equals one full-batch
-step at the memory of one chunk, for the price of one extra forward pass.
-"""
+"""Training loop: DDP over the trainable tensors only, exact resume, the step of utils/step.py
+(chunked, exact gradient accumulation with ``--gradient_accumulation_steps``)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
 import random
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,9 +20,12 @@ from tqdm import tqdm
 
 from dataloaders import TrainPairDataset, VideoTextSplit
 from models.checkpoint import atomic_save, compact_checkpoint, export_official_checkpoint
-from models.dgl import DGL, contrastive_loss
-from utils.distributed import DistInfo, all_gather_with_grad, get_world_size
+from models.dgl import DGL
+from models.losses import create_loss
+from utils.config import TrainConfig
+from utils.distributed import DistInfo
 from utils.optim import WarmupCosine, build_optimizer, param_groups
+from utils.step import TrainStep, resolve_precision
 
 logger = logging.getLogger(__name__)
 
@@ -61,21 +58,6 @@ class EpochSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return (self.batches_per_epoch - self.start_batch) * self.batch_size
-
-
-def autocast_context(precision: str, device: torch.device):
-    if precision in ("bf16", "fp16"):
-        return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
-    return nullcontext()
-
-
-def resolve_precision(requested: str, device: torch.device) -> str:
-    """``amp`` = bf16 autocast where the GPU supports it, else fp16 with a scaler; fp32 on CPU."""
-    if requested != "amp":
-        return requested
-    if device.type != "cuda":
-        return "fp32"
-    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
 
 
 def rng_state() -> dict[str, Any]:
@@ -116,44 +98,46 @@ class Trainer:
         model: DGL,
         split: VideoTextSplit,
         dataset: TrainPairDataset,
-        args,
+        cfg: TrainConfig,
         dist: DistInfo,
         backbone: dict,
         output_dir: Path,
+        flags: dict[str, Any] | None = None,
     ):
-        self.model, self.split, self.dataset, self.args, self.dist = model, split, dataset, args, dist
-        self.backbone, self.output_dir = backbone, output_dir
-        self.precision = resolve_precision(args.precision, dist.device)
-        self.chunks = args.gradient_accumulation_steps
+        """``flags``: the run's settings by flag name, stored in every checkpoint beside the typed state."""
+        self.model, self.split, self.dataset, self.cfg, self.dist = model, split, dataset, cfg, dist
+        self.backbone, self.output_dir, self.flags = backbone, output_dir, dict(flags or {})
+        self.precision = resolve_precision(cfg.precision, dist.device)
         self.ddp = (
             DistributedDataParallel(model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)
             if dist.world_size > 1
             else None
         )
         self.sampler = EpochSampler(
-            len(dataset), args.batch_size, dist.rank, dist.world_size, args.seed, args.train_group_size
+            len(dataset), cfg.batch_size, dist.rank, dist.world_size, cfg.seed, cfg.train_group_size
         )
         self.loader = DataLoader(
             dataset,
-            batch_size=args.batch_size,
+            batch_size=cfg.batch_size,
             sampler=self.sampler,
             drop_last=True,
-            num_workers=args.num_thread_reader,
+            num_workers=cfg.num_workers,
             pin_memory=dist.device.type == "cuda",
             persistent_workers=False,
         )
         self.optimizer = build_optimizer(
-            param_groups(model, args.lr, args.coef_lr, args.wd), args.lr, (args.beta1, args.beta2), args.eps
+            param_groups(model, cfg.lr, cfg.coef_lr, cfg.wd), cfg.lr, (cfg.beta1, cfg.beta2), cfg.eps
         )
-        self.total_steps = self.sampler.batches_per_epoch * args.epochs
-        self.scheduler = WarmupCosine(self.optimizer, args.lr, self.total_steps, args.warmup_proportion)
-        self.scaler = torch.amp.GradScaler(dist.device.type, enabled=self.precision == "fp16")
+        self.total_steps = self.sampler.batches_per_epoch * cfg.epochs
+        self.scheduler = WarmupCosine(self.optimizer, cfg.lr, self.total_steps, cfg.warmup_proportion)
+        self.step = TrainStep(model, create_loss(cfg.loss), self.optimizer, self.precision, dist.device,
+                              cfg.gradient_accumulation_steps, cfg.clip_grad_norm, self.ddp, dist.world_size)
         self.state = TrainState()
         self.writer = None
         if dist.is_main:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(args.tensorboard_path or str(output_dir / "tensorboard"))
+            self.writer = SummaryWriter(cfg.tensorboard_path or str(output_dir / "tensorboard"))
 
     # ------------------------------------------------------------------------------ checkpointing
     def checkpoint(self) -> dict:
@@ -167,9 +151,10 @@ class Trainer:
             best_epoch=self.state.best_epoch,
             optimizer=self.optimizer.state_dict(),
             scheduler=self.scheduler.state_dict(),
-            scaler=self.scaler.state_dict(),
+            scaler=self.step.scaler.state_dict(),
             rng=rng_state(),
-            args={k: v for k, v in vars(self.args).items() if isinstance(v, (str, int, float, bool, type(None)))},
+            args=self.flags,
+            train_config=dataclasses.asdict(self.cfg),
         )
 
     def save(self, name: str) -> Path:
@@ -183,66 +168,22 @@ class Trainer:
         """Continue exactly where ``ckpt`` (ours, already loaded into the model) stopped."""
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
-        self.scaler.load_state_dict(ckpt["scaler"])
+        self.step.scaler.load_state_dict(ckpt["scaler"])
         set_rng_state(ckpt["rng"])
         self.state = TrainState(
             ckpt["epoch"], ckpt["batch_in_epoch"], ckpt["global_step"], ckpt["best_r1"], ckpt["best_epoch"]
         )
         logger.info("resumed at epoch %d, batch %d, step %d", self.state.epoch, self.state.batch_in_epoch, self.state.global_step)
 
-    # ---------------------------------------------------------------------------------- one step
-    def _loss(self, text: torch.Tensor, video: torch.Tensor) -> torch.Tensor:
-        """Global-batch InfoNCE. Scaled by the world size so that DDP's gradient average is the gradient
-        of the global loss (the official code's effective gradient is that divided by the world size)."""
-        logits = self.model.logits(all_gather_with_grad(text), all_gather_with_grad(video))
-        return contrastive_loss(logits)
-
-    def train_step(self, input_ids: torch.Tensor, video: torch.Tensor) -> torch.Tensor:
-        net = self.ddp or self.model
-        autocast = autocast_context(self.precision, self.dist.device)
-        world = get_world_size()
-        if self.chunks == 1:
-            with autocast:
-                text, vid = net(input_ids, video)
-            loss = self._loss(text, vid)
-            self.scaler.scale(loss * world).backward()
-            return loss.detach()
-        id_chunks, video_chunks = input_ids.chunk(self.chunks), video.chunk(self.chunks)
-        with torch.no_grad(), autocast:
-            prompts = self.model.prompts()
-            feats = [(self.model.encode_text(i, prompts), self.model.encode_video(v, prompts)) for i, v in zip(id_chunks, video_chunks)]
-        text = torch.cat([t for t, _ in feats]).float().requires_grad_()
-        vid = torch.cat([v for _, v in feats]).float().requires_grad_()
-        loss = self._loss(text, vid)
-        self.scaler.scale(loss * world).backward()
-        bounds = np.cumsum([0] + [len(c) for c in id_chunks])
-        for k, (ids_k, video_k) in enumerate(zip(id_chunks, video_chunks)):
-            sync = self.ddp is None or k == self.chunks - 1
-            with (nullcontext() if sync else self.ddp.no_sync()), autocast:
-                text_k, vid_k = net(ids_k, video_k)
-            lo, hi = bounds[k], bounds[k + 1]
-            torch.autograd.backward([text_k.float(), vid_k.float()], [text.grad[lo:hi], vid.grad[lo:hi]])
-        return loss.detach()
-
-    def optimizer_step(self) -> tuple[float, float]:
-        lr = self.scheduler.step()
-        self.scaler.unscale_(self.optimizer)
-        params = [p for g in self.optimizer.param_groups for p in g["params"]]
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, self.args.clip_grad_norm)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.optimizer.zero_grad(set_to_none=True)
-        return lr, float(grad_norm)
-
     # ------------------------------------------------------------------------------------- loops
     def train_epoch(self, evaluate) -> bool:
         """One epoch (or its remainder after a resume). Returns False when ``--max_steps`` stopped it."""
-        state, args = self.state, self.args
+        state, cfg = self.state, self.cfg
         self.model.train()
         self.dataset.set_epoch(state.epoch)
         self.sampler.set_position(state.epoch, state.batch_in_epoch)
         bar = tqdm(
-            total=self.sampler.batches_per_epoch, initial=state.batch_in_epoch, desc=f"epoch {state.epoch + 1}/{args.epochs}",
+            total=self.sampler.batches_per_epoch, initial=state.batch_in_epoch, desc=f"epoch {state.epoch + 1}/{cfg.epochs}",
             disable=not self.dist.is_main, dynamic_ncols=True,
         )
         tic = time.perf_counter()
@@ -250,20 +191,21 @@ class Trainer:
             data_time = time.perf_counter() - tic
             ids = batch["input_ids"].to(self.dist.device, non_blocking=True)
             video = batch["video"].to(self.dist.device, non_blocking=True)
-            loss = self.train_step(ids, video)
+            lr = self.scheduler.step()
+            loss, grad_norm = self.step(ids, video)
             if not math.isfinite(loss.item()):
                 names = [self.split.video_ids[i] for i in batch["video_index"].tolist()]
                 raise NonFiniteLossError(
                     f"loss is {loss.item()} at step {state.global_step} (epoch {state.epoch + 1}); batch videos: {names}"
                 )
-            lr, grad_norm = self.optimizer_step()
+            grad_norm = float(grad_norm)
             state.global_step += 1
             state.batch_in_epoch += 1
             step_time = time.perf_counter() - tic
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.2e}")
-            if self.dist.is_main and (state.global_step % args.n_display == 0 or state.global_step == 1):
-                samples = args.batch_size * self.dist.world_size / step_time
+            if self.dist.is_main and (state.global_step % cfg.n_display == 0 or state.global_step == 1):
+                samples = cfg.batch_size * self.dist.world_size / step_time
                 logger.info(
                     "epoch %d step %d/%d | loss %.4f | lr %.3e | grad norm %.3g | data %.3fs step %.3fs | %.1f samples/s",
                     state.epoch + 1, state.global_step, self.total_steps, loss.item(), lr, grad_norm, data_time,
@@ -275,7 +217,7 @@ class Trainer:
                     self.writer.add_scalar(f"train/{tag}", value, state.global_step)
                 with (self.output_dir / "train_log.jsonl").open("a") as log:
                     log.write(json.dumps({"epoch": state.epoch + 1, "step": state.global_step, **record}) + "\n")
-            if args.max_steps is not None and state.global_step >= args.max_steps:
+            if cfg.max_steps is not None and state.global_step >= cfg.max_steps:
                 bar.close()
                 self.save("checkpoint_latest.pt")
                 return False
@@ -283,18 +225,18 @@ class Trainer:
         bar.close()
         state.epoch += 1
         state.batch_in_epoch = 0
-        if args.eval_every_epoch:
+        if cfg.eval_every_epoch:
             r1 = evaluate(state.epoch)
             if r1 >= state.best_r1:
                 state.best_r1, state.best_epoch = r1, state.epoch
                 self.save("checkpoint_best.pt")
-                if args.export_official and self.dist.is_main:
+                if cfg.export_official and self.dist.is_main:
                     export_official_checkpoint(self.model, self.output_dir / "ckpt.best.pth.tar", state.epoch, state.global_step, r1)
         self.save("checkpoint_latest.pt")
         return True
 
     def fit(self, evaluate) -> TrainState:
-        while self.state.epoch < self.args.epochs:
+        while self.state.epoch < self.cfg.epochs:
             if not self.train_epoch(evaluate):
                 break
         if self.writer is not None:

@@ -1,0 +1,70 @@
+"""What a run actually uses (devices, world, batches, precision, backbone file, library versions), and how a
+bare ``python main.py`` on a multi-GPU machine becomes one process per GPU, as the official code did."""
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import shlex
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dataloaders.config import DataConfig
+from utils.distributed import DistInfo
+
+LAUNCHER_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "TORCHELASTIC_RUN_ID")
+LIBRARIES = ("torch", "numpy", "av", "decord", "torchcodec", "ftfy", "regex", "safetensors")
+
+
+def library_versions() -> dict[str, str | None]:
+    def version(name: str) -> str | None:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            return None
+
+    return {name: version(name) for name in LIBRARIES}
+
+
+def runtime_facts(dist: DistInfo, cfg, precision: str, data: DataConfig, backbone: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings in effect, as opposed to the flags: e.g. ``--precision amp`` runs fp32 on a CPU."""
+    device = dist.device
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    return {
+        "device": f"{device} ({name})",
+        "world_size": dist.world_size,
+        "batch_per_rank": cfg.train.batch_size,
+        "global_batch": cfg.train.batch_size * dist.world_size,
+        "precision": precision,
+        "frames": data.max_frames,
+        "image_resolution": data.image_resolution,
+        "variant": None if cfg.baseline else cfg.model.shared_latent_space,
+        "backbone": dict(backbone),
+        "versions": library_versions(),
+    }
+
+
+def launch_command(argv: Sequence[str], gpus: int, script: str | os.PathLike) -> list[str]:
+    """The ``torchrun`` command that runs ``script argv`` on ``gpus`` local GPUs."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}", str(script), *argv]
+
+
+def relaunch_on_all_gpus(argv: Sequence[str], script: str | os.PathLike, environ: Mapping[str, str] = os.environ,
+                         gpus: int | None = None) -> list[str] | None:
+    """The command to run instead when several GPUs are visible and no launcher started us; None otherwise.
+
+    A bare ``python main.py`` on a 4-GPU machine would otherwise train on one GPU with a quarter of the official
+    global batch, silently. Like the official code (one process per visible GPU), we run on all of them;
+    ``CUDA_VISIBLE_DEVICES`` picks which, e.g. ``CUDA_VISIBLE_DEVICES=0`` for one.
+    """
+    if any(name in environ for name in LAUNCHER_VARIABLES):
+        return None
+    gpus = torch.cuda.device_count() if gpus is None else gpus
+    return launch_command(argv, gpus, Path(script).resolve()) if gpus > 1 else None
+
+
+def describe(command: Sequence[str]) -> str:
+    return shlex.join(command)

@@ -1,0 +1,92 @@
+"""One optimiser step of DGL, shared by the trainer and the benchmark.
+
+The contrastive loss couples every pair of the global batch, so plain gradient accumulation would change
+the objective. With ``chunks = k`` a batch is instead encoded in ``k`` chunks: features of all chunks are
+computed without a graph, the loss and its feature gradients on the whole batch, then each chunk is
+re-encoded with a graph and back-propagated (gradient caching). The update equals one full-batch step at the
+memory of one chunk, for the price of one extra forward pass.
+"""
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from models.dgl import DGL
+
+
+def resolve_precision(requested: str, device: torch.device) -> str:
+    """``amp`` = bf16 autocast where the GPU supports it, else fp16 with a scaler; fp32 on CPU."""
+    if requested != "amp":
+        return requested
+    if device.type != "cuda":
+        return "fp32"
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+def autocast_context(precision: str, device: torch.device):
+    if precision in ("bf16", "fp16"):
+        return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+    return nullcontext()
+
+
+class TrainStep:
+    """Forward, loss, backward (chunked when asked), gradient clipping and the optimiser update.
+
+    ``net`` runs the forward (the DDP wrapper, or another encoder such as the benchmark's masked-attention
+    reference); ``model`` is the DGL itself. Nothing here reads a value back to the host, so a step never waits
+    on the device: the loss and the gradient norm come back as tensors.
+    """
+
+    def __init__(self, model: DGL, loss: nn.Module, optimizer: torch.optim.Optimizer, precision: str,
+                 device: torch.device, chunks: int = 1, clip_grad_norm: float = 1.0, net: nn.Module | None = None,
+                 world_size: int = 1):
+        self.model, self.loss, self.optimizer, self.net = model, loss, optimizer, net or model
+        self.precision, self.device, self.chunks, self.clip_grad_norm = precision, device, chunks, clip_grad_norm
+        self.world_size = world_size
+        self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+        self.params = [p for group in optimizer.param_groups for p in group["params"]]
+
+    def __call__(self, input_ids: Tensor, video: Tensor) -> tuple[Tensor, Tensor]:
+        loss = self.backward(input_ids, video)
+        self.scaler.unscale_(self.optimizer)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.clip_grad_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss, grad_norm
+
+    def _global_loss(self, text: Tensor, video: Tensor) -> Tensor:
+        """Scaled by the world size so that DDP's gradient average is the gradient of the global loss (the
+        official code's effective gradient is that divided by the world size)."""
+        return self.loss(text, video, self.model.clip.logit_scale)
+
+    def backward(self, input_ids: Tensor, video: Tensor) -> Tensor:
+        """Accumulate the gradients of the global-batch loss; returns the loss (detached)."""
+        autocast = autocast_context(self.precision, self.device)
+        if self.chunks == 1:
+            with autocast:
+                text, vid = self.net(input_ids, video)
+            loss = self._global_loss(text, vid)
+            self.scaler.scale(loss * self.world_size).backward()
+            return loss.detach()
+        id_chunks, video_chunks = input_ids.chunk(self.chunks), video.chunk(self.chunks)
+        with torch.no_grad(), autocast:
+            prompts = self.model.prompts()
+            feats = [(self.model.encode_text(i, prompts), self.model.encode_video(v, prompts))
+                     for i, v in zip(id_chunks, video_chunks)]
+        text = torch.cat([t for t, _ in feats]).float().requires_grad_()
+        vid = torch.cat([v for _, v in feats]).float().requires_grad_()
+        loss = self._global_loss(text, vid)
+        self.scaler.scale(loss * self.world_size).backward()
+        bounds = np.cumsum([0] + [len(c) for c in id_chunks])
+        ddp = self.net if isinstance(self.net, nn.parallel.DistributedDataParallel) else None
+        for k, (ids_k, video_k) in enumerate(zip(id_chunks, video_chunks)):
+            sync = ddp is None or k == self.chunks - 1
+            with (nullcontext() if sync else ddp.no_sync()), autocast:
+                text_k, vid_k = self.net(ids_k, video_k)
+            lo, hi = bounds[k], bounds[k + 1]
+            torch.autograd.backward([text_k.float(), vid_k.float()], [text.grad[lo:hi], vid.grad[lo:hi]])
+        return loss.detach()
