@@ -1,4 +1,4 @@
-"""The OpenAI CLIP ViT backbone, built from any OpenAI-format state dict.
+"""The CLIP ViT backbone, built from any OpenAI-named state dict (Hugging Face / open_clip files are renamed on load).
 
 Parameter names equal OpenAI's (``visual.transformer.resblocks.0.attn.in_proj_weight`` ...), so OpenAI
 files load strictly and ``state_dict()`` round-trips. Unlike OpenAI's code, activations are batch-first
@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .pretrained import CLIPConfig, check_clip_keys, infer_clip_config, load_clip_state_dict, resolve_clip_path
+from .clip_loader import load_clip
+from .pretrained import CLIPConfig, check_clip_keys, infer_clip_config, resolve_clip_path
 
 # CLIP's pixel statistics (RGB, on [0, 1] intensities).
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -38,6 +39,9 @@ class QuickGELU(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.silu(x * 1.702) / 1.702
+
+
+ACTIVATIONS = {"quick_gelu": QuickGELU, "gelu": nn.GELU}  # OpenAI's CLIPs use QuickGELU, most open_clip models GELU
 
 
 class MultiheadAttention(nn.Module):
@@ -88,12 +92,12 @@ class MultiheadAttention(nn.Module):
 class ResidualAttentionBlock(nn.Module):
     """Pre-LN transformer block: ``x += attn(ln_1(x)); x += mlp(ln_2(x))``."""
 
-    def __init__(self, width: int, heads: int):
+    def __init__(self, width: int, heads: int, activation: str = "quick_gelu"):
         super().__init__()
         self.attn = MultiheadAttention(width, heads)
         self.ln_1 = LayerNorm(width)
         self.mlp = nn.Sequential(
-            OrderedDict(c_fc=nn.Linear(width, 4 * width), gelu=QuickGELU(), c_proj=nn.Linear(4 * width, width))
+            OrderedDict(c_fc=nn.Linear(width, 4 * width), gelu=ACTIVATIONS[activation](), c_proj=nn.Linear(4 * width, width))
         )
         self.ln_2 = LayerNorm(width)
 
@@ -103,10 +107,10 @@ class ResidualAttentionBlock(nn.Module):
 
 
 class Transformer(nn.Module):
-    def __init__(self, width: int, layers: int, heads: int):
+    def __init__(self, width: int, layers: int, heads: int, activation: str = "quick_gelu"):
         super().__init__()
         self.width = width
-        self.resblocks = nn.ModuleList(ResidualAttentionBlock(width, heads) for _ in range(layers))
+        self.resblocks = nn.ModuleList(ResidualAttentionBlock(width, heads, activation) for _ in range(layers))
 
     def forward(self, x: torch.Tensor, is_causal: bool = False) -> torch.Tensor:
         for block in self.resblocks:
@@ -115,7 +119,9 @@ class Transformer(nn.Module):
 
 
 class VisionTransformer(nn.Module):
-    def __init__(self, resolution: int, patch_size: int, width: int, layers: int, heads: int, output_dim: int):
+    def __init__(
+        self, resolution: int, patch_size: int, width: int, layers: int, heads: int, output_dim: int, activation: str = "quick_gelu"
+    ):
         super().__init__()
         grid = resolution // patch_size
         scale = width**-0.5
@@ -124,7 +130,7 @@ class VisionTransformer(nn.Module):
         self.class_embedding = nn.Parameter(scale * torch.randn(width))
         self.positional_embedding = nn.Parameter(scale * torch.randn(grid * grid + 1, width))
         self.ln_pre = LayerNorm(width)
-        self.transformer = Transformer(width, layers, heads)
+        self.transformer = Transformer(width, layers, heads, activation)
         self.ln_post = LayerNorm(width)
         self.proj = nn.Parameter(scale * torch.randn(width, output_dim))
         # Not in the state dict: OpenAI's files have no such entries.
@@ -157,9 +163,10 @@ class CLIP(nn.Module):
         super().__init__()
         self.config = cfg
         self.visual = VisionTransformer(
-            cfg.image_resolution, cfg.vision_patch_size, cfg.vision_width, cfg.vision_layers, cfg.vision_heads, cfg.embed_dim
+            cfg.image_resolution, cfg.vision_patch_size, cfg.vision_width, cfg.vision_layers, cfg.vision_heads,
+            cfg.embed_dim, cfg.activation,
         )
-        self.transformer = Transformer(cfg.text_width, cfg.text_layers, cfg.text_heads)
+        self.transformer = Transformer(cfg.text_width, cfg.text_layers, cfg.text_heads, cfg.activation)
         self.token_embedding = nn.Embedding(cfg.vocab_size, cfg.text_width)
         self.positional_embedding = nn.Parameter(torch.empty(cfg.context_length, cfg.text_width))
         self.ln_final = LayerNorm(cfg.text_width)
@@ -170,18 +177,24 @@ class CLIP(nn.Module):
         nn.init.normal_(self.text_projection, std=cfg.text_width**-0.5)
 
     @classmethod
-    def from_state_dict(cls, state_dict: dict[str, torch.Tensor], source: str = "<state dict>") -> "CLIP":
-        """Build a CLIP whose sizes are read from the tensors' shapes, then load the weights strictly."""
+    def from_state_dict(
+        cls, state_dict: dict[str, torch.Tensor], source: str = "<state dict>", config: CLIPConfig | None = None
+    ) -> "CLIP":
+        """Build a CLIP of ``config`` (default: sizes read from the tensors' shapes), then load the weights strictly."""
         check_clip_keys(state_dict, source)
-        model = cls(infer_clip_config(state_dict))
+        model = cls(config or infer_clip_config(state_dict))
         model.load_state_dict(state_dict, strict=True)
         return model
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str, pretrained_dir: str | os.PathLike | None = None) -> "CLIP":
-        """``"ViT-B/32"`` (looked up in ``pretrained_dir``) or a file path; OpenAI archives or plain state dicts."""
+    def from_pretrained(
+        cls, name_or_path: str, pretrained_dir: str | os.PathLike | None = None, activation: str | None = None
+    ) -> "CLIP":
+        """``"ViT-B/32"`` (looked up in ``pretrained_dir``), a file or a folder: OpenAI, Hugging Face or open_clip
+        weights; ``activation`` (--clip_activation) for files that do not record theirs."""
         path = resolve_clip_path(name_or_path, pretrained_dir)
-        return cls.from_state_dict(load_clip_state_dict(path), source=str(path))
+        state_dict, config = load_clip(path, activation)
+        return cls.from_state_dict(state_dict, source=str(path), config=config)
 
     def embed_text(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Token plus positional embedding for ``[N, L]`` ids (L <= context length)."""

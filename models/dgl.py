@@ -42,7 +42,7 @@ class DGLConfig:
     text_prompt_length: int = 8  # --text_prompt_length; half before the words, half after
     local_prompt_length: int = 4  # --local_each_frame_prompt_length
     global_prompt_length: int = 4  # --global_visual_prompt_length
-    prompt_layers: int | None = None  # --unified_transformer_layers; None = vision depth (official: 12)
+    prompt_layers: int | None = None  # --unified_transformer_layers; None: every layer (`resolve_prompt_layers`)
     visual_output_type: str = "global_prompt0"
 
     def __post_init__(self):
@@ -60,6 +60,24 @@ class DGLConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def resolve_prompt_layers(requested: int | None, vision_depth: int, text_depth: int) -> int:
+    """How many layers get prompts: ``requested`` (--unified_transformer_layers), else every layer both towers have.
+
+    DGL prompts every layer; the official default of 12 is the depth of ViT-B's towers. One count serves both
+    towers, so the default is the shallower depth: 12 for ViT-B and for ViT-L (24 vision, 12 text layers).
+    """
+    deepest = min(vision_depth, text_depth)
+    if requested is None:
+        return deepest
+    if not 1 <= requested <= deepest:
+        raise ValueError(
+            f"--unified_transformer_layers {requested} (prompt_layers) must lie in 1..{deepest}: this CLIP has "
+            f"{vision_depth} vision and {text_depth} text layers and one count prompts both; omit the flag to prompt "
+            f"all {deepest}"
+        )
+    return requested
 
 
 def frame_rows(x: torch.Tensor, num_global: int, frames: int, rows: int) -> torch.Tensor:
@@ -125,12 +143,7 @@ class DGL(nn.Module):
     def __init__(self, clip: Backbone, config: DGLConfig):
         super().__init__()
         cfg, ccfg = config, clip.config
-        layers = cfg.prompt_layers if cfg.prompt_layers is not None else ccfg.vision_layers
-        if not 1 <= layers <= min(ccfg.vision_layers, ccfg.text_layers):
-            raise ValueError(
-                f"prompt_layers={layers} must lie in 1..{min(ccfg.vision_layers, ccfg.text_layers)} "
-                f"(vision depth {ccfg.vision_layers}, text depth {ccfg.text_layers})"
-            )
+        layers = resolve_prompt_layers(cfg.prompt_layers, ccfg.vision_layers, ccfg.text_layers)
         self.config, self.prompt_layers = cfg, layers
         self.clip = clip.requires_grad_(False)
         width = ccfg.vision_width

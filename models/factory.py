@@ -96,7 +96,8 @@ def _compact_model(ckpt: dict, source: str, clip_name: str | None, clip_dir: str
     name = clip_name or backbone.get("name") or backbone.get("path")
     if not name:
         raise ValueError(f"{source}: no backbone name inside; pass pretrained_clip_name (--pretrained_clip_name)")
-    model = DGL(CLIP.from_pretrained(name, clip_dir), config)
+    activation = backbone.get("config", {}).get("activation")  # as trained; absent in older checkpoints: the file's
+    model = DGL(CLIP.from_pretrained(name, clip_dir, activation), config)
     load_compact_state(model, ckpt, source=source)
     return model
 

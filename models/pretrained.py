@@ -1,8 +1,10 @@
-"""OpenAI CLIP weight files: where they live, how to read them, and what sizes they imply.
+"""CLIP weight files: where they live, how to read them, and what sizes they imply.
 
 Independent of the model class: everything here works on plain ``{name: tensor}`` dicts whose names
-are OpenAI's (``visual.transformer.resblocks.0.attn.in_proj_weight``, ...). Two file formats exist in
-the wild and both are accepted: OpenAI's released TorchScript archives and ``torch.save``'d state dicts.
+are OpenAI's (``visual.transformer.resblocks.0.attn.in_proj_weight``, ...). Accepted: OpenAI's released
+TorchScript archives, ``torch.save``'d state dicts, Hugging Face CLIP folders (``config.json`` +
+``model.safetensors``/``pytorch_model.bin``, renamed on reading) and open_clip ViT files (OpenAI's names,
+``open_clip_config.json`` beside them); see `clip_formats` for the last two.
 """
 from __future__ import annotations
 
@@ -19,6 +21,8 @@ from pathlib import Path
 
 import torch
 
+from .clip_formats import ACTIVATION_NAMES, NEEDS_VIT, WEIGHT_FILE_NAMES, CLIPLoadError, hf_to_openai, is_hf_clip
+
 __all__ = [
     "OPENAI_CLIP_FILES",
     "PRETRAINED_DIR_ENV",
@@ -33,6 +37,7 @@ __all__ = [
     "file_sha256",
     "infer_clip_config",
     "load_clip_state_dict",
+    "read_clip_file",
     "resolve_clip_path",
 ]
 
@@ -51,10 +56,6 @@ _BLOCK_KEYS = (
 _HEAD_WIDTH = 64  # every OpenAI CLIP uses 64-wide attention heads
 _HASH_CHUNK = 1 << 20
 _LISTED_KEYS = 6  # how many key names an error message spells out
-
-
-class CLIPLoadError(ValueError):
-    """A weight file that exists but is not a readable OpenAI ViT CLIP."""
 
 
 class CLIPNotFoundError(FileNotFoundError):
@@ -83,6 +84,10 @@ OPENAI_CLIP_FILES: dict[str, ClipFile] = {
     for clip_file in (
         ClipFile("ViT-B/32", "ViT-B-32.pt", "40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af"),
         ClipFile("ViT-B/16", "ViT-B-16.pt", "5806e77cd80f8b59890b7e101eabd078d9fb84e6937f9e85e4ecb61988df416f"),
+        ClipFile("ViT-L/14", "ViT-L-14.pt", "b8cca3fd41ae0c99ba7e8951adf17d267cdb84cd88be6f7c2e0eca1737a03836"),
+        ClipFile(
+            "ViT-L/14@336px", "ViT-L-14-336px.pt", "3035c92b350959924f9f00213499208652fc7ea050643e8b385c2dac08641f02"
+        ),
     )
 }
 _FILES_BY_FILENAME = {clip_file.filename: clip_file for clip_file in OPENAI_CLIP_FILES.values()}
@@ -90,7 +95,8 @@ _FILES_BY_FILENAME = {clip_file.filename: clip_file for clip_file in OPENAI_CLIP
 
 @dataclass(frozen=True)
 class CLIPConfig:
-    """Sizes of an OpenAI ViT CLIP, all read from tensor shapes so any width/depth loads."""
+    """Sizes of a ViT CLIP, read from tensor shapes so any width/depth loads; heads and activation come from
+    the file's config where it has one (OpenAI's files: width / 64 and QuickGELU)."""
 
     embed_dim: int
     image_resolution: int
@@ -104,6 +110,11 @@ class CLIPConfig:
     text_width: int
     text_heads: int
     text_layers: int
+    activation: str = "quick_gelu"  # or "gelu" (exact, erf): the MLP's, in both towers
+
+    def __post_init__(self):
+        if self.activation not in ACTIVATION_NAMES:
+            raise ValueError(f"activation must be one of {ACTIVATION_NAMES}, got {self.activation!r}")
 
 
 # ----------------------------------------------------------------------------------------- locating files
@@ -115,7 +126,8 @@ def default_pretrained_dir() -> Path:
 
 
 def resolve_clip_path(name_or_path: str, pretrained_dir: str | os.PathLike | None = None) -> Path:
-    """Map "ViT-B/32"/"ViT-B/16" to ``<pretrained_dir>/ViT-B-32.pt`` etc., or accept an existing file.
+    """Map "ViT-B/32", "ViT-L/14", ... to ``<pretrained_dir>/ViT-B-32.pt`` etc., or accept an existing file, or
+    a folder holding one of `WEIGHT_FILE_NAMES` (a Hugging Face or open_clip download).
 
     Nothing is downloaded: training machines are often offline, so a missing file is an error that
     says exactly what to fetch and where to put it.
@@ -130,6 +142,11 @@ def resolve_clip_path(name_or_path: str, pretrained_dir: str | os.PathLike | Non
     path = Path(name_or_path).expanduser()
     if path.is_file():
         return path
+    if path.is_dir():
+        found = next((path / name for name in WEIGHT_FILE_NAMES if (path / name).is_file()), None)
+        if found is None:
+            raise CLIPNotFoundError(f"{path} is a folder without a CLIP weight file; looked for {', '.join(WEIGHT_FILE_NAMES)}")
+        return found
     raise CLIPNotFoundError(
         f"{name_or_path!r} is neither a known CLIP model ({', '.join(OPENAI_CLIP_FILES)}) "
         f"nor an existing file (looked for {path.absolute()})"
@@ -190,32 +207,45 @@ def _warn_if_not_official(path: Path) -> None:
 
 
 def load_clip_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Read an OpenAI ViT CLIP file as fp32 weights in the file's key order, validated against its own sizes.
+    """Read a ViT CLIP file as fp32 weights with OpenAI's names, validated against its own sizes.
 
     Tensors are fresh contiguous fp32 copies: OpenAI ships fp16, and files may hold views into shared
     storages, which ``.view()``/safetensors/in-place updates must not see. The three int metadata entries
     are dropped. The full key set is checked, because callers load it non-strictly into a larger model
     where a missing tensor would otherwise silently keep its random initialisation.
     """
-    path = Path(path).expanduser()
+    return read_clip_file(Path(path).expanduser())[0]
+
+
+def read_clip_file(path: Path) -> tuple[dict[str, torch.Tensor], bool]:
+    """The checked OpenAI-named fp32 state dict, and whether the file used Hugging Face's names."""
     if not path.is_file():
         raise CLIPNotFoundError(_missing_file_message(path))
     _warn_if_not_official(path)
-    raw = _tensor_dict(_read(path), path)
+    raw = _unwrap(_read(path), path)
+    was_hf = is_hf_clip(list(raw))
+    if was_hf:
+        raw = hf_to_openai(raw, path)
+    raw = _tensor_dict(raw, path)
     state_dict = {key: _fp32_copy(value) for key, value in raw.items() if key not in _METADATA_KEYS}
     check_clip_keys(state_dict, path)
-    return state_dict
+    return state_dict, was_hf
 
 
 def _read(path: Path) -> object:
     try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(path, device="cpu")
         if _is_torchscript_archive(path):
             return _torchscript_state_dict(path)
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch reports damaged or foreign files with many exception types
         reason = next(iter(str(err).strip().splitlines()), type(err).__name__)  # the rest is in the chained error
+        kinds = "a safetensors file" if path.suffix == ".safetensors" else "a TorchScript archive or a torch.save'd state dict"
         raise CLIPLoadError(
-            f"{path}: cannot be read as a TorchScript archive or a torch.save'd state dict "
+            f"{path}: cannot be read as {kinds} "
             f"({path.stat().st_size} bytes; an interrupted download, or not a PyTorch file?): {reason}"
         ) from err
 
@@ -235,19 +265,27 @@ def _torchscript_state_dict(path: Path) -> dict[str, torch.Tensor]:
         return dict(torch.jit.load(str(path), map_location="cpu").state_dict())
 
 
-def _tensor_dict(obj: object, path: Path) -> Mapping[str, torch.Tensor]:
-    """Unwrap ``{"state_dict": ...}``/``{"model": ...}`` checkpoints and insist on a ViT CLIP dict of tensors."""
+def _unwrap(obj: object, path: Path) -> Mapping[str, object]:
+    """Unwrap ``{"state_dict": ...}``/``{"model": ...}`` checkpoints and DDP's ``module.`` prefix."""
     if isinstance(obj, Mapping) and _VIT_MARKER not in obj:
         obj = next((obj[key] for key in ("state_dict", "model") if isinstance(obj.get(key), Mapping)), obj)
     if not isinstance(obj, Mapping):
         raise CLIPLoadError(f"{path}: holds a {type(obj).__name__}, not a state dict")
+    if obj and all(isinstance(key, str) and key.startswith("module.") for key in obj):  # open_clip training checkpoints
+        obj = {key.removeprefix("module."): value for key, value in obj.items()}
+    return obj
+
+
+def _tensor_dict(obj: Mapping[str, object], path: Path) -> Mapping[str, torch.Tensor]:
+    """Insist on a ViT CLIP dict of tensors."""
     not_tensors = [key for key, value in obj.items() if not isinstance(value, torch.Tensor)]
     if not_tensors:
         raise CLIPLoadError(f"{path}: not a dict of tensors; {_summarize('non-tensor entries', not_tensors)}")
     if _VIT_MARKER not in obj:
+        resnet = any(str(key).startswith("visual.attnpool.") or str(key).startswith("visual.layer1.") for key in obj)
         raise CLIPLoadError(
-            f"{path}: no {_VIT_MARKER!r} tensor, so not an OpenAI ViT CLIP state dict "
-            f"(ResNet CLIPs and other checkpoints are not supported); {_summarize('keys', list(obj))}"
+            f"{path}: no {_VIT_MARKER!r} tensor, so not a ViT CLIP state dict"
+            f"{' (this is a ResNet CLIP)' if resnet else ''}; {NEEDS_VIT}; {_summarize('keys', list(obj))}"
         )
     return obj
 

@@ -7,7 +7,7 @@ import torch
 
 from models.checkpoint import export_official_checkpoint, load_official_checkpoint, official_names, read_official_checkpoint
 from models.clip import CLIP
-from models.dgl import DGL, DGLConfig
+from models.dgl import DGL, DGLConfig, resolve_prompt_layers
 from models.losses import contrastive_loss
 from models.pretrained import CLIPConfig
 
@@ -137,3 +137,26 @@ def test_official_export_round_trip(tmp_path, variant):
     other = tiny_model(seed=2, shared_latent_space=variant)
     with pytest.raises(ValueError, match="differ from the loaded backbone"):
         load_official_checkpoint(other, path)
+
+
+@pytest.mark.parametrize("requested, vision, text, expected", [
+    (None, 12, 12, 12),  # ViT-B: the official default
+    (None, 24, 12, 12),  # ViT-L/14: 24 vision layers, 12 text layers, one count for both
+    (None, 32, 24, 24),  # ViT-H/14
+    (None, 3, 2, 2),
+    (5, 24, 12, 5),
+    (12, 24, 12, 12),
+])
+def test_prompt_layers_default_to_every_layer_both_towers_have(requested, vision, text, expected):
+    assert resolve_prompt_layers(requested, vision, text) == expected
+
+
+@pytest.mark.parametrize("requested", [0, 13, 24])
+def test_prompt_layers_beyond_the_depth_name_the_flag(requested):
+    with pytest.raises(ValueError, match=r"--unified_transformer_layers .* 1\.\.12: this CLIP has 24 vision and 12 text"):
+        resolve_prompt_layers(requested, 24, 12)
+
+
+def test_default_config_prompts_every_layer_of_a_shallow_clip():
+    model = DGL(CLIP(TINY), DGLConfig())
+    assert model.prompt_layers == 2

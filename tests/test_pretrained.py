@@ -29,6 +29,10 @@ OPENAI_URLS = {
     "40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af/ViT-B-32.pt",
     "ViT-B/16": "https://openaipublic.azureedge.net/clip/models/"
     "5806e77cd80f8b59890b7e101eabd078d9fb84e6937f9e85e4ecb61988df416f/ViT-B-16.pt",
+    "ViT-L/14": "https://openaipublic.azureedge.net/clip/models/"
+    "b8cca3fd41ae0c99ba7e8951adf17d267cdb84cd88be6f7c2e0eca1737a03836/ViT-L-14.pt",
+    "ViT-L/14@336px": "https://openaipublic.azureedge.net/clip/models/"
+    "3035c92b350959924f9f00213499208652fc7ea050643e8b385c2dac08641f02/ViT-L-14-336px.pt",
 }
 METADATA = {"input_resolution", "context_length", "vocab_size"}
 SMALL = CLIPConfig(
@@ -102,6 +106,18 @@ def test_known_files_are_openais() -> None:
     assert {name: clip_file.url for name, clip_file in OPENAI_CLIP_FILES.items()} == OPENAI_URLS
     assert OPENAI_CLIP_FILES["ViT-B/32"].filename == "ViT-B-32.pt"
     assert OPENAI_CLIP_FILES["ViT-B/16"].filename == "ViT-B-16.pt"
+    assert OPENAI_CLIP_FILES["ViT-L/14"].filename == "ViT-L-14.pt"
+    assert OPENAI_CLIP_FILES["ViT-L/14@336px"].filename == "ViT-L-14-336px.pt"
+
+
+@pytest.mark.parametrize("name", ["ViT-L/14", "ViT-L/14@336px"])
+def test_large_names_resolve_and_say_where_to_get_them(tmp_path: Path, name: str) -> None:
+    with pytest.raises(CLIPNotFoundError) as info:
+        resolve_clip_path(name, tmp_path)
+    assert OPENAI_URLS[name] in str(info.value) and OPENAI_URLS[name].split("/")[-2] in str(info.value)
+    path = tmp_path / OPENAI_URLS[name].rsplit("/", 1)[1]
+    path.write_bytes(b"")
+    assert resolve_clip_path(name, tmp_path) == path
 
 
 def test_fixture_formats_load_to_identical_fp32_weights(fixture_dir: Path) -> None:

@@ -78,6 +78,7 @@ class RunConfig:
     eval: EvalConfig
     clip_name: str
     clip_dir: str | None = None
+    clip_activation: str | None = None  # --clip_activation; None: as the file records (OpenAI's format: QuickGELU)
     resume: str | None = None
     load_from_pretrained: bool = False
     resume_with_new_settings: bool = False  # continue a checkpoint although run-defining flags changed
@@ -110,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--num_thread_reader", type=int, default=1, help="DataLoader workers per rank")
     add_data_flags(p)
     add_backbone_flags(p)
+    a("--clip_activation", choices=("quick_gelu", "gelu"), default=None,
+      help="the CLIP's MLP activation, for files that do not record it (open_clip without open_clip_config.json); "
+      "checkpoints remember it")
     add_model_flags(p)
     a("--freeze_clip", type=int, default=1, choices=(0, 1))
     a("--grad_checkpointing", action="store_true", help="recompute frozen blocks in backward (less memory)")
@@ -158,6 +162,7 @@ def build_config(argv: list[str] | None = None) -> RunConfig:
         output_dir=Path(args.output_dir), do_train=bool(args.do_train), do_eval=bool(args.do_eval),
         model=model, data=data_config(args, model), train=train_config(args), eval=eval_config(args),
         clip_name=args.pretrained_clip_name or "ViT-B/32", clip_dir=args.pretrained_dir,
+        clip_activation=args.clip_activation,
         resume=resume, load_from_pretrained=weights_only, resume_with_new_settings=args.resume_with_new_settings,
         overwrite=args.overwrite, dist_timeout=args.dist_timeout, baseline=args.baseline, freeze_clip=bool(args.freeze_clip),
         grad_checkpointing=args.grad_checkpointing,

@@ -38,9 +38,9 @@ def seed_everything(seed: int) -> None:
 
 
 def build_model(cfg: RunConfig, device: torch.device) -> tuple[DGL | MeanPoolCLIP, dict]:
-    """CLIP from its file, DGL on top; returns the model and the backbone's identity (name, file, SHA256)."""
+    """CLIP from its file (OpenAI, Hugging Face or open_clip), DGL on top; returns the model and the backbone's identity (name, file, SHA256)."""
     clip_path = resolve_clip_path(cfg.clip_name, cfg.clip_dir)
-    clip = CLIP.from_pretrained(str(clip_path))
+    clip = CLIP.from_pretrained(str(clip_path), activation=cfg.clip_activation)
     backbone = {"name": cfg.clip_name, "file": clip_path.name, "sha256": file_sha256(clip_path)}
     if cfg.baseline == "meanp":
         return MeanPoolCLIP(clip).to(device), backbone

@@ -16,7 +16,7 @@ from dataloaders.config import DataConfig
 from utils.distributed import DistInfo
 
 LAUNCHER_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "TORCHELASTIC_RUN_ID")
-LIBRARIES = ("torch", "numpy", "av", "decord", "torchcodec", "instant-clip-tokenizer", "ftfy")
+LIBRARIES = ("torch", "numpy", "av", "decord", "torchcodec", "ftfy", "regex", "safetensors")
 
 
 def library_versions() -> dict[str, str | None]:
