@@ -185,5 +185,6 @@ def read_journal(path: Path) -> dict[str, CacheEntry]:
             fields = json.loads(line)
         except json.JSONDecodeError:
             continue
-        entries[fields.pop("key")] = CacheEntry(**fields)
+        key = fields.pop("key")
+        entries[key] = CacheEntry(**fields)
     return entries
