@@ -26,9 +26,10 @@ from tqdm import tqdm
 
 from dataloaders import TrainPairDataset, VideoTextSplit
 from models.checkpoint import atomic_save, compact_checkpoint, export_official_checkpoint
-from models.dgl import DGL, contrastive_loss
+from models.dgl import DGL, contrastive_loss, trim_text_padding
 from utils.distributed import DistInfo, all_gather_with_grad, get_world_size
 from utils.optim import WarmupCosine, build_optimizer, param_groups
+from utils.step_monitor import NonFiniteLossError, StepMonitor, WindowStats  # noqa: F401 - NonFiniteLossError re-exported
 
 logger = logging.getLogger(__name__)
 
@@ -95,10 +96,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-class NonFiniteLossError(RuntimeError):
-    pass
 
 
 @dataclass
@@ -224,7 +221,8 @@ class Trainer:
             torch.autograd.backward([text_k.float(), vid_k.float()], [text.grad[lo:hi], vid.grad[lo:hi]])
         return loss.detach()
 
-    def optimizer_step(self) -> tuple[float, float]:
+    def optimizer_step(self) -> tuple[float, torch.Tensor]:
+        """(learning rate, gradient norm before clipping, on the device: not read here)."""
         lr = self.scheduler.step()
         self.scaler.unscale_(self.optimizer)
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
@@ -232,7 +230,7 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
-        return lr, float(grad_norm)
+        return lr, grad_norm
 
     # ------------------------------------------------------------------------------------- loops
     def train_epoch(self, evaluate) -> bool:
@@ -245,41 +243,31 @@ class Trainer:
             total=self.sampler.batches_per_epoch, initial=state.batch_in_epoch, desc=f"epoch {state.epoch + 1}/{args.epochs}",
             disable=not self.dist.is_main, dynamic_ncols=True,
         )
-        tic = time.perf_counter()
+        monitor, window_start = StepMonitor(self.dist.device), time.perf_counter()
+        data_time, tic = 0.0, time.perf_counter()
         for batch in self.loader:
-            data_time = time.perf_counter() - tic
-            ids = batch["input_ids"].to(self.dist.device, non_blocking=True)
+            data_time += time.perf_counter() - tic
+            ids = trim_text_padding(batch["input_ids"]).to(self.dist.device, non_blocking=True)
             video = batch["video"].to(self.dist.device, non_blocking=True)
             loss = self.train_step(ids, video)
-            if not math.isfinite(loss.item()):
-                names = [self.split.video_ids[i] for i in batch["video_index"].tolist()]
-                raise NonFiniteLossError(
-                    f"loss is {loss.item()} at step {state.global_step} (epoch {state.epoch + 1}); batch videos: {names}"
-                )
             lr, grad_norm = self.optimizer_step()
             state.global_step += 1
             state.batch_in_epoch += 1
-            step_time = time.perf_counter() - tic
+            monitor.add(state.global_step, loss, grad_norm, batch["video_index"])
             bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.2e}")
-            if self.dist.is_main and (state.global_step % args.n_display == 0 or state.global_step == 1):
-                samples = args.batch_size * self.dist.world_size / step_time
-                logger.info(
-                    "epoch %d step %d/%d | loss %.4f | lr %.3e | grad norm %.3g | data %.3fs step %.3fs | %.1f samples/s",
-                    state.epoch + 1, state.global_step, self.total_steps, loss.item(), lr, grad_norm, data_time,
-                    step_time, samples,
-                )
-                record = {"loss": loss.item(), "lr": lr, "grad_norm": grad_norm, "data_time": data_time,
-                          "step_time": step_time, "samples_per_s": samples}
-                for tag, value in record.items():
-                    self.writer.add_scalar(f"train/{tag}", value, state.global_step)
-                with (self.output_dir / "train_log.jsonl").open("a") as log:
-                    log.write(json.dumps({"epoch": state.epoch + 1, "step": state.global_step, **record}) + "\n")
-            if args.max_steps is not None and state.global_step >= args.max_steps:
+            stop = args.max_steps is not None and state.global_step >= args.max_steps
+            display = state.global_step % args.n_display == 0 or state.global_step == 1
+            if display or stop:
+                stats = monitor.read(self.split.video_ids, state.epoch + 1)  # the only host read of the window
+                if display:
+                    self._log(stats, lr, data_time, time.perf_counter() - window_start, bar)
+                data_time, window_start = 0.0, time.perf_counter()
+            if stop:
                 bar.close()
                 self.save("checkpoint_latest.pt")
                 return False
             tic = time.perf_counter()
+        monitor.read(self.split.video_ids, state.epoch + 1)  # nothing non-finite may reach a checkpoint
         bar.close()
         state.epoch += 1
         state.batch_in_epoch = 0
@@ -292,6 +280,26 @@ class Trainer:
                     export_official_checkpoint(self.model, self.output_dir / "ckpt.best.pth.tar", state.epoch, state.global_step, r1)
         self.save("checkpoint_latest.pt")
         return True
+
+    def _log(self, stats: WindowStats, lr: float, data_time: float, seconds: float, bar: tqdm) -> None:
+        """Log line, tensorboard and train_log.jsonl for the steps since the previous log (main rank)."""
+        if not self.dist.is_main:
+            return
+        state = self.state
+        bar.set_postfix(loss=f"{stats.last_loss:.4f}", lr=f"{lr:.2e}")
+        step_time = seconds / stats.steps
+        samples = self.args.batch_size * self.dist.world_size / step_time
+        logger.info(
+            "epoch %d step %d/%d | loss %.4f (mean of %d steps %.4f) | lr %.3e | grad norm %.3g | data %.3fs step %.3fs | %.1f samples/s",
+            state.epoch + 1, state.global_step, self.total_steps, stats.last_loss, stats.steps, stats.mean_loss, lr,
+            stats.grad_norm, data_time / stats.steps, step_time, samples,
+        )
+        record = {"loss": stats.last_loss, "mean_loss": stats.mean_loss, "lr": lr, "grad_norm": stats.grad_norm,
+                  "data_time": data_time / stats.steps, "step_time": step_time, "samples_per_s": samples}
+        for tag, value in record.items():
+            self.writer.add_scalar(f"train/{tag}", value, state.global_step)
+        with (self.output_dir / "train_log.jsonl").open("a") as log:
+            log.write(json.dumps({"epoch": state.epoch + 1, "step": state.global_step, **record}) + "\n")
 
     def fit(self, evaluate) -> TrainState:
         while self.state.epoch < self.args.epochs:
