@@ -20,8 +20,8 @@ subprocess, so that its memory high-water mark is its own. Sections:
    and data paths are given; otherwise the section is skipped with a line saying why.
 4. Efficiency: achieved FLOP/s from the analytic count below, divided by the FLOP/s of a plain fp32 matrix
    product of the model's main GEMM shape, ``[B*L_video, D_v] x [D_v, 4*D_v]`` with B the training batch,
-   measured in the same subprocess before each section; efficiency uses the median of those samples (the
-   machine's practical limit during that configuration).
+   measured in the same subprocess right before and after each section; the limit is the best of those
+   samples, their spread is reported, and an efficiency above 1.0 is never printed (apps/bench_limit.py).
 
 FLOP count (a multiply-add is 2 FLOPs). Only matrix products are counted: no LayerNorm, softmax, GELU,
 elementwise, embedding lookup, optimizer, or activation-checkpointing recomputation (so checkpointing
@@ -87,6 +87,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from apps.bench_limit import LimitSampler, efficiency_cell, limit_note
 from models.clip import CLIP, ResidualAttentionBlock
 from models.dgl import DGL, DGLConfig, contrastive_loss
 from models.pretrained import CLIPConfig, expected_clip_keys
@@ -541,11 +542,7 @@ def run_config(spec: dict[str, Any]) -> dict[str, Any]:
     }
     gemm = (spec["batch_size"] * shapes.video_tokens, ccfg.vision_width, 4 * ccfg.vision_width)
     result["matmul_shape"] = list(gemm)
-    limits: list[float] = []
-
-    def limit_now() -> float:
-        limits.append(matmul_limit(*gemm, device))
-        return limits[-1]
+    limits = LimitSampler(lambda: matmul_limit(*gemm, device))
 
     fwd = torch.compile(model) if spec["compile"] else model
     enc_video = torch.compile(model.encode_video) if spec["compile"] else model.encode_video
@@ -592,7 +589,7 @@ def run_config(spec: dict[str, Any]) -> dict[str, Any]:
                     torch.nn.utils.clip_grad_norm_(params, 1.0)
                     opt.step()
 
-            limit = limit_now()
+            limit = limits.before()
             # Peak memory over the warm-up steps (at least one; the first also creates the AdamW state), then
             # the timed steps. On CPU the warm-up runs with glibc's mmap threshold at 64 KiB, so that a freed
             # tensor leaves the resident set at once and the high-water mark follows live memory (with the
@@ -607,6 +604,7 @@ def run_config(spec: dict[str, Any]) -> dict[str, Any]:
             stats = _stats(times, batch, flops["total"], limit)
             stats.update(peak_mem_mb=peak, loaded_mem_mb=base, peak_mem_method=memory.method)
             result["sections"][name] = stats
+            limits.finish(stats)
             if name == "train_step" and spec["profile"]:
                 result["profile"] = _profile(step, device, spec["profile"])
             del opt
@@ -631,8 +629,9 @@ def run_config(spec: dict[str, Any]) -> dict[str, Any]:
                     with _autocast(device, amp):
                         return encode(video, prompts)
 
-                limit = limit_now()
+                limit = limits.before()
                 stats = _stats(time_fn(run, device, warmup, repeats), batch, flops, limit)
+                limits.finish(stats)
                 if amp != "none":
                     stats["amp_deviation"] = _deviation(run(), encode(video, ref_prompts))
                 result["sections"][name] = stats
@@ -646,20 +645,14 @@ def run_config(spec: dict[str, Any]) -> dict[str, Any]:
                 with _autocast(device, amp):
                     return enc_text(ids, prompts)
 
-            limit = limit_now()
+            limit = limits.before()
             stats = _stats(time_fn(run_text, device, warmup, repeats), batch, flops, limit)
+            limits.finish(stats)
             stats["text_tokens"] = text_len
             if amp != "none":
                 stats["amp_deviation"] = _deviation(run_text(), model.encode_text(ids, ref_prompts))
             result["sections"]["encode_text"] = stats
-    # Efficiency against the median of all limit samples of this worker (one sample before each section):
-    # steadier than any single sample on a shared machine.
-    if limits:
-        limit = statistics.median(limits)
-        for stats in result["sections"].values():
-            stats["matmul_gflop_per_s"] = limit / 1e9
-            stats["efficiency"] = stats["gflop_per_s"] * 1e9 / limit
-    result["matmul_gflop_per_s_samples"] = [x / 1e9 for x in limits]
+    result["matmul_gflop_per_s_samples"] = [x / 1e9 for x in limits.all_samples]
     return result
 
 
@@ -879,14 +872,14 @@ def format_table(report: dict[str, Any]) -> str:
                          f"ERROR: {cfg['error']}")
         for name, s in cfg["sections"].items():
             peak = f"{s['peak_mem_mb']:.0f}" if "peak_mem_mb" in s else "-"
-            note = ""
+            note = limit_note(s)
             if "amp_deviation" in s:
                 d = s["amp_deviation"]
-                note = f"amp vs fp32: max|d|={d['max_abs']:.2e} (rel {d['max_abs_rel']:.1e}) min cos={d['min_cosine']:.6f}"
+                note += f"; amp vs fp32: max|d|={d['max_abs']:.2e} (rel {d['max_abs_rel']:.1e}) min cos={d['min_cosine']:.6f}"
             lines.append(
                 f"{cfg['model']:<5} {cfg['variant']:<11} {'on' if cfg['grad_checkpointing'] else 'off':<4} {name:<18} "
                 f"{s['batch']:>4} {s['median_s']:>8.3f} {s['cpu_s']:>7.2f} {s['items_per_s']:>7.2f} {_UNITS.get(name, 'items'):<6} "
-                f"{s['gflop']:>8.1f} {s['gflop_per_s']:>8.1f} {s['matmul_gflop_per_s']:>7.1f} {s['efficiency']:>5.2f} "
+                f"{s['gflop']:>8.1f} {s['gflop_per_s']:>8.1f} {s['matmul_gflop_per_s']:>7.1f} {efficiency_cell(s):>5} "
                 f"{peak:>8}  {note}".rstrip())
     data = report.get("data", {})
     if "skipped" in data:
