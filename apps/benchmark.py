@@ -88,6 +88,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from apps.bench_limit import LimitSampler, efficiency_cell, limit_note
+from apps.bench_scale import scale_rows, scale_sections
 from models.clip import CLIP, ResidualAttentionBlock
 from models.dgl import DGL, DGLConfig, contrastive_loss
 from models.pretrained import CLIPConfig, expected_clip_keys
@@ -777,8 +778,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--naive", action="store_true", help="also time the block-masked reference visual attention")
     p.add_argument("--repeats", type=int, default=None, help="timed iterations per section (default 5)")
     p.add_argument("--warmup", type=int, default=None, help="untimed iterations first (default 2)")
-    p.add_argument("--sections", type=_csv(str), default=["train", "video", "text", "data"],
-                   help="subset of train,video,text,data")
+    p.add_argument("--sections", type=_csv(str), default=None,
+                   help="subset of train,video,text,data,loader,eval (default all; --quick: all but eval)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads in each configuration (CPU)")
     p.add_argument("--profile", type=int, default=0, metavar="ROWS",
@@ -799,6 +800,10 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--data_subset", default="train", help="split to read (train/val/test)")
     data.add_argument("--num_workers", type=_csv(int), default=[4])
     data.add_argument("--loader_batches", type=int, default=20)
+    scale = p.add_argument_group("data at scale (apps/bench_data.py, apps/bench_eval.py)")
+    scale.add_argument("--loader_videos", type=int, default=24, help="MSR-VTT-shaped videos for the loader rows")
+    scale.add_argument("--eval_videos", type=int, default=1000, help="videos (= captions) of the real-size evaluation")
+    scale.add_argument("--eval_workdir", default=str(ROOT / "runs" / "bench_eval"), help="kept: videos and caches are reused")
     p.add_argument("--_worker", nargs=2, help=argparse.SUPPRESS)
     return p
 
@@ -814,6 +819,7 @@ def _resolve(args: argparse.Namespace) -> argparse.Namespace:
         args.batch_size = args.batch_size or 2
         args.repeats = args.repeats or 2
         args.warmup = args.warmup if args.warmup is not None else 1
+    args.sections = args.sections or ["train", "video", "text", "data", "loader"] + ([] if args.quick else ["eval"])
     args.models = args.models or ["B/32", "B/16"]
     args.batch_size = args.batch_size or (32 if on_gpu else 2)
     args.repeats = args.repeats or 5
@@ -881,6 +887,7 @@ def format_table(report: dict[str, Any]) -> str:
                 f"{s['batch']:>4} {s['median_s']:>8.3f} {s['cpu_s']:>7.2f} {s['items_per_s']:>7.2f} {_UNITS.get(name, 'items'):<6} "
                 f"{s['gflop']:>8.1f} {s['gflop_per_s']:>8.1f} {s['matmul_gflop_per_s']:>7.1f} {efficiency_cell(s):>5} "
                 f"{peak:>8}  {note}".rstrip())
+    lines += scale_rows(report)
     data = report.get("data", {})
     if "skipped" in data:
         lines.append(f"data loading: skipped - {data['skipped']}")
@@ -919,6 +926,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 print(f"# profile of one training step ({spec['model']} {spec['variant']}):\n{result.pop('profile')}")
     if "data" in args.sections:
         report["data"] = data_section(args)
+    report.update(scale_sections(args))
     report["loadavg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     print(format_table(report))
     line = json.dumps({k: v for k, v in report.items()}, default=str)

@@ -54,7 +54,7 @@ def read_jpeg_stack(path: str | Path, indices: np.ndarray | None = None) -> np.n
         for index in np.unique(wanted).tolist():
             f.seek(start + int(offsets[index]))
             with Image.open(io.BytesIO(f.read(int(offsets[index + 1] - offsets[index])))) as image:
-                decoded[index] = np.asarray(image.convert("RGB"))
+                decoded[index] = np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
     if not decoded:
         raise ValueError(f"{path} holds no frames")
     height, width, _ = next(iter(decoded.values())).shape

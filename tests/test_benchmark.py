@@ -84,7 +84,8 @@ def test_mask_layout():
 def test_quick_run_tiny(capsys, tmp_path):
     out = tmp_path / "bench.json"
     argv = ["--models", "tiny", "--frames", "2", "--batch_size", "2", "--eval_video_batch", "2", "--eval_text_batch", "4",
-            "--repeats", "1", "--warmup", "0", "--naive", "--in_process", "--device", "cpu", "--json_out", str(out)]
+            "--repeats", "1", "--warmup", "0", "--naive", "--in_process", "--device", "cpu", "--json_out", str(out),
+            "--sections", "train,video,text,data"]  # loader and eval: tests/test_bench_data_eval.py
     bench.main(argv)
     lines = capsys.readouterr().out.strip().splitlines()
     report = json.loads(lines[-1])
