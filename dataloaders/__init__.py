@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataloaders.config import DataConfig, add_data_arguments
-from dataloaders.datasets import TextDataset, TrainPairDataset, VideoDataset
+from dataloaders.datasets import TextDataset, TrainPairDataset, VideoDataset, collate_trimmed
 from dataloaders.frame_cache import FrameCacheError
 from dataloaders.parsers import DATASETS
 from dataloaders.splits import VideoTextSplit

@@ -10,9 +10,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
-from dataloaders import TextDataset, VideoDataset, VideoTextSplit
+from dataloaders import TextDataset, VideoDataset, VideoTextSplit, collate_trimmed
 from dataloaders.config import DataConfig
-from models.dgl import DGL, trim_text_padding
+from models.dgl import DGL
 from utils.distributed import gather_eval_features, get_rank, get_world_size, shard_indices
 from utils.metrics import format_metrics_table, retrieval_metrics
 from utils.rerank import dual_softmax, qb_norm
@@ -27,15 +27,15 @@ class Features:
 
 
 def _encode(dataset: Dataset, encode, key: str, index_key: str, batch_size: int, workers: int, device, desc: str,
-            on_host=lambda batch: batch):
-    """Encode this rank's contiguous shard of ``dataset``, then gather all shards in index order; ``on_host``
-    prepares each batch before its (pinned, asynchronous on CUDA) copy to the device."""
+            collate_fn=None):
+    """Encode this rank's contiguous shard of ``dataset``, then gather all shards in index order (batches
+    pinned on CUDA, copied asynchronously)."""
     shard = Subset(dataset, list(shard_indices(len(dataset), get_rank(), get_world_size())))
     loader = DataLoader(shard, batch_size=batch_size, num_workers=workers, persistent_workers=False,
-                        pin_memory=torch.device(device).type == "cuda")
+                        pin_memory=torch.device(device).type == "cuda", collate_fn=collate_fn)
     feats, indices = [], []
     for batch in tqdm(loader, desc=desc, disable=get_rank() != 0, leave=False):
-        feats.append(encode(on_host(batch[key]).to(device, non_blocking=True)).float())
+        feats.append(encode(batch[key].to(device, non_blocking=True)).float())
         indices.append(batch[index_key])
     width = feats[0].shape[-1] if feats else 0
     local = torch.cat(feats) if feats else torch.empty(0, width, device=device)
@@ -59,7 +59,7 @@ def encode_split(
         prompts = model.prompts()
         text = _encode(
             TextDataset(split, data_cfg), lambda ids: model.encode_text(ids, prompts), "input_ids", "caption_index",
-            batch_size, workers, device, f"encode {split.name} captions", on_host=trim_text_padding,
+            batch_size, workers, device, f"encode {split.name} captions", collate_fn=collate_trimmed,
         )
         video = _encode(
             VideoDataset(split, data_cfg), lambda v: model.encode_video(v, prompts), "video", "video_index",

@@ -24,9 +24,9 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
-from dataloaders import TrainPairDataset, VideoTextSplit
+from dataloaders import TrainPairDataset, VideoTextSplit, collate_trimmed
 from models.checkpoint import atomic_save, compact_checkpoint, export_official_checkpoint
-from models.dgl import DGL, contrastive_loss, trim_text_padding
+from models.dgl import DGL, contrastive_loss
 from utils.distributed import DistInfo, all_gather_with_grad, get_world_size
 from utils.optim import WarmupCosine, build_optimizer, param_groups
 from utils.step_monitor import NonFiniteLossError, StepMonitor, WindowStats  # noqa: F401 - NonFiniteLossError re-exported
@@ -137,6 +137,7 @@ class Trainer:
             drop_last=True,
             num_workers=args.num_thread_reader,
             pin_memory=dist.device.type == "cuda",
+            collate_fn=collate_trimmed,
             persistent_workers=False,
         )
         self.optimizer = build_optimizer(
@@ -247,7 +248,7 @@ class Trainer:
         data_time, tic = 0.0, time.perf_counter()
         for batch in self.loader:
             data_time += time.perf_counter() - tic
-            ids = trim_text_padding(batch["input_ids"]).to(self.dist.device, non_blocking=True)
+            ids = batch["input_ids"].to(self.dist.device, non_blocking=True)
             video = batch["video"].to(self.dist.device, non_blocking=True)
             loss = self.train_step(ids, video)
             lr, grad_norm = self.optimizer_step()
