@@ -12,12 +12,15 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from dataloaders import collate_trimmed
-from tests.test_dgl import random_ids, tiny_model
-from utils.distributed import DistInfo
-from utils.optim import WarmupCosine, build_optimizer, param_groups
-from utils.step_monitor import StepMonitor
-from utils.trainer import Trainer
+for module in ("ftfy", "PIL", "tqdm"):  # utils.trainer imports the data pipeline (tokenizer, frame cache)
+    pytest.importorskip(module, reason=f"{module} missing: the trainer's imports need it")
+
+from dataloaders import collate_trimmed  # noqa: E402
+from tests.test_dgl import random_ids, tiny_model  # noqa: E402
+from utils.distributed import DistInfo  # noqa: E402
+from utils.optim import WarmupCosine, build_optimizer, param_groups  # noqa: E402
+from utils.step_monitor import StepMonitor  # noqa: E402
+from utils.trainer import Trainer  # noqa: E402
 
 DEVICE = os.environ.get("DGL_TEST_DEVICE", "cuda")
 pytestmark = pytest.mark.skipif(DEVICE == "cuda" and not torch.cuda.is_available(), reason="no CUDA device")
