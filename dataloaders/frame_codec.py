@@ -1,10 +1,11 @@
 """How a frame cache stores one video's frames: raw uint8 (``.npy``, bit-exact) or a JPEG stack.
 
 A JPEG stack file is ``MAGIC | uint32 k | uint64 offsets[k + 1] | k JPEG images`` (little endian; offsets
-count from the first image), so a loader reads and decodes only the frames it samples. Pillow's JPEG
-codec is libjpeg-turbo (SIMD) in its wheels. Measured on 224 px crops of generated 3 fps H.264 video
-(README, Data at scale): quality 90 with 4:2:0 chroma takes ~6 % of the raw bytes and decodes ~10x
-faster per core than the video; max abs pixel error ~32 at sharp colour edges, mean ~2.
+count from the first image), so a loader reads and decodes only the frames it samples. The codec is
+libjpeg-turbo (SIMD) through simplejpeg, which decoded about twice as fast as Pillow's (the same library)
+in alternating runs, with less copying. Measured on 224 px crops of generated 3 fps H.264 video (README,
+Data at scale): quality 90 with 4:2:0 chroma takes ~6 % of the raw bytes; max abs pixel error 16-33 at
+sharp colour edges, mean ~2. The images are standard JPEG files: any decoder reads them.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-from PIL import Image
+import simplejpeg
 
 FORMATS = ("raw", "jpeg")
 SUFFIXES = {"raw": ".npy", "jpeg": ".jpgs"}
@@ -25,11 +26,8 @@ _HEADER = struct.Struct("<8sI")
 
 def encode_jpeg_stack(frames: np.ndarray, quality: int) -> bytes:
     """uint8 ``[k, 3, S, S]`` -> the bytes of a JPEG stack file (4:2:0 chroma, as the source videos)."""
-    images = []
-    for frame in frames:
-        buffer = io.BytesIO()
-        Image.fromarray(np.ascontiguousarray(frame.transpose(1, 2, 0))).save(buffer, "JPEG", quality=quality, subsampling=2)
-        images.append(buffer.getvalue())
+    images = [simplejpeg.encode_jpeg(np.ascontiguousarray(frame.transpose(1, 2, 0)), quality=quality, colorspace="RGB",
+                                     colorsubsampling="420") for frame in frames]
     offsets = np.cumsum([0] + [len(image) for image in images], dtype="<u8")
     return _HEADER.pack(MAGIC, len(images)) + offsets.tobytes() + b"".join(images)
 
@@ -53,8 +51,7 @@ def read_jpeg_stack(path: str | Path, indices: np.ndarray | None = None) -> np.n
         decoded: dict[int, np.ndarray] = {}
         for index in np.unique(wanted).tolist():
             f.seek(start + int(offsets[index]))
-            with Image.open(io.BytesIO(f.read(int(offsets[index + 1] - offsets[index])))) as image:
-                decoded[index] = np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
+            decoded[index] = simplejpeg.decode_jpeg(f.read(int(offsets[index + 1] - offsets[index])), colorspace="RGB")
     if not decoded:
         raise ValueError(f"{path} holds no frames")
     height, width, _ = next(iter(decoded.values())).shape
