@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from apps.loader_throughput import measure_loader
+from apps.loader_throughput import measure_loader, split_of_videos
 from dataloaders.config import DataConfig
 from dataloaders.datasets import VideoDataset
 from dataloaders.parallel import parallel_map
@@ -73,10 +73,7 @@ def msrvtt_shaped_videos(folder: Path, cfg: GalleryConfig, workers: int = 1) -> 
 
 
 def gallery_split(paths: list[Path]) -> VideoTextSplit:
-    return VideoTextSplit(
-        name="msrvtt-shaped/test", video_ids=[p.stem for p in paths], video_paths=paths, windows=None,
-        captions=[f"caption {i}" for i in range(len(paths))], caption_video=list(range(len(paths))), multi_sentence=False,
-    )
+    return split_of_videos(paths, "msrvtt-shaped/test")
 
 
 def build_caches(split: VideoTextSplit, cfg: DataConfig, workdir: Path, workers: int) -> dict[str, Any]:

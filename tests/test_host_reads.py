@@ -5,6 +5,7 @@ this CPU machine every tensor is a host tensor, so the test counts the reads tha
 from the project's own code, of floating-point tensors (what the model and the optimiser compute) or of
 tensors on another device. Integer CPU tensors (token ids, video indices from the loader) are host data.
 """
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from tests.test_train import TINY, train_flags, workspace  # noqa: F401 - fixtur
 from utils import trainer as trainer_module
 from utils.config import parse_args
 from utils.run import run
+from utils.step_monitor import NonFiniteLossError
 
 ROOT = Path(__file__).resolve().parents[1]
 READS = ("item", "tolist", "cpu", "numpy", "__float__", "__int__", "__bool__", "__index__", "__format__")
@@ -23,8 +25,6 @@ READS = ("item", "tolist", "cpu", "numpy", "__float__", "__int__", "__bool__", "
 
 def count_host_reads(monkeypatch) -> list[tuple[int, str]]:
     """Patches the read methods of Tensor; returns the list the reads are appended to as (step, caller)."""
-    import sys
-
     reads, step = [], [0]
     real_step = trainer_module.Trainer.optimizer_step
 
@@ -66,7 +66,7 @@ def test_a_non_finite_loss_stops_training_at_the_next_read(workspace, monkeypatc
         return loss * float("nan") if self.state.global_step == 1 else loss
 
     monkeypatch.setattr(trainer_module.Trainer, "train_step", nan_at_step_2)
-    with pytest.raises(trainer_module.NonFiniteLossError, match=r"not finite at step 2 .*batch videos: \['"):
+    with pytest.raises(NonFiniteLossError, match=r"not finite at step 2 .*batch videos: \['"):
         run(parse_args(train_flags(workspace, "nan", "--n_display", "3", "--max_steps", "5")))
     assert not (workspace / "nan" / "checkpoint_latest.pt").exists()
 

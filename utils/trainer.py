@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import random
 import time
 from contextlib import nullcontext
@@ -29,7 +28,7 @@ from models.checkpoint import atomic_save, compact_checkpoint, export_official_c
 from models.dgl import DGL, contrastive_loss
 from utils.distributed import DistInfo, all_gather_with_grad, get_world_size
 from utils.optim import WarmupCosine, build_optimizer, param_groups
-from utils.step_monitor import NonFiniteLossError, StepMonitor, WindowStats  # noqa: F401 - NonFiniteLossError re-exported
+from utils.step_monitor import StepMonitor, WindowStats
 
 logger = logging.getLogger(__name__)
 
