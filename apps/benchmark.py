@@ -915,7 +915,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"# DGL benchmark: device={report['device']} threads={report['threads']} amp={args.amp} T={args.frames} "
           f"B={args.batch_size} repeats={args.repeats} warmup={args.warmup} loadavg={report['loadavg_start']}",
           flush=True)
-    model_sections = [s for s in args.sections if s != "data"]
+    model_sections = [s for s in args.sections if s in ("train", "video", "text")]
     if model_sections:
         for spec in _specs(args):
             print(f"# running {spec['model']} {spec['variant']} grad_checkpointing={spec['grad_checkpointing']} ...",
