@@ -65,9 +65,14 @@ def measure_loader(
 def synthetic_gallery(root: Path, videos: int, seconds: float, fps: int = 3, size: tuple[int, int] = (398, 224)) -> VideoTextSplit:
     """A split of generated textured videos (short side 224, as after compress_video)."""
     paths = [write_video(root / f"video{i}.mp4", int(seconds * fps), *size, fps=fps, pattern="texture", seed=i) for i in range(videos)]
+    return split_of_videos(paths)
+
+
+def split_of_videos(paths: list[Path], name: str = "synthetic/test") -> VideoTextSplit:
+    """A test split of the given files with one placeholder caption each (loaders need captions)."""
     return VideoTextSplit(
-        name="synthetic/test", video_ids=[p.stem for p in paths], video_paths=paths, windows=None,
-        captions=[f"caption {i}" for i in range(videos)], caption_video=list(range(videos)), multi_sentence=False,
+        name=name, video_ids=[p.stem for p in paths], video_paths=paths, windows=None,
+        captions=[f"caption {i}" for i in range(len(paths))], caption_video=list(range(len(paths))), multi_sentence=False,
     )
 
 

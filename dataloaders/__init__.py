@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataloaders.config import DataConfig
-from dataloaders.datasets import TextDataset, TrainPairDataset, VideoDataset
+from dataloaders.datasets import TextDataset, TrainPairDataset, VideoDataset, collate_trimmed
 from dataloaders.frame_cache import FrameCacheError
 from dataloaders.parsers import DATASETS
 from dataloaders.splits import VideoTextSplit
@@ -19,5 +19,5 @@ def build_split(cfg: DataConfig, subset: str) -> VideoTextSplit:
 
 __all__ = [
     "DATASETS", "DataConfig", "FrameCacheError", "TextDataset", "TrainPairDataset", "VideoDataset",
-    "VideoReadError", "VideoTextSplit", "build_split",
+    "VideoReadError", "VideoTextSplit", "build_split", "collate_trimmed",
 ]

@@ -1,14 +1,23 @@
 """torch Datasets over a `VideoTextSplit`: training pairs, and videos / captions once each for evaluation."""
 from __future__ import annotations
 
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 
 from dataloaders.config import DataConfig
 from dataloaders.frames import SplitVideos
 from dataloaders.sampling import sample_rng
 from dataloaders.splits import VideoTextSplit
 from models.backbones import get_tokenizer
-from models.tokenizer import ClipTokenizer
+from models.tokenizer import ClipTokenizer, trim_text_padding
+
+
+def collate_trimmed(items: list[dict]) -> dict:
+    """The default batch, with ``input_ids`` cut after the batch's last EOT (see `DGL.encode_text`) in the
+    loader, so that a pinned batch is what goes to the device (a slice taken later would be copied through
+    pageable memory, which makes the host wait for the GPU)."""
+    batch = default_collate(items)
+    batch["input_ids"] = trim_text_padding(batch["input_ids"]).contiguous()
+    return batch
 
 
 class TrainPairDataset(Dataset):

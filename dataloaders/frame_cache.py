@@ -1,12 +1,17 @@
 """An on-disk store of decoded, resized and cropped frames, so each video is decoded only once.
 
 Layout of a cache folder:
-  manifest.json  settings (resolution, frames per video or "all") and one entry per video: the
-                 source file, its size and mtime when cached, and the frame count n of its window.
-  frames/xx/<key>.npy  uint8 [k, 3, S, S] per video: the T evaluation frames (segment centres,
-                 k = T) or every frame of the window (k = n), which also serves TSN training.
+  manifest.json  settings (resolution, frames per video or "all", storage format) and one entry per
+                 video: the source file, its size and mtime when cached, the frame count n of its
+                 window and the bytes stored.
+  manifest.journal  entries of videos finished since the last manifest save, one JSON line each (an
+                 interrupted build resumes from them; `save` folds them into the manifest).
+  frames/xx/<key>.npy or .jpgs  [k, 3, S, S] per video: the T evaluation frames (segment centres,
+                 k = T) or every frame of the window (k = n), which also serves TSN training; raw
+                 uint8 or a JPEG stack (dataloaders/frame_codec.py).
 The key hashes the source path and time window. A source whose size or mtime changed since caching
 makes the cache stale: loaders refuse it, `preprocess/cache_frames.py` re-decodes those videos.
+Manifests written before the format field existed read as raw.
 """
 from __future__ import annotations
 
@@ -18,11 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
+from dataloaders.frame_codec import DEFAULT_JPEG_QUALITY, FORMATS, SUFFIXES, encode_frames, read_frames
 from dataloaders.splits import Window
 from models.files import atomic_write
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+JOURNAL = "manifest.journal"
 REBUILD_HINT = "python -m preprocess.cache_frames (same data flags, --frame_cache DIR)"
 
 
@@ -34,10 +41,25 @@ class FrameCacheError(RuntimeError):
 class CacheSettings:
     resolution: int
     num_frames: int | None  # None: every frame of each window is stored
+    format: str = "raw"  # raw (uint8 .npy, bit-exact) or jpeg (JPEG stack)
+    jpeg_quality: int | None = None  # set for the jpeg format only
+
+    def __post_init__(self) -> None:
+        if self.format not in FORMATS:
+            raise FrameCacheError(f"unknown frame cache format {self.format!r}. Fix: --frame_cache_format {' or '.join(FORMATS)}.")
+        if (self.format == "jpeg") != (self.jpeg_quality is not None) or not 1 <= (self.jpeg_quality or 1) <= 100:
+            raise FrameCacheError(f"--jpeg_quality must be 1..100 with the jpeg format only, got {self.jpeg_quality} for {self.format}")
+
+    @classmethod
+    def of(cls, resolution: int, num_frames: int | None, fmt: str = "raw", jpeg_quality: int | None = None) -> "CacheSettings":
+        """Settings with the jpeg quality filled in (default) for the jpeg format and dropped for raw."""
+        quality = (jpeg_quality or DEFAULT_JPEG_QUALITY) if fmt == "jpeg" else None
+        return cls(resolution, num_frames, fmt, quality)
 
     def describe(self) -> str:
         frames = "all frames" if self.num_frames is None else f"{self.num_frames} evaluation frames"
-        return f"resolution {self.resolution}, {frames} per video"
+        stored = "raw" if self.format == "raw" else f"JPEG q{self.jpeg_quality}"
+        return f"resolution {self.resolution}, {frames} per video, {stored}"
 
 
 @dataclass(frozen=True)
@@ -47,6 +69,7 @@ class CacheEntry:
     size: int
     mtime_ns: int
     valid_frames: int  # n: frames of the video's window
+    bytes: int = 0  # size of the stored file (0 in manifests older than this field)
 
 
 def source_stamp(path: Path) -> tuple[int, int]:
@@ -77,7 +100,8 @@ class FrameCache:
                 f"{manifest} has format version {data.get('version')}, expected {FORMAT_VERSION}. Fix: rebuild with {REBUILD_HINT} --rebuild."
             )
         settings = CacheSettings(**data["settings"])
-        return cls(root, settings, {key: CacheEntry(**entry) for key, entry in data["entries"].items()})
+        entries = {key: CacheEntry(**entry) for key, entry in data["entries"].items()}
+        return cls(root, settings, entries | read_journal(Path(root) / JOURNAL))
 
     @classmethod
     def open_or_create(cls, root: str | Path, settings: CacheSettings, rebuild: bool = False) -> "FrameCache":
@@ -94,6 +118,7 @@ class FrameCache:
             )
         for entry in cache.entries.values():
             (cache.root / entry.file).unlink(missing_ok=True)
+        (cache.root / JOURNAL).unlink(missing_ok=True)
         return cls(root, settings)
 
     def serves(self, num_frames: int, train: bool) -> bool:
@@ -119,27 +144,47 @@ class FrameCache:
             return False
 
     def load(self, entry: CacheEntry, pick: Callable[[int], np.ndarray]) -> tuple[np.ndarray, int]:
-        """(uint8 frames [T, 3, S, S], n) as `read_video` + `resize_and_crop` would give them."""
-        if self.settings.num_frames is None:  # memory-mapped: only the picked frames are read
-            frames = np.load(self.root / entry.file, mmap_mode="r")
-            return np.array(frames[pick(entry.valid_frames)]), entry.valid_frames
-        return np.load(self.root / entry.file), entry.valid_frames
+        """(uint8 frames [T, 3, S, S], n) as `read_video` + `resize_and_crop` would give them (for the
+        jpeg format, within its coding error)."""
+        indices = pick(entry.valid_frames) if self.settings.num_frames is None else None
+        return read_frames(self.root / entry.file, self.settings.format, indices), entry.valid_frames
 
     def write_frames(self, path: Path, window: Window, frames: np.ndarray, valid_frames: int, stamp: tuple[int, int]) -> tuple[str, CacheEntry]:
-        """Stores one video's frames (atomically); the manifest is updated by `add` + `save`."""
+        """Stores one video's frames (atomically); the manifest is updated by `record` + `save`."""
         key = cache_key(path, window)
-        relative = f"frames/{key[:2]}/{key}.npy"
-        atomic_write(self.root / relative, lambda f: np.save(f, np.ascontiguousarray(frames, dtype=np.uint8)))
+        relative = f"frames/{key[:2]}/{key}{SUFFIXES[self.settings.format]}"
+        content = encode_frames(frames, self.settings.format, self.settings.jpeg_quality)
+        atomic_write(self.root / relative, lambda f: f.write(content))
         size, mtime_ns = stamp
-        return key, CacheEntry(relative, str(Path(path).resolve()), size, mtime_ns, valid_frames)
+        return key, CacheEntry(relative, str(Path(path).resolve()), size, mtime_ns, valid_frames, len(content))
 
-    def add(self, key: str, entry: CacheEntry) -> None:
+    def record(self, key: str, entry: CacheEntry) -> None:
+        """Adds a finished video, also to the journal at once, so an interrupted build keeps it."""
         self.entries[key] = entry
+        with open(self.root / JOURNAL, "a") as f:
+            f.write(json.dumps({"key": key, **asdict(entry)}) + "\n")
 
     def save(self) -> None:
+        """Writes the manifest (settings and all entries) and then drops the journal it now contains."""
         data = {
             "version": FORMAT_VERSION,
             "settings": asdict(self.settings),
             "entries": {key: asdict(entry) for key, entry in self.entries.items()},
         }
         atomic_write(self.root / MANIFEST, lambda f: json.dump(data, f), mode="w")
+        (self.root / JOURNAL).unlink(missing_ok=True)
+
+
+def read_journal(path: Path) -> dict[str, CacheEntry]:
+    """Entries of a journal; a last line cut short by an interruption is ignored."""
+    if not path.is_file():
+        return {}
+    entries = {}
+    for line in path.read_text().splitlines():
+        try:
+            fields = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        key = fields.pop("key")
+        entries[key] = CacheEntry(**fields)
+    return entries

@@ -20,6 +20,7 @@ from .backbones import Backbone
 from .clip import MultiheadAttention, ResidualAttentionBlock
 from .losses import cosine_logits
 from .prompts import PROMPT_GENERATORS, Prompts, uniform_prompt_init_
+from .tokenizer import trim_text_padding
 
 SHARED_LATENT_SPACES = tuple(PROMPT_GENERATORS)
 POOLED_OUTPUT_TYPES = (
@@ -183,13 +184,15 @@ class DGL(nn.Module):
         appends postfix prompts, and keeps positions up to the context length, but under the causal mask
         nothing after the batch's last EOT can reach an EOT row: leaving them out gives the same features and
         the same gradients (the postfix prompts' are exactly zero either way, as the generator still makes
-        them) for fewer tokens.
+        them) for fewer tokens. Ids on an accelerator are taken as given (finding the last EOT there would
+        make the host wait): callers trim them on the host first with `trim_text_padding`.
         """
         text_prompts = (prompts or self.prompts()).text
         prefix_len = self.config.text_prompt_length // 2
         eot = input_ids.argmax(dim=-1)
-        kept = int(eot.max()) + 1
-        words = self.clip.embed_text(input_ids[:, :kept])
+        if input_ids.device.type == "cpu":  # reading is free here; on a GPU it would wait for the queue
+            input_ids = trim_text_padding(input_ids)
+        words = self.clip.embed_text(input_ids)
         n = words.shape[0]
         prefix = text_prompts[:, :prefix_len].to(words.dtype)
         x = torch.cat([words[:, :1], prefix[0].expand(n, -1, -1), words[:, 1:]], dim=1)

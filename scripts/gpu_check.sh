@@ -6,6 +6,9 @@
 #    against the block-masked reference, bf16 autocast; with tests/test_dgl.py and tests/test_benchmark.py.
 #    The parity test against the official outputs joins when DGL_REFERENCE_FIXTURES names a copy of
 #    ../shared/fixtures/dgl_reference that travelled with the repository (51 MB: an ignored folder, carried).
+#    tests/test_cuda_sync.py: the trainer's step (pinned batch, non_blocking copies, forward, loss, backward,
+#    clipping, fused AdamW, the device-side StepMonitor) under torch.cuda.set_sync_debug_mode("error"), in fp32
+#    and bf16: any host-device synchronisation inside a step fails it (no GPU was lent when it was written).
 # 2. The benchmark on the GPU: ViT-B/32 and B/16, both variants, T=12, bf16 autocast, training batch 64.
 # Everything printed is also written to OUT_DIR (gpu.txt, tests.txt, bench.txt, bench.json).
 set -euo pipefail
@@ -17,7 +20,7 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
   "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.is_available() and torch.cuda.get_device_name())"
 } 2>&1 | tee "$OUT_DIR/gpu.txt"
-tests=(tests/test_cuda.py tests/test_dgl.py tests/test_benchmark.py)
+tests=(tests/test_cuda.py tests/test_cuda_sync.py tests/test_dgl.py tests/test_benchmark.py tests/test_bench_limit.py)
 if [ -n "${DGL_REFERENCE_FIXTURES:-}" ] && [ -f "$DGL_REFERENCE_FIXTURES/config.json" ]; then
   tests+=(tests/test_reference_parity.py)
 fi

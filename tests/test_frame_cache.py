@@ -47,8 +47,10 @@ def test_evaluation_cache_gives_the_decoded_tensors(msrvtt, tmp_path, monkeypatc
 
 def test_all_frames_cache_serves_training_and_any_t(msrvtt, tmp_path, monkeypatch):
     cfg = dataclasses.replace(msrvtt, frame_cache=tmp_path / "cache")
-    counts = build_cache([build_split(cfg, "train"), build_split(cfg, "test")], cfg, all_frames=True)
-    assert counts == {"videos": 4, "cached": 4, "up_to_date": 0, "failed": 0}  # video0 is in both splits
+    report = build_cache([build_split(cfg, "train"), build_split(cfg, "test")], cfg, all_frames=True)
+    assert (report.videos, report.cached, report.up_to_date, report.failed) == (4, 4, 0, 0)  # video0 in both splits
+    assert report.frames == 30 + 5 + 13 + 24
+    assert report.bytes == sum(128 + n * 3 * 32 * 32 for n in (30, 5, 13, 24))  # .npy: 128-byte header + pixels
     train_split = build_split(msrvtt, "train")
     plain = TrainPairDataset(train_split, msrvtt)
     plain.set_epoch(2)
@@ -69,7 +71,8 @@ def test_changed_source_makes_the_cache_stale_until_rebuilt(msrvtt, tmp_path):
     write_index_video(msrvtt.features_path / "video3.mp4", 8)  # replaced by a shorter video
     with pytest.raises(FrameCacheError, match=r"stale: .*video3\.mp4 changed.*cache_frames"):
         VideoDataset(split, cfg)
-    assert build_cache([build_split(cfg, "test")], cfg, all_frames=False) == {"videos": 2, "cached": 1, "up_to_date": 1, "failed": 0}
+    report = build_cache([build_split(cfg, "test")], cfg, all_frames=False)
+    assert (report.videos, report.cached, report.up_to_date, report.failed) == (2, 1, 1, 0)
     assert indices_of_video(VideoDataset(split, cfg)[0]["video"]).tolist() == [1, 3, 5, 7]  # n = 8
 
 
@@ -92,7 +95,6 @@ def test_mismatched_settings_are_refused(msrvtt, tmp_path):
         VideoDataset(split, dataclasses.replace(cfg, image_resolution=64))
     with pytest.raises(FrameCacheError, match="--rebuild"):
         build_cache([split], dataclasses.replace(cfg, max_frames=3), all_frames=False)
-    counts = build_cache([split], dataclasses.replace(cfg, max_frames=3), all_frames=False, rebuild=True)
-    assert counts["cached"] == 2
+    assert build_cache([split], dataclasses.replace(cfg, max_frames=3), all_frames=False, rebuild=True).cached == 2
     with pytest.raises(FrameCacheError, match="no frame cache"):
         VideoDataset(split, dataclasses.replace(cfg, frame_cache=tmp_path / "elsewhere"))

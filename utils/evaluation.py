@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
-from dataloaders import TextDataset, VideoDataset, VideoTextSplit
+from dataloaders import TextDataset, VideoDataset, VideoTextSplit, collate_trimmed
 from dataloaders.config import DataConfig
 from models.dgl import DGL
 from utils.distributed import gather_eval_features, get_rank, get_world_size, shard_indices
@@ -26,10 +26,13 @@ class Features:
     video: torch.Tensor  # [num_videos, E]
 
 
-def _encode(dataset: Dataset, encode, key: str, index_key: str, batch_size: int, workers: int, device, desc: str):
-    """Encode this rank's contiguous shard of ``dataset``, then gather all shards in index order."""
+def _encode(dataset: Dataset, encode, key: str, index_key: str, batch_size: int, workers: int, device, desc: str,
+            collate_fn=None):
+    """Encode this rank's contiguous shard of ``dataset``, then gather all shards in index order (batches
+    pinned on CUDA, copied asynchronously)."""
     shard = Subset(dataset, list(shard_indices(len(dataset), get_rank(), get_world_size())))
-    loader = DataLoader(shard, batch_size=batch_size, num_workers=workers, persistent_workers=False)
+    loader = DataLoader(shard, batch_size=batch_size, num_workers=workers, persistent_workers=False,
+                        pin_memory=torch.device(device).type == "cuda", collate_fn=collate_fn)
     feats, indices = [], []
     for batch in tqdm(loader, desc=desc, disable=get_rank() != 0, leave=False):
         feats.append(encode(batch[key].to(device, non_blocking=True)).float())
@@ -56,7 +59,7 @@ def encode_split(
         prompts = model.prompts()
         text = _encode(
             TextDataset(split, data_cfg), lambda ids: model.encode_text(ids, prompts), "input_ids", "caption_index",
-            batch_size, workers, device, f"encode {split.name} captions",
+            batch_size, workers, device, f"encode {split.name} captions", collate_fn=collate_trimmed,
         )
         video = _encode(
             VideoDataset(split, data_cfg), lambda v: model.encode_video(v, prompts), "video", "video_index",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import random
 import time
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
-from dataloaders import TrainPairDataset, VideoTextSplit
+from dataloaders import TrainPairDataset, VideoTextSplit, collate_trimmed
 from models.checkpoint import atomic_save, compact_checkpoint, export_official_checkpoint
 from models.dgl import DGL
 from models.losses import create_loss
@@ -27,6 +26,7 @@ from utils.distributed import DistInfo
 from utils.optim import WarmupCosine, build_optimizer, param_groups
 from utils.resume import Position, carried_position
 from utils.step import TrainStep, resolve_precision
+from utils.step_monitor import StepMonitor, WindowStats
 
 logger = logging.getLogger(__name__)
 
@@ -80,10 +80,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-class NonFiniteLossError(RuntimeError):
-    pass
-
-
 @dataclass
 class TrainState:
     epoch: int = 0  # epoch being trained
@@ -124,6 +120,7 @@ class Trainer:
             drop_last=True,
             num_workers=cfg.num_workers,
             pin_memory=dist.device.type == "cuda",
+            collate_fn=collate_trimmed,
             persistent_workers=False,
         )
         self.optimizer = build_optimizer(
@@ -201,42 +198,31 @@ class Trainer:
             total=self.sampler.batches_per_epoch, initial=state.batch_in_epoch, desc=f"epoch {state.epoch + 1}/{cfg.epochs}",
             disable=not self.dist.is_main, dynamic_ncols=True,
         )
-        tic = time.perf_counter()
+        monitor, window_start = StepMonitor(self.dist.device), time.perf_counter()
+        data_time, tic = 0.0, time.perf_counter()
         for batch in self.loader:
-            data_time = time.perf_counter() - tic
+            data_time += time.perf_counter() - tic
             ids = batch["input_ids"].to(self.dist.device, non_blocking=True)
             video = batch["video"].to(self.dist.device, non_blocking=True)
             lr = self.scheduler.step()
-            loss, grad_norm = self.step(ids, video)
-            if not math.isfinite(loss.item()):
-                names = [self.split.video_ids[i] for i in batch["video_index"].tolist()]
-                raise NonFiniteLossError(
-                    f"loss is {loss.item()} at step {state.global_step} (epoch {state.epoch + 1}); batch videos: {names}"
-                )
-            grad_norm = float(grad_norm)
+            loss, grad_norm = self.step(ids, video)  # tensors: nothing is read back here
             state.global_step += 1
             state.batch_in_epoch += 1
-            step_time = time.perf_counter() - tic
+            monitor.add(state.global_step, loss, grad_norm, batch["video_index"])
             bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.2e}")
-            if self.dist.is_main and (state.global_step % cfg.n_display == 0 or state.global_step == 1):
-                samples = cfg.batch_size * self.dist.world_size / step_time
-                logger.info(
-                    "epoch %d step %d/%d | loss %.4f | lr %.3e | grad norm %.3g | data %.3fs step %.3fs | %.1f samples/s",
-                    state.epoch + 1, state.global_step, self.total_steps, loss.item(), lr, grad_norm, data_time,
-                    step_time, samples,
-                )
-                record = {"loss": loss.item(), "lr": lr, "grad_norm": grad_norm, "data_time": data_time,
-                          "step_time": step_time, "samples_per_s": samples}
-                for tag, value in record.items():
-                    self.writer.add_scalar(f"train/{tag}", value, state.global_step)
-                with (self.output_dir / "train_log.jsonl").open("a") as log:
-                    log.write(json.dumps({"epoch": state.epoch + 1, "step": state.global_step, **record}) + "\n")
-            if cfg.max_steps is not None and state.global_step >= cfg.max_steps:
+            stop = cfg.max_steps is not None and state.global_step >= cfg.max_steps
+            display = state.global_step % cfg.n_display == 0 or state.global_step == 1
+            if display or stop:
+                stats = monitor.read(self.split.video_ids, state.epoch + 1)  # the only host read of the window
+                if display:
+                    self._log(stats, lr, data_time, time.perf_counter() - window_start, bar)
+                data_time, window_start = 0.0, time.perf_counter()
+            if stop:
                 bar.close()
                 self.save("checkpoint_latest.pt")
                 return False
             tic = time.perf_counter()
+        monitor.read(self.split.video_ids, state.epoch + 1)  # nothing non-finite may reach a checkpoint
         bar.close()
         state.epoch += 1
         state.batch_in_epoch = 0
@@ -249,6 +235,26 @@ class Trainer:
                     export_official_checkpoint(self.model, self.output_dir / "ckpt.best.pth.tar", state.epoch, state.global_step, r1)
         self.save("checkpoint_latest.pt")
         return True
+
+    def _log(self, stats: WindowStats, lr: float, data_time: float, seconds: float, bar: tqdm) -> None:
+        """Log line, tensorboard and train_log.jsonl for the steps since the previous log (main rank)."""
+        if not self.dist.is_main:
+            return
+        state = self.state
+        bar.set_postfix(loss=f"{stats.last_loss:.4f}", lr=f"{lr:.2e}")
+        step_time = seconds / stats.steps
+        samples = self.cfg.batch_size * self.dist.world_size / step_time
+        logger.info(
+            "epoch %d step %d/%d | loss %.4f (mean of %d steps %.4f) | lr %.3e | grad norm %.3g | data %.3fs step %.3fs | %.1f samples/s",
+            state.epoch + 1, state.global_step, self.total_steps, stats.last_loss, stats.steps, stats.mean_loss, lr,
+            stats.grad_norm, data_time / stats.steps, step_time, samples,
+        )
+        record = {"loss": stats.last_loss, "mean_loss": stats.mean_loss, "lr": lr, "grad_norm": stats.grad_norm,
+                  "data_time": data_time / stats.steps, "step_time": step_time, "samples_per_s": samples}
+        for tag, value in record.items():
+            self.writer.add_scalar(f"train/{tag}", value, state.global_step)
+        with (self.output_dir / "train_log.jsonl").open("a") as log:
+            log.write(json.dumps({"epoch": state.epoch + 1, "step": state.global_step, **record}) + "\n")
 
     def fit(self, evaluate) -> TrainState:
         while self.state.epoch < self.cfg.epochs:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -16,7 +17,11 @@ from apps.bench.data import data_section
 from apps.bench.inputs import MODEL_PRESETS
 from apps.bench.report import print_report
 from apps.bench.runner import run_config, run_isolated, worker
+from apps.bench.scale import scale_sections
 from apps.bench.spec import RunSpec
+
+ROOT = Path(__file__).resolve().parents[2]
+
 
 
 def _model_name(name: str) -> str:
@@ -53,8 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--naive", action="store_true", help="also time the block-masked reference visual attention")
     p.add_argument("--repeats", type=int, default=None, help="timed iterations per section (default 5)")
     p.add_argument("--warmup", type=int, default=None, help="untimed iterations first (default 2)")
-    p.add_argument("--sections", type=_csv(str), default=["train", "video", "text", "data"],
-                   help="subset of train,video,text,data")
+    p.add_argument("--sections", type=_csv(str), default=None,
+                   help="subset of train,video,text,data,loader,eval (default all; --quick: all but eval)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads in each configuration (CPU)")
     p.add_argument("--profile", type=int, default=0, metavar="ROWS",
@@ -75,6 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--data_subset", default="train", help="split to read (train/val/test)")
     data.add_argument("--num_workers", type=_csv(int), default=[4])
     data.add_argument("--loader_batches", type=int, default=20)
+    scale = p.add_argument_group("data at scale (apps/bench/loader_rows.py, apps/bench/real_size_eval.py)")
+    scale.add_argument("--loader_videos", type=int, default=24, help="MSR-VTT-shaped videos for the loader rows")
+    scale.add_argument("--eval_videos", type=int, default=1000, help="videos (= captions) of the real-size evaluation")
+    scale.add_argument("--eval_workdir", default=str(ROOT / "runs" / "bench_eval"), help="kept: videos and caches are reused")
     p.add_argument("--_worker", nargs=2, help=argparse.SUPPRESS)
     return p
 
@@ -90,6 +99,7 @@ def _resolve(args: argparse.Namespace) -> argparse.Namespace:
         args.batch_size = args.batch_size or 2
         args.repeats = args.repeats or 2
         args.warmup = args.warmup if args.warmup is not None else 1
+    args.sections = args.sections or ["train", "video", "text", "data", "loader"] + ([] if args.quick else ["eval"])
     args.models = args.models or ["B/32", "B/16"]
     args.batch_size = args.batch_size or (32 if on_gpu else 2)
     args.repeats = args.repeats or 5
@@ -130,7 +140,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"# DGL benchmark: device={report['device']} threads={report['threads']} amp={args.amp} T={args.frames} "
           f"B={args.batch_size} repeats={args.repeats} warmup={args.warmup} loadavg={report['loadavg_start']}",
           flush=True)
-    if any(s != "data" for s in args.sections):
+    if any(s in ("train", "video", "text") for s in args.sections):
         for spec in _specs(args):
             print(f"# running {spec.model} {spec.variant} grad_checkpointing={spec.grad_checkpointing} ...", flush=True)
             result = run_config(spec) if args.in_process else run_isolated(spec)
@@ -139,6 +149,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 print(f"# profile of one training step ({spec.model} {spec.variant}):\n{result.pop('profile')}")
     if "data" in args.sections:
         report["data"] = data_section(args)
+    report.update(scale_sections(args))
     report["loadavg_end"] = _loadavg()
     print_report(report, args.json_out)
     return report

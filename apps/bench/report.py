@@ -5,6 +5,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from apps.bench.limit import efficiency_cell, limit_note
+from apps.bench.scale import scale_rows
+
 _UNITS = {"train_step": "videos", "train_step_naive": "videos", "encode_video": "videos",
           "encode_video_naive": "videos", "encode_text": "texts"}
 
@@ -19,13 +22,13 @@ def videos_per_s(row: dict[str, Any]) -> float | None:
 
 def _section_line(cfg: dict[str, Any], name: str, s: dict[str, Any]) -> str:
     peak = f"{s['peak_mem_mb']:.0f}" if "peak_mem_mb" in s else "-"
-    note = ""
+    note = limit_note(s)
     if "amp_deviation" in s:
         d = s["amp_deviation"]
-        note = f"amp vs fp32: max|d|={d['max_abs']:.2e} (rel {d['max_abs_rel']:.1e}) min cos={d['min_cosine']:.6f}"
+        note += f"; amp vs fp32: max|d|={d['max_abs']:.2e} (rel {d['max_abs_rel']:.1e}) min cos={d['min_cosine']:.6f}"
     return (f"{cfg['model']:<5} {cfg['variant']:<11} {'on' if cfg['grad_checkpointing'] else 'off':<4} {name:<18} "
             f"{s['batch']:>4} {s['median_s']:>8.3f} {s['cpu_s']:>7.2f} {s['items_per_s']:>7.2f} {_UNITS.get(name, 'items'):<6} "
-            f"{s['gflop']:>8.1f} {s['gflop_per_s']:>8.1f} {s['matmul_gflop_per_s']:>7.1f} {s['efficiency']:>5.2f} "
+            f"{s['gflop']:>8.1f} {s['gflop_per_s']:>8.1f} {s['matmul_gflop_per_s']:>7.1f} {efficiency_cell(s):>5} "
             f"{peak:>8}  {note}".rstrip())
 
 
@@ -49,7 +52,7 @@ def format_table(report: dict[str, Any]) -> str:
             lines.append(f"{cfg['model']:<5} {cfg['variant']:<11} {'on' if cfg['grad_checkpointing'] else 'off':<4} "
                          f"ERROR: {cfg['error']}")
         lines += [_section_line(cfg, name, s) for name, s in cfg["sections"].items()]
-    return "\n".join(lines + _data_lines(report.get("data", {})))
+    return "\n".join(lines + scale_rows(report) + _data_lines(report.get("data", {})))
 
 
 def print_report(report: dict[str, Any], json_out: str | None) -> None:

@@ -60,14 +60,7 @@ def run_config(spec: RunSpec) -> dict[str, Any]:
             video_section(bench, result, prompts, ref_prompts)
         if "text" in spec.sections:
             text_section(bench, result, prompts, ref_prompts)
-    # Efficiency against the median of all limit samples of this worker (one sample before each section):
-    # steadier than any single sample on a shared machine.
-    if bench.limits:
-        limit = bench.median_limit()
-        for stats in result["sections"].values():
-            stats["matmul_gflop_per_s"] = limit / 1e9
-            stats["efficiency"] = stats["gflop_per_s"] * 1e9 / limit
-    result["matmul_gflop_per_s_samples"] = [x / 1e9 for x in bench.limits]
+    result["matmul_gflop_per_s_samples"] = [x / 1e9 for x in bench.limits.all_samples]
     return result
 
 

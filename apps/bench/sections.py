@@ -64,6 +64,7 @@ def _measure_train(b: Bench, step, flops: int, limit: float) -> dict[str, Any]:
     memory.stop()
     stats = section_stats(time_fn(step, b.device, 0, b.spec.repeats), b.spec.batch_size, flops, limit)
     stats.update(peak_mem_mb=peak, loaded_mem_mb=base, peak_mem_method=memory.method)
+    b.finish(stats)
     return stats
 
 
@@ -98,6 +99,7 @@ def _eval_stats(b: Bench, run, reference, items: int, flops: int) -> dict[str, A
 
     limit = b.limit_now()
     stats = section_stats(time_fn(timed, b.device, b.spec.warmup, b.spec.repeats), items, flops, limit)
+    b.finish(stats)
     if b.spec.amp != "none":
         stats["amp_deviation"] = deviation(timed(), reference())
     return stats

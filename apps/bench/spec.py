@@ -1,11 +1,11 @@
 """One benchmark configuration, as the parent hands it to a worker process (through a JSON file)."""
 from __future__ import annotations
 
-import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
+from apps.bench.limit import LimitSampler
 from apps.bench.timing import matmul_limit
 from models.dgl import DGL
 from models.flops import Shapes
@@ -49,7 +49,6 @@ class Bench:
     spec: RunSpec
     model: DGL
     shapes: Shapes
-    limits: list[float] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.device = torch.device(self.spec.device)
@@ -57,14 +56,15 @@ class Bench:
         width = self.model.clip.config.vision_width
         # The model's main GEMM shape: [B*L_video, D_v] x [D_v, 4*D_v] with B the training batch.
         self.gemm = (self.spec.batch_size * self.shapes.video_tokens, width, 4 * width)
+        self.limits = LimitSampler(lambda: matmul_limit(*self.gemm, self.device))
 
     def limit_now(self) -> float:
-        """One sample of the machine's matrix-product limit (taken before each section)."""
-        self.limits.append(matmul_limit(*self.gemm, self.device))
-        return self.limits[-1]
+        """Samples of the machine's matrix-product limit just before a section (their best, provisional)."""
+        return self.limits.before()
 
-    def median_limit(self) -> float:
-        return statistics.median(self.limits)
+    def finish(self, stats: dict) -> None:
+        """Samples just after the section; its limit is the best beside it, its efficiency never above 1.0."""
+        self.limits.finish(stats)
 
     def videos(self, n: int) -> torch.Tensor:
         res = self.model.clip.config.image_resolution

@@ -1,0 +1,72 @@
+"""On a GPU, the trainer's step (forward, loss, backward, clipping, AdamW, StepMonitor) never synchronises.
+
+``torch.cuda.set_sync_debug_mode("error")`` makes every host-device synchronisation (``.item()``, a
+device-to-host copy, a copy from pageable memory, ``nonzero`` ...) raise. Skipped without CUDA (run by
+``bash scripts/gpu_check.sh``); DGL_TEST_DEVICE=cpu runs the same steps on the CPU, without the check,
+to test the test code itself.
+"""
+import math
+import os
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+for module in ("ftfy", "PIL", "tqdm"):  # utils.trainer imports the data pipeline (tokenizer, frame cache)
+    pytest.importorskip(module, reason=f"{module} missing: the trainer's imports need it")
+
+from dataloaders import collate_trimmed  # noqa: E402
+from tests.test_dgl import random_ids, tiny_model  # noqa: E402
+from utils.distributed import DistInfo  # noqa: E402
+from utils.optim import WarmupCosine, build_optimizer, param_groups  # noqa: E402
+from utils.step_monitor import StepMonitor  # noqa: E402
+from utils.trainer import Trainer  # noqa: E402
+
+DEVICE = os.environ.get("DGL_TEST_DEVICE", "cuda")
+pytestmark = pytest.mark.skipif(DEVICE == "cuda" and not torch.cuda.is_available(), reason="no CUDA device")
+
+
+def step_only_trainer(model, device: torch.device, precision: str) -> Trainer:
+    """A Trainer with what train_step and optimizer_step use, without data, logging or checkpoints."""
+    trainer = Trainer.__new__(Trainer)
+    trainer.model, trainer.ddp, trainer.chunks, trainer.precision = model, None, 1, precision
+    trainer.dist = DistInfo(0, 1, 0, device)
+    trainer.args = SimpleNamespace(clip_grad_norm=1.0)
+    trainer.optimizer = build_optimizer(param_groups(model, 1e-4, 1.0, 0.2), 1e-4)
+    trainer.scheduler = WarmupCosine(trainer.optimizer, 1e-4, 100, 0.1)
+    trainer.scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    return trainer
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_training_steps_do_not_synchronise(precision):
+    device = torch.device(DEVICE)
+    trainer = step_only_trainer(tiny_model().to(device).train(), device, precision)
+    gen = torch.Generator().manual_seed(0)
+    items = [{"input_ids": ids, "video": torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8, generator=gen)}
+             for ids in random_ids(4, length=24)]
+    batch = collate_trimmed(items)
+    if device.type == "cuda":
+        batch = {key: value.pin_memory() for key, value in batch.items()}  # as the trainer's DataLoader does
+
+    def step(number: int, monitor: StepMonitor) -> None:
+        ids = batch["input_ids"].to(device, non_blocking=True)
+        video = batch["video"].to(device, non_blocking=True)
+        loss = trainer.train_step(ids, video)
+        _, grad_norm = trainer.optimizer_step()
+        monitor.add(number, loss, grad_norm, torch.arange(4))
+
+    monitor = StepMonitor(device)
+    step(1, monitor)  # first step: kernels load, AdamW creates its state
+    monitor.read(["v"] * 4, 1)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+    try:
+        for number in range(2, 6):
+            step(number, monitor)
+    finally:
+        if device.type == "cuda":
+            torch.cuda.set_sync_debug_mode("default")
+    stats = monitor.read(["v"] * 4, 1)
+    assert stats.steps == 4 and math.isfinite(stats.mean_loss) and stats.grad_norm > 0

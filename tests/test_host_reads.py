@@ -1,0 +1,86 @@
+"""The training step never reads device values on the host except every --n_display steps.
+
+A read (``.item()``, ``float()``, ``.tolist()``, ...) of a CUDA tensor makes the host wait for the GPU. On
+this CPU machine every tensor is a host tensor, so the test counts the reads that would wait on a GPU: reads,
+from the project's own code, of floating-point tensors (what the model and the optimiser compute) or of
+tensors on another device. Integer CPU tensors (token ids, video indices from the loader) are host data.
+"""
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from models.clip import CLIP
+from models.dgl import DGL, DGLConfig, trim_text_padding
+from tests.test_train import TINY, train_flags, workspace  # noqa: F401 - fixture
+from utils import trainer as trainer_module
+from utils.config import parse_args
+from utils.run import run
+from utils.step_monitor import NonFiniteLossError
+
+ROOT = Path(__file__).resolve().parents[1]
+READS = ("item", "tolist", "cpu", "numpy", "__float__", "__int__", "__bool__", "__index__", "__format__")
+
+
+def count_host_reads(monkeypatch) -> list[tuple[int, str]]:
+    """Patches the read methods of Tensor; returns the list the reads are appended to as (step, caller)."""
+    reads, step = [], [0]
+    real_step = trainer_module.Trainer.optimizer_step
+
+    def counting_step(self):
+        step[0] += 1
+        return real_step(self)
+
+    monkeypatch.setattr(trainer_module.Trainer, "optimizer_step", counting_step)
+    for name in READS:
+        real = getattr(torch.Tensor, name)
+
+        def patched(self, *args, _real=real, _name=name, **kwargs):
+            caller = sys._getframe(1).f_code.co_filename
+            project = caller.startswith(str(ROOT)) and not caller.startswith(str(ROOT / "tests"))
+            if project and (self.is_floating_point() or self.device.type != "cpu"):
+                reads.append((step[0], f"{_name} in {Path(caller).relative_to(ROOT)}:{sys._getframe(1).f_lineno}"))
+            return _real(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, patched)
+    return reads
+
+
+def test_training_reads_the_host_only_at_display_steps(workspace, monkeypatch):  # noqa: F811
+    reads = count_host_reads(monkeypatch)
+    # 16 videos x 2 captions / batch 8 = 4 steps per epoch; 2 epochs; display at steps 1, 3, 6 (and the epoch ends).
+    run(parse_args(train_flags(workspace, "host_reads", "--n_display", "3", "--max_steps", "7")))
+    monitor = [step for step, what in reads if "step_monitor.py" in what]
+    assert monitor == [1, 3, 4, 6, 7], reads  # one read each: displays 1, 3, 6; the epoch end after 4; the stop at 7
+    others = {(step, what.split(":")[0]) for step, what in reads if "step_monitor.py" not in what}
+    assert {step for step, _ in others} <= {4, 7}, others  # saving checkpoint_latest.pt copies weights to the host
+    assert all("models/checkpoint.py" in what for _, what in others), others
+
+
+def test_a_non_finite_loss_stops_training_at_the_next_read(workspace, monkeypatch):  # noqa: F811
+    real = trainer_module.Trainer.train_step
+
+    def nan_at_step_2(self, ids, video):
+        loss = real(self, ids, video)
+        return loss * float("nan") if self.state.global_step == 1 else loss
+
+    monkeypatch.setattr(trainer_module.Trainer, "train_step", nan_at_step_2)
+    with pytest.raises(NonFiniteLossError, match=r"not finite at step 2 .*batch videos: \['"):
+        run(parse_args(train_flags(workspace, "nan", "--n_display", "3", "--max_steps", "5")))
+    assert not (workspace / "nan" / "checkpoint_latest.pt").exists()
+
+
+def test_text_encoding_on_a_device_never_reads_it():
+    """On the meta device (no data at all) any read raises: encode_text must take the ids as given."""
+    torch.manual_seed(0)
+    model = DGL(CLIP(TINY), DGLConfig(max_frames=2, prompt_layers=2))
+    ids = torch.zeros(3, 16, dtype=torch.long)
+    ids[:, 0], ids[:, 1:5], ids[0, 5], ids[1:, 3] = 49406, 100, 49407, 49407
+    trimmed = trim_text_padding(ids)
+    assert trimmed.shape == (3, 6)
+    with torch.no_grad():
+        expected = model.encode_text(ids)  # on the CPU the model trims itself
+        assert torch.allclose(model.encode_text(trimmed), expected, atol=1e-6)
+        on_meta = model.to("meta").encode_text(trimmed.to("meta"))
+    assert on_meta.shape == expected.shape
