@@ -7,7 +7,6 @@ to test the test code itself.
 """
 import math
 import os
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -17,31 +16,24 @@ for module in ("ftfy", "PIL", "tqdm"):  # utils.trainer imports the data pipelin
 
 from dataloaders import collate_trimmed  # noqa: E402
 from tests.test_dgl import random_ids, tiny_model  # noqa: E402
-from utils.distributed import DistInfo  # noqa: E402
-from utils.optim import WarmupCosine, build_optimizer, param_groups  # noqa: E402
+from models.losses import create_loss  # noqa: E402
+from utils.optim import build_optimizer, param_groups  # noqa: E402
+from utils.step import TrainStep  # noqa: E402
 from utils.step_monitor import StepMonitor  # noqa: E402
-from utils.trainer import Trainer  # noqa: E402
 
 DEVICE = os.environ.get("DGL_TEST_DEVICE", "cuda")
 pytestmark = pytest.mark.skipif(DEVICE == "cuda" and not torch.cuda.is_available(), reason="no CUDA device")
 
 
-def step_only_trainer(model, device: torch.device, precision: str) -> Trainer:
-    """A Trainer with what train_step and optimizer_step use, without data, logging or checkpoints."""
-    trainer = Trainer.__new__(Trainer)
-    trainer.model, trainer.ddp, trainer.chunks, trainer.precision = model, None, 1, precision
-    trainer.dist = DistInfo(0, 1, 0, device)
-    trainer.args = SimpleNamespace(clip_grad_norm=1.0)
-    trainer.optimizer = build_optimizer(param_groups(model, 1e-4, 1.0, 0.2), 1e-4)
-    trainer.scheduler = WarmupCosine(trainer.optimizer, 1e-4, 100, 0.1)
-    trainer.scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-    return trainer
+def trainer_step(model, device: torch.device, precision: str) -> TrainStep:
+    """The trainer's step (utils/step.py) with its optimizer, without data, logging or checkpoints."""
+    return TrainStep(model, create_loss(), build_optimizer(param_groups(model, 1e-4, 1.0, 0.2), 1e-4), precision, device)
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_training_steps_do_not_synchronise(precision):
     device = torch.device(DEVICE)
-    trainer = step_only_trainer(tiny_model().to(device).train(), device, precision)
+    train_step = trainer_step(tiny_model().to(device).train(), device, precision)
     gen = torch.Generator().manual_seed(0)
     items = [{"input_ids": ids, "video": torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8, generator=gen)}
              for ids in random_ids(4, length=24)]
@@ -52,8 +44,7 @@ def test_training_steps_do_not_synchronise(precision):
     def step(number: int, monitor: StepMonitor) -> None:
         ids = batch["input_ids"].to(device, non_blocking=True)
         video = batch["video"].to(device, non_blocking=True)
-        loss = trainer.train_step(ids, video)
-        _, grad_norm = trainer.optimizer_step()
+        loss, grad_norm = train_step(ids, video)
         monitor.add(number, loss, grad_norm, torch.arange(4))
 
     monitor = StepMonitor(device)
