@@ -8,7 +8,8 @@ from dataloaders.frames import SplitVideos
 from dataloaders.sampling import sample_rng
 from dataloaders.splits import VideoTextSplit
 from models.backbones import get_tokenizer
-from models.tokenizer import ClipTokenizer, trim_text_padding
+from models.token_ids import trim_text_padding
+from models.tokenizer import ClipTokenizer
 
 
 def collate_trimmed(items: list[dict]) -> dict:

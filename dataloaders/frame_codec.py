@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-import simplejpeg
 
 FORMATS = ("raw", "jpeg")
 SUFFIXES = {"raw": ".npy", "jpeg": ".jpgs"}
@@ -26,6 +25,8 @@ _HEADER = struct.Struct("<8sI")
 
 def encode_jpeg_stack(frames: np.ndarray, quality: int) -> bytes:
     """uint8 ``[k, 3, S, S]`` -> the bytes of a JPEG stack file (4:2:0 chroma, as the source videos)."""
+    import simplejpeg  # the JPEG format's codec, needed only where that format is used (as video_io's backends)
+
     images = [simplejpeg.encode_jpeg(np.ascontiguousarray(frame.transpose(1, 2, 0)), quality=quality, colorspace="RGB",
                                      colorsubsampling="420") for frame in frames]
     offsets = np.cumsum([0] + [len(image) for image in images], dtype="<u8")
@@ -41,6 +42,8 @@ def _read_offsets(f: BinaryIO, path: Path) -> np.ndarray:
 
 def read_jpeg_stack(path: str | Path, indices: np.ndarray | None = None) -> np.ndarray:
     """Decodes frames ``indices`` (all when None; repeats allowed) -> uint8 ``[len, 3, S, S]``."""
+    import simplejpeg
+
     path = Path(path)
     with open(path, "rb") as f:
         offsets = _read_offsets(f, path)

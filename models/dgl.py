@@ -9,18 +9,20 @@ This equals one masked attention over the ``G + T·S`` tokens at ~1/T of its cos
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .backbones import Backbone
 from .clip import MultiheadAttention, ResidualAttentionBlock
 from .losses import cosine_logits
 from .prompts import PROMPT_GENERATORS, Prompts, uniform_prompt_init_
-from .tokenizer import trim_text_padding
+from .token_ids import trim_text_padding
+
+if TYPE_CHECKING:  # the interface only: importing the registry would pull in the tokenizer's libraries
+    from .backbones import Backbone
 
 SHARED_LATENT_SPACES = tuple(PROMPT_GENERATORS)
 POOLED_OUTPUT_TYPES = (

@@ -136,9 +136,3 @@ class ClipTokenizer:
         ids = torch.full((len(rows), max_words), PAD_ID, dtype=torch.long)
         ids[mask.bool()] = torch.tensor([token for row in rows for token in row], dtype=torch.long)
         return ids, mask
-
-
-def trim_text_padding(input_ids: torch.Tensor) -> torch.Tensor:
-    """Token ids ``[N, L]`` without the columns after the batch's last EOT (the largest id), which cannot
-    reach an EOT row under the causal mask. Meant for host tensors: it reads the data."""
-    return input_ids[:, : int(input_ids.argmax(dim=-1).max()) + 1]

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# The GPU checks as one prepared run, for a lent GPU machine (its python3 holds a CUDA PyTorch and nothing
-# can be installed there, so only tests that need neither video decoders nor the tokenizer run):
+# The GPU checks as one prepared run, for a lent GPU machine (its python3 holds a CUDA PyTorch, pytest and
+# transformers, but no PyPI access; the text and JPEG libraries travel as wheels: on the CPU machine run
+#   pip download -d wheels --only-binary=:all: --python-version 3.X ftfy regex wcwidth simplejpeg
+# with its Python's version, then carry "wheels" (git-ignored); they are installed here with --no-index):
 #   bash scripts/gpu_check.sh [OUT_DIR]        (default $OUT, else runs/gpu_check)
 # 1. tests/test_cuda.py: GPU against CPU (features, loss, every gradient), the fused attention kernels
 #    against the block-masked reference, bf16 autocast; with tests/test_dgl.py and tests/test_benchmark.py.
-#    The parity test against the official outputs joins when DGL_REFERENCE_FIXTURES names a copy of
-#    ../shared/fixtures/dgl_reference that travelled with the repository (51 MB: an ignored folder, carried).
+#    The parity tests against the official outputs (tests/fixtures, vendored) run as well.
 #    tests/test_cuda_sync.py: the trainer's step (pinned batch, non_blocking copies, forward, loss, backward,
 #    clipping, fused AdamW, the device-side StepMonitor) under torch.cuda.set_sync_debug_mode("error"), in fp32
 #    and bf16: any host-device synchronisation inside a step fails it (no GPU was lent when it was written).
@@ -20,10 +21,11 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
   "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.is_available() and torch.cuda.get_device_name())"
 } 2>&1 | tee "$OUT_DIR/gpu.txt"
-tests=(tests/test_cuda.py tests/test_cuda_sync.py tests/test_dgl.py tests/test_benchmark.py tests/test_bench_limit.py)
-if [ -n "${DGL_REFERENCE_FIXTURES:-}" ] && [ -f "$DGL_REFERENCE_FIXTURES/config.json" ]; then
-  tests+=(tests/test_reference_parity.py)
+if [ -d wheels ]; then
+  "$PY" -m pip install -q --no-index --find-links wheels ftfy regex simplejpeg 2>&1 | tee "$OUT_DIR/install.txt" || true
 fi
+tests=(tests/test_cuda.py tests/test_cuda_sync.py tests/test_dgl.py tests/test_benchmark.py tests/test_bench_limit.py
+       tests/test_reference_parity.py tests/test_reference_sharpness.py)
 status=0
 "$PY" -m pytest -q -p no:cacheprovider "${tests[@]}" 2>&1 | tee "$OUT_DIR/tests.txt" || status=1
 "$PY" -m apps.bench --device cuda --amp bf16 --models B/32,B/16 --batch_size 64 --sections train,video,text \

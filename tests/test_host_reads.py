@@ -13,7 +13,7 @@ import torch
 
 from models.clip import CLIP
 from models.dgl import DGL, DGLConfig
-from models.tokenizer import trim_text_padding
+from models.token_ids import trim_text_padding
 from tests.test_train import TINY, train_flags, workspace  # noqa: F401 - fixture
 from utils.config import build_config
 from utils.step import TrainStep
