@@ -49,12 +49,12 @@ SAVE_EVERY = 200  # manifest rewrites (the journal keeps every finished video in
 class BuildReport:
     """What a build did: videos listed, newly cached, already up to date, failed; frames and bytes written."""
 
-    videos: int
-    cached: int = 0
-    up_to_date: int = 0
+    videos: int  # listed by the splits
+    cached: int = 0  # decoded and written by this build
+    up_to_date: int = 0  # already cached from unchanged sources (skipped)
     failed: int = 0
-    frames: int = 0
-    bytes: int = 0
+    frames: int = 0  # written by this build
+    bytes: int = 0  # written by this build
     seconds: float = 0.0
     estimate: SizeEstimate | None = None
     failures: list[tuple[str, str]] = field(default_factory=list)
