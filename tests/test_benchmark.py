@@ -170,3 +170,20 @@ def test_both_module_names_run(module):
                             timeout=300)
     assert result.returncode == 0, result.stderr
     assert "--quick" in result.stdout and "--in_process" in result.stdout
+
+
+def test_data_section_times_the_given_data_set(tmp_path):
+    """``--features_path`` with the dataset flags: one row per worker count with its videos/s."""
+    from argparse import Namespace
+
+    from apps.bench.data import data_section
+    from tests.layouts import make_msrvtt
+
+    cfg = make_msrvtt(tmp_path)
+    args = Namespace(features_path=str(cfg.features_path), frame_cache=None, datatype="msrvtt", data_path=str(cfg.data_path),
+                     train_csv=str(cfg.train_csv), val_csv=str(cfg.val_csv), video_backend=None, frames=4,
+                     data_subset="train", num_workers=[0], batch_size=1, loader_batches=2)
+    runs = data_section(args)["runs"]
+    assert [(r["source"], r["num_workers"], r["videos"]) for r in runs] == [("videos", 0, 2)]
+    assert runs[0]["videos_per_s"] > 0
+    assert "skipped" in data_section(Namespace(**{**vars(args), "features_path": None}))

@@ -254,7 +254,7 @@ def test_both_backends_give_the_same_model_input(msrvtt):
 
 
 def test_measure_loader_times_a_split_from_its_config(msrvtt):
-    from apps.loader_throughput import measure_loader
+    from apps.bench.loader import measure_loader
 
     result = measure_loader(config=msrvtt, subset="train", num_workers=0, batch_size=1, max_batches=2)
     assert result["videos"] == 2 and result["videos_per_s"] > 0

@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--in_process", action="store_true",
                    help="run every configuration in this process (faster start; CPU memory numbers less isolated)")
     p.add_argument("--seed", type=int, default=0)
-    data = p.add_argument_group("data loading (section 3; apps/loader_throughput.py)")
+    data = p.add_argument_group("data loading on your data (section 3; apps/bench/data.py)")
     data.add_argument("--features_path", default=None, help="folder of compressed videos")
     data.add_argument("--frame_cache", default=None, help="frame cache folder")
     data.add_argument("--datatype", default=None, help="msrvtt, ... (DataConfig.datatype)")

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from apps.loader_throughput import measure_loader, split_of_videos
+from apps.bench.loader import measure_loader, split_of_videos
 from dataloaders.config import DataConfig
 from dataloaders.datasets import VideoDataset
 from dataloaders.parallel import parallel_map

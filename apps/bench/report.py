@@ -12,14 +12,6 @@ _UNITS = {"train_step": "videos", "train_step_naive": "videos", "encode_video": 
           "encode_video_naive": "videos", "encode_text": "texts"}
 
 
-def videos_per_s(row: dict[str, Any]) -> float | None:
-    """The videos-per-second figure of a data-loading row, whatever ``measure_loader`` named it."""
-    for key, value in row.items():
-        if isinstance(value, (int, float)) and "video" in key and ("per_s" in key or "per_sec" in key or "/s" in key):
-            return float(value)
-    return None
-
-
 def _section_line(cfg: dict[str, Any], name: str, s: dict[str, Any]) -> str:
     peak = f"{s['peak_mem_mb']:.0f}" if "peak_mem_mb" in s else "-"
     note = limit_note(s)
@@ -37,8 +29,7 @@ def _data_lines(data: dict[str, Any]) -> list[str]:
     if "skipped" in data:
         lines.append(f"data loading: skipped - {data['skipped']}")
     for row in data.get("runs", []):
-        rate = videos_per_s(row)
-        what = row.get("error") or (f"{rate:.2f} videos/s" if rate is not None else json.dumps(row))
+        what = row.get("error") or f"{row['videos_per_s']:.2f} videos/s"
         lines.append(f"data loading [{row['source']}, {row['num_workers']} workers]: {what}")
     return lines
 

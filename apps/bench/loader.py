@@ -1,0 +1,57 @@
+"""How fast a DataLoader delivers videos (videos/s after its first batch), for the benchmark's data rows."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from torch.utils.data import DataLoader, Dataset
+
+from dataloaders import build_split
+from dataloaders.config import DataConfig
+from dataloaders.datasets import VideoDataset
+from dataloaders.splits import VideoTextSplit
+
+
+def measure_loader(
+    dataset: Dataset | None = None,
+    *,
+    config: DataConfig | None = None,
+    subset: str = "train",
+    num_workers: int = 2,
+    batch_size: int = 4,
+    passes: int = 3,
+    max_batches: int | None = None,
+) -> dict:
+    """Videos per second delivered by a DataLoader, timed after its first batch (which pays for
+    starting the workers). Without `dataset`, measures VideoDataset over `subset` of `config`
+    (each video once, as evaluation and cache building read them). Stops after `passes` passes or
+    `max_batches` timed batches."""
+    if dataset is None:
+        if config is None:
+            raise ValueError("measure_loader needs a dataset or a DataConfig")
+        dataset = VideoDataset(build_split(config, subset), config)
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, persistent_workers=num_workers > 0)
+    videos, batches, start = 0, 0, None
+    for _ in range(passes):
+        for batch in loader:
+            if start is None:
+                start = time.perf_counter()
+                continue
+            videos += len(batch["video"])
+            batches += 1
+            if batches == max_batches:
+                break
+        if batches == max_batches:
+            break
+    if not videos:
+        raise ValueError(f"too little data to time: {len(dataset)} videos at batch size {batch_size}")
+    seconds = time.perf_counter() - start
+    return {"videos": videos, "seconds": round(seconds, 3), "videos_per_s": round(videos / seconds, 2), "num_workers": num_workers}
+
+
+def split_of_videos(paths: list[Path], name: str = "synthetic/test") -> VideoTextSplit:
+    """A test split of the given files with one placeholder caption each (loaders need captions)."""
+    return VideoTextSplit(
+        name=name, video_ids=[p.stem for p in paths], video_paths=paths, windows=None,
+        captions=[f"caption {i}" for i in range(len(paths))], caption_video=list(range(len(paths))), multi_sentence=False,
+    )
