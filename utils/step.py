@@ -59,12 +59,13 @@ class TrainStep:
         return loss, grad_norm
 
     def _global_loss(self, text: Tensor, video: Tensor) -> Tensor:
-        """Scaled by the world size so that DDP's gradient average is the gradient of the global loss (the
-        official code's effective gradient is that divided by the world size)."""
+        """The loss of the global batch (the loss gathers the other ranks' features itself)."""
         return self.loss(text, video, self.model.clip.logit_scale)
 
     def backward(self, input_ids: Tensor, video: Tensor) -> Tensor:
-        """Accumulate the gradients of the global-batch loss; returns the loss (detached)."""
+        """Accumulate the gradients of the global-batch loss; returns the loss (detached). The loss is scaled by
+        the world size before backward, so that DDP's gradient average is the gradient of the global loss (the
+        official code's effective gradient is that divided by the world size)."""
         autocast = autocast_context(self.precision, self.device)
         if self.chunks == 1:
             with autocast:
