@@ -79,11 +79,15 @@ class Shapes:
     @classmethod
     def of(cls, model: Any, frames: int) -> "Shapes":
         """From a built DGL (read through its ``clip.config``, ``config`` and ``prompt_layers``)."""
-        ccfg, cfg = model.clip.config, model.config
+        return cls.of_configs(model.clip.config, model.config, model.prompt_layers, frames)
+
+    @classmethod
+    def of_configs(cls, ccfg: Any, cfg: Any, prompt_layers: int, frames: int) -> "Shapes":
+        """From CLIP's and DGL's configs alone: counting needs no weights."""
         pooled = _POOLED_TOKENS[cfg.visual_output_type](cfg.global_prompt_length, frames)
         return cls(ccfg.vision_width, ccfg.vision_layers, ccfg.vision_patch_size, ccfg.grid_size, ccfg.text_width,
                    ccfg.text_layers, ccfg.embed_dim, frames, cfg.global_prompt_length, cfg.local_prompt_length,
-                   cfg.text_prompt_length, model.prompt_layers, cfg.shared_latent_space, pooled)
+                   cfg.text_prompt_length, prompt_layers, cfg.shared_latent_space, pooled)
 
     @property
     def tokens_per_frame(self) -> int:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import multiprocessing
 import sys
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -25,6 +24,7 @@ from tqdm import tqdm
 if __package__ in (None, ""):  # run by path (python preprocess/X.py): make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from dataloaders.parallel import parallel_map  # noqa: E402
 from preprocess.synthetic_render import render_clip  # noqa: E402
 from preprocess.synthetic_world import (  # noqa: E402
     CAPTION_TEMPLATES,
@@ -147,13 +147,8 @@ def _encode_all(units: list[Unit], cfg: SyntheticConfig, video_dir: Path) -> Non
     jobs = [(u, cfg.frames, cfg.size, cfg.crf, str(video_dir)) for u in units]
     total = sum(len(u.video_ids) for u in units)
     with tqdm(total=total, desc="videos", unit="vid") as bar:
-        if cfg.workers <= 1:
-            for job in jobs:
-                bar.update(_render_unit(job))
-            return
-        with multiprocessing.Pool(cfg.workers) as pool:
-            for n in pool.imap_unordered(_render_unit, jobs, chunksize=8):
-                bar.update(n)
+        for n in parallel_map(_render_unit, jobs, cfg.workers):
+            bar.update(n)
 
 
 def _write_annotations(units: list[Unit], cfg: SyntheticConfig, out: Path) -> None:

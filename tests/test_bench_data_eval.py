@@ -3,6 +3,7 @@ import json
 
 from apps.bench import loader_rows as bench_data, real_size_eval as bench_eval
 from apps.bench.loader_rows import GalleryConfig
+from models.flops import video_flops
 
 SHORT = dict(min_seconds=2.0, max_seconds=4.0, size=(96, 64))
 
@@ -32,5 +33,17 @@ def test_eval_section_times_main_py_from_each_source(tmp_path):
     assert result["runs"]["videos"]["t2v_R@1"] == result["runs"]["raw_cache"]["t2v_R@1"]
     assert result["features_jpeg_cache_vs_raw_cache"]["min_cosine"] > 0.99
     assert result["caches"]["jpeg_cache"]["bytes"] < result["caches"]["raw_cache"]["bytes"]
+    for run in result["runs"].values():  # the floor is a lower bound: never above the wall time unless flagged
+        assert 0 < run["floor_seconds"] and (run["efficiency"] is None or run["floor_seconds"] <= run["wall_seconds"])
     rows = bench_eval.format_rows(json.loads(json.dumps(result)))
     assert len(rows) == 6 and "main.py --do_eval 1" in rows[0]
+
+
+def test_eval_flops_counts_each_caption_batch_to_its_longest_caption():
+    cfg = bench_eval.EvalBenchConfig(GalleryConfig(videos=3), model="B/32", frames=12, batch_size_val=2)
+    # "a" and "a man" are 1 and 2 BPE tokens, the third caption 5: batches [3, 4] and [7] id slots with SOT/EOT.
+    flops, shapes = bench_eval.eval_flops(cfg, ["a", "a man", "a man plays the guitar"])
+    assert (shapes.vision_width, shapes.grid, shapes.frames, shapes.prompt_layers) == (768, 7, 12, 12)
+    words = shapes.text_prompts // 2
+    by_hand = sum(n * (12 * (24 * (k + words) * 512**2 + 4 * 512 * (k + words) ** 2) + 2 * 512 * 512) for n, k in ((2, 4), (1, 7)))
+    assert flops - video_flops(shapes, 3)[0] == by_hand

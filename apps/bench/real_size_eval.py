@@ -7,7 +7,9 @@ MSR-VTT-shaped videos of apps/bench/loader_rows.py and a random OpenAI-format Vi
 and JPEG caches of the T = 12 evaluation frames, then times one ``main.py --do_eval 1`` subprocess per
 source (model build, loading, encoding and metrics; what a user evaluating a checkpoint waits for).
 Each run saves its features, so the JPEG cache's change of the video features (cosine to the raw
-cache's, which equal the decoded videos') is reported too.
+cache's, which equal the decoded videos') is reported too. Beside each run the machine's matmul limit is
+sampled: the evaluation's FLOPs over the best sample is the wall time no implementation could beat on this
+machine in fp32 (the floor), and FLOPs over the wall time is the run's end-to-end efficiency.
 """
 from __future__ import annotations
 
@@ -25,10 +27,15 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from apps.bench.loader_rows import GalleryConfig, gallery_split, msrvtt_shaped_videos
 from apps.bench.inputs import MODEL_PRESETS, random_clip_state_dict
+from apps.bench.limit import LimitSampler, efficiency_cell
+from apps.bench.loader_rows import GalleryConfig, gallery_split, msrvtt_shaped_videos
+from apps.bench.timing import matmul_limit
 from dataloaders.config import DataConfig
 from dataloaders.frame_cache import FrameCache
+from models.backbones import get_tokenizer
+from models.dgl import DGLConfig
+from models.flops import Shapes, kept_words, text_flops, video_flops
 from models.pretrained import CLIPConfig
 from preprocess.cache_frames import build_cache
 
@@ -65,6 +72,17 @@ def clip_config(model: str) -> CLIPConfig:
     return dataclasses.replace(MODEL_PRESETS[model], vocab_size=49408)
 
 
+def eval_flops(cfg: EvalBenchConfig, captions: list[str], max_words: int = DataConfig.max_words) -> tuple[int, Shapes]:
+    """FLOPs of the evaluation's encoders (main.py's defaults): every video once, and the captions in
+    ``batch_size_val`` batches, each trimmed after its last EOT as the loader does."""
+    ccfg = clip_config(cfg.model)
+    layers = min(12, ccfg.vision_layers, ccfg.text_layers)
+    shapes = Shapes.of_configs(ccfg, DGLConfig(max_frames=cfg.frames, prompt_layers=layers), layers, cfg.frames)
+    ids, _ = get_tokenizer()(captions, max_words)
+    text = sum(text_flops(shapes, len(batch), kept_words(batch))[0] for batch in ids.split(cfg.batch_size_val))
+    return video_flops(shapes, cfg.gallery.videos)[0] + text, shapes
+
+
 def prepare(workdir: Path, cfg: EvalBenchConfig, workers: int) -> dict[str, Any]:
     """Videos, test CSV, random CLIP file and both caches (each reused when present and fresh)."""
     paths = msrvtt_shaped_videos(workdir / "videos", cfg.gallery, workers)
@@ -84,6 +102,11 @@ def prepare(workdir: Path, cfg: EvalBenchConfig, workers: int) -> dict[str, Any]
     return {"features_path": paths[0].parent, "val_csv": csv_path, "clip": clip, "caches": caches, "builds": builds}
 
 
+def read_captions(csv_path: Path) -> list[str]:
+    with open(csv_path, newline="") as f:
+        return [row["sentence"] for row in csv.DictReader(f)]
+
+
 def eval_command(data: dict[str, Any], cfg: EvalBenchConfig, source: str, out: Path) -> list[str]:
     command = [
         sys.executable, str(ROOT / "main.py"), "--do_eval", "1", "--datatype", "msrvtt", "--val_csv", str(data["val_csv"]),
@@ -97,9 +120,12 @@ def eval_command(data: dict[str, Any], cfg: EvalBenchConfig, source: str, out: P
     return command
 
 
-def time_eval(data: dict[str, Any], cfg: EvalBenchConfig, source: str, workdir: Path) -> dict[str, Any]:
-    """One end-to-end evaluation in a fresh process; wall time and its retrieval metrics."""
+def time_eval(data: dict[str, Any], cfg: EvalBenchConfig, source: str, workdir: Path, flops: int,
+              limits: LimitSampler) -> dict[str, Any]:
+    """One end-to-end evaluation in a fresh process: wall time, retrieval metrics, and the machine's matmul
+    limit sampled right before and after it (floor = FLOPs / best sample; efficiency = floor / wall)."""
     out = workdir / f"eval_{source}"
+    limits.before()
     started = time.perf_counter()
     proc = subprocess.run(eval_command(data, cfg, source, out), cwd=ROOT, capture_output=True, text=True)
     seconds = time.perf_counter() - started
@@ -107,7 +133,10 @@ def time_eval(data: dict[str, Any], cfg: EvalBenchConfig, source: str, workdir: 
         return {"error": f"main.py exited with {proc.returncode}: {proc.stderr[-1500:]}"}
     metrics = json.loads((out / "eval_metrics.json").read_text())
     label = next(iter(metrics))
-    return {"wall_seconds": round(seconds, 1), "t2v_R@1": metrics[label]["t2v"]["R@1"]}
+    run = {"wall_seconds": round(seconds, 1), "t2v_R@1": metrics[label]["t2v"]["R@1"], "gflop_per_s": flops / seconds / 1e9}
+    limits.finish(run)
+    run["floor_seconds"] = flops / (run["matmul_gflop_per_s"] * 1e9)
+    return run
 
 
 def feature_change(workdir: Path, source: str, reference: str = "raw_cache") -> dict[str, float] | None:
@@ -124,10 +153,13 @@ def run_section(cfg: EvalBenchConfig, workdir: Path, workers: int = 2) -> dict[s
     workdir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     data = prepare(workdir, cfg, workers)
+    flops, shapes = eval_flops(cfg, read_captions(data["val_csv"]))
     result: dict[str, Any] = {"videos": cfg.gallery.videos, "captions": cfg.gallery.videos, "model": cfg.model, "frames": cfg.frames,
-                              "prepare_seconds": round(time.perf_counter() - started, 1), "caches": data["builds"], "runs": {}}
+                              "prepare_seconds": round(time.perf_counter() - started, 1), "caches": data["builds"],
+                              "tflop": flops / 1e12, "runs": {}}
+    gemm = (cfg.batch_size_val * shapes.video_tokens, shapes.vision_width, 4 * shapes.vision_width)
     for source in cfg.sources:
-        result["runs"][source] = time_eval(data, cfg, source, workdir)
+        result["runs"][source] = time_eval(data, cfg, source, workdir, flops, LimitSampler(lambda: matmul_limit(*gemm, torch.device("cpu"))))
     for source in ("videos", "jpeg_cache"):
         change = feature_change(workdir, source)
         if change is not None:
@@ -138,13 +170,20 @@ def run_section(cfg: EvalBenchConfig, workdir: Path, workers: int = 2) -> dict[s
 def format_rows(result: dict[str, Any]) -> list[str]:
     if "skipped" in result or "error" in result:
         return [f"eval at real size: {result.get('skipped') or result.get('error')}"]
-    lines = [f"eval through main.py --do_eval 1, {result['videos']} videos / {result['captions']} captions, random {result['model']}, T={result['frames']}:"]
+    lines = [f"eval through main.py --do_eval 1, {result['videos']} videos / {result['captions']} captions, random {result['model']}, "
+             f"T={result['frames']}, {result['tflop']:.1f} TFLOP:"]
     for source, run in result["runs"].items():
-        lines.append(f"  {source:<11} " + (run["error"][:200] if "error" in run else f"{run['wall_seconds']:8.1f} s  (t2v R@1 {run['t2v_R@1']:.1f})"))
+        lines.append(f"  {source:<11} " + (run["error"][:200] if "error" in run else _run_row(run)))
     for key in ("features_videos_vs_raw_cache", "features_jpeg_cache_vs_raw_cache"):
         if key in result:
             lines.append(f"  {key}: min cosine {result[key]['min_cosine']:.6f}, mean {result[key]['mean_cosine']:.6f}")
     return lines
+
+
+def _run_row(run: dict[str, Any]) -> str:
+    limit = f"{run['matmul_gflop_per_s']:.0f} GFLOP/s (spread {run['matmul_spread']:.0%})"
+    return (f"{run['wall_seconds']:8.1f} s  floor {run['floor_seconds']:.1f} s at the matmul limit {limit}, "
+            f"efficiency {efficiency_cell(run)}  (t2v R@1 {run['t2v_R@1']:.1f})")
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
