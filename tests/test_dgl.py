@@ -10,13 +10,11 @@ from models.clip import CLIP
 from models.dgl import DGL, DGLConfig, resolve_prompt_layers
 from models.losses import contrastive_loss
 from models.pretrained import CLIPConfig
+from tests.tiny_runs import TINY
 
 VIT_B32 = CLIPConfig(embed_dim=512, image_resolution=224, vision_layers=12, vision_width=768, vision_heads=12,
                      vision_patch_size=32, grid_size=7, context_length=77, vocab_size=49408, text_width=512,
                      text_heads=8, text_layers=12)
-TINY = CLIPConfig(embed_dim=32, image_resolution=32, vision_layers=2, vision_width=128, vision_heads=2,
-                  vision_patch_size=8, grid_size=4, context_length=77, vocab_size=49408, text_width=64,
-                  text_heads=1, text_layers=2)
 
 
 def tiny_model(seed=0, **cfg):

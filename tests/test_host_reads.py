@@ -14,7 +14,7 @@ import torch
 from models.clip import CLIP
 from models.dgl import DGL, DGLConfig
 from models.token_ids import trim_text_padding
-from tests.test_train import TINY, train_flags, workspace  # noqa: F401 - fixture
+from tests.tiny_runs import TINY, train_flags
 from utils.config import build_config
 from utils.step import TrainStep
 from utils.run import run
@@ -49,7 +49,7 @@ def count_host_reads(monkeypatch) -> list[tuple[int, str]]:
     return reads
 
 
-def test_training_reads_the_host_only_at_display_steps(workspace, monkeypatch):  # noqa: F811
+def test_training_reads_the_host_only_at_display_steps(workspace, monkeypatch):
     reads = count_host_reads(monkeypatch)
     # 16 videos x 2 captions / batch 8 = 4 steps per epoch; 2 epochs; display at steps 1, 3, 6 (and the epoch ends).
     run(build_config(train_flags(workspace, "host_reads", "--n_display", "3", "--max_steps", "7")))
@@ -60,7 +60,7 @@ def test_training_reads_the_host_only_at_display_steps(workspace, monkeypatch): 
     assert all(" in models/checkpoint" in what for _, what in others), others  # checkpoint.py, checkpoint_file.py
 
 
-def test_a_non_finite_loss_stops_training_at_the_next_read(workspace, monkeypatch):  # noqa: F811
+def test_a_non_finite_loss_stops_training_at_the_next_read(workspace, monkeypatch):
     real, calls = TrainStep.__call__, [0]
 
     def nan_at_step_2(self, ids, video):

@@ -10,7 +10,7 @@ import pytest
 from models.checkpoint import export_official_checkpoint
 from models.clip import CLIP
 from models.dgl import DGL, DGLConfig
-from tests.test_train import TINY, data_flags, workspace  # noqa: F401 - the fixture is used below
+from tests.tiny_runs import TINY, data_flags
 from utils.config import build_config
 from utils.run import run
 from utils.runtime import relaunch_on_all_gpus
@@ -111,7 +111,7 @@ def test_python_main_on_several_gpus_runs_one_process_per_gpu():
     assert relaunch_on_all_gpus(argv, "main.py", environ={"RANK": "0", "WORLD_SIZE": "4"}, gpus=4) is None  # torchrun
 
 
-def test_config_json_records_what_ran(workspace):  # noqa: F811
+def test_config_json_records_what_ran(workspace):
     out = workspace / "recorded"
     clip = str(workspace / "tiny_clip.pt")
     flags = data_flags(workspace) + ["--do_eval", "1", "--resume", "None", "--pretrained_clip_name", clip,
@@ -131,7 +131,7 @@ def test_config_json_records_what_ran(workspace):  # noqa: F811
     ("linear", ["--shared_latent_space", "transformer"], "--shared_latent_space linear"),
     ("transformer", ["--max_frames", "3"], "--max_frames 4"),
 ])
-def test_resume_of_official_checkpoint_names_the_settings_it_needs(workspace, variant, wrong, needed):  # noqa: F811
+def test_resume_of_official_checkpoint_names_the_settings_it_needs(workspace, variant, wrong, needed):
     clip = str(workspace / "tiny_clip.pt")
     model = DGL(CLIP.from_pretrained(clip), DGLConfig(shared_latent_space=variant, max_frames=4, prompt_layers=2))
     ckpt = workspace / f"official_{variant}.pth.tar"

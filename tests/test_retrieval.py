@@ -10,13 +10,11 @@ import torch
 
 import retrieve
 from dataloaders.frames import read_eval_frames
-from dataloaders.synthetic import write_video
 from models.checkpoint import atomic_save, compact_checkpoint, load_official_checkpoint
 from models.clip import CLIP
 from models.dgl import DGL
 from models.factory import load_dgl
 from models.tokenizer import ClipTokenizer
-from preprocess.make_synthetic import SyntheticConfig, make_dataset
 from tests.video_utils import corrupt_file
 from apps.retrieval import SHARD_GLOB, IndexModelMismatch, Retriever, VideoIndex
 from utils.flags import dgl_config
@@ -25,24 +23,8 @@ from utils.trainer import rng_state
 QUERIES = ["a red circle moves upward", "the blue square shrinks", "a purple cross on a white background"]
 
 
-@pytest.fixture(scope="module")
-def gallery(tmp_path_factory):
-    """10 videos: 8 from the synthetic generator (mp4) plus Matroska and AVI files in nested folders."""
-    root = tmp_path_factory.mktemp("gallery")
-    make_dataset(SyntheticConfig(train_videos=6, test_pairs=1, frames=8, size=32, workers=1), root / "data")
-    videos = root / "data" / "videos"
-    write_video(videos / "sub" / "texture.mkv", 5, 48, 32, pattern="texture")
-    write_video(videos / "sub" / "deeper" / "short.AVI", 2, 40, 40, pattern="texture", seed=1)
-    return videos.resolve()
-
-
 def gallery_files(folder):
     return sorted(p for p in folder.rglob("*") if p.suffix.lower() in {".mp4", ".mkv", ".avi"})
-
-
-@pytest.fixture(scope="module")
-def transformer(fixture_dir):
-    return load_dgl(fixture_dir / "dgl_transformer_ckpt.pth.tar").eval()
 
 
 def retriever(model, **options):

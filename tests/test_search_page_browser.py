@@ -15,7 +15,7 @@ import pytest
 from apps.search_server import serve_in_thread
 from apps.search_service import SearchService
 from preprocess.make_synthetic import SyntheticConfig, make_dataset
-from tests.test_retrieval import gallery, retriever, transformer  # noqa: F401 - fixtures and helpers
+from tests.test_retrieval import retriever
 
 pytestmark = pytest.mark.skipif(
     shutil.which("chromedriver") is None or shutil.which("chromium") is None or importlib.util.find_spec("selenium") is None,
@@ -26,7 +26,7 @@ PLAYING = "const v = arguments[0]; return [v.readyState, v.paused, v.currentTime
 
 
 @pytest.fixture(scope="module")
-def page(gallery, transformer, tmp_path_factory):  # noqa: F811 - fixtures imported above
+def page(gallery, transformer, tmp_path_factory):
     """A demo-style index (64 px H.264 clips of moving shapes) plus a Matroska file the browser cannot play."""
     root = tmp_path_factory.mktemp("browser")
     make_dataset(SyntheticConfig(train_videos=22, test_pairs=1, frames=12, size=64, workers=1), root / "data")

@@ -20,7 +20,7 @@ from apps.retrieval import Retriever
 from apps.search_server import RangeNotSatisfiable, byte_range, serve_in_thread
 from apps.search_service import SearchService
 from dataloaders.frames import read_eval_frames
-from tests.test_retrieval import QUERIES, gallery, retriever, transformer  # noqa: F401 - fixtures and helpers
+from tests.test_retrieval import QUERIES, retriever
 
 
 def get(base, path, headers=None, method="GET"):
@@ -42,7 +42,7 @@ def get_json(base, path):
 
 
 @pytest.fixture(scope="module")
-def served(gallery, transformer, tmp_path_factory):  # noqa: F811 - fixtures imported above
+def served(gallery, transformer, tmp_path_factory):
     r = retriever(transformer)
     r.index(gallery, tmp_path_factory.mktemp("index"), progress=False)
     server, base = serve_in_thread(SearchService(r))
@@ -55,7 +55,7 @@ def relative(hits, root):
     return [Path(h.path).relative_to(root).as_posix() for h in hits]
 
 
-def test_api_search_equals_retriever(served, gallery):  # noqa: F811
+def test_api_search_equals_retriever(served, gallery):
     r, base = served
     for query in QUERIES:
         status, answer = get_json(base, f"/api/search?q={quote(query)}&k=4")
@@ -71,7 +71,7 @@ def test_api_search_equals_retriever(served, gallery):  # noqa: F811
     assert get_json(base, "/api/search?q=anything")[1]["results"].__len__() == 10  # default k 12, capped by N
 
 
-def test_similar_returns_the_video_first(served, gallery):  # noqa: F811
+def test_similar_returns_the_video_first(served, gallery):
     r, base = served
     for rel in [p.relative_to(gallery).as_posix() for p in sorted(gallery.rglob("*.*"))]:
         status, answer = get_json(base, f"/api/similar?video={quote(rel)}&k=3")
@@ -82,7 +82,7 @@ def test_similar_returns_the_video_first(served, gallery):  # noqa: F811
     assert status == 404 and "not an indexed video" in answer["error"]
 
 
-def test_long_empty_and_bad_queries(served):  # noqa: F811
+def test_long_empty_and_bad_queries(served):
     r, base = served
     words = " ".join(["red circle"] * 40)  # 80 words: far beyond max_words - 2 = 30 tokens
     answers = [get_json(base, f"/api/search?q={quote(words + tail)}&k=5") for tail in (" upward", " blue square")]
@@ -112,7 +112,7 @@ def test_internal_error_is_a_json_500_and_the_server_goes_on(served, monkeypatch
     assert get_json(base, "/api/search?q=a+red+circle")[0] == 200
 
 
-def test_paths_outside_the_index_are_never_served(gallery, transformer, tmp_path):  # noqa: F811
+def test_paths_outside_the_index_are_never_served(gallery, transformer, tmp_path):
     videos = shutil.copytree(gallery, tmp_path / "videos")
     secret = tmp_path / "secret.mp4"
     secret.write_bytes(b"SECRET" * 100)
@@ -140,7 +140,7 @@ def test_paths_outside_the_index_are_never_served(gallery, transformer, tmp_path
         server.server_close()
 
 
-def test_range_requests(served, gallery):  # noqa: F811
+def test_range_requests(served, gallery):
     _, base = served
     data = (gallery / "video0.mp4").read_bytes()
     size = len(data)
@@ -170,7 +170,7 @@ def test_byte_range_parsing():
         byte_range("bytes=-5", 0)
 
 
-def test_concurrent_clients(served):  # noqa: F811
+def test_concurrent_clients(served):
     r, base = served
     queries = [f"{QUERIES[i % 3]} number {i}" for i in range(20)]
     expected = {q: [h.score for h in hits] for q, hits in zip(queries, r.search(queries, k=3))}
@@ -200,7 +200,7 @@ def test_concurrent_clients(served):  # noqa: F811
             assert status == 200 and [h["score"] for h in answer["results"]] == pytest.approx(expected[query], abs=1e-5)
 
 
-def test_frame_strip_shows_the_sampled_frames(served, gallery):  # noqa: F811
+def test_frame_strip_shows_the_sampled_frames(served, gallery):
     _, base = served
     status, headers, body = get(base, "/frames/sub/texture.mkv")
     assert status == 200 and headers["Content-Type"] == "image/jpeg"
@@ -211,7 +211,7 @@ def test_frame_strip_shows_the_sampled_frames(served, gallery):  # noqa: F811
         assert np.abs(strip[:, i * 128:(i + 1) * 128] - frame).mean() < 8  # JPEG error only
 
 
-def test_page_and_static_files(served):  # noqa: F811
+def test_page_and_static_files(served):
     _, base = served
     status, headers, body = get(base, "/?q=a+red+circle")
     assert status == 200 and headers["Content-Type"].startswith("text/html") and b'src="/app.js"' in body
@@ -219,7 +219,7 @@ def test_page_and_static_files(served):  # noqa: F811
     assert b"http" not in get(base, "/")[2].replace(b"http-equiv", b"")  # no CDN or other remote assets
 
 
-def test_serve_refuses_another_models_index(gallery, fixture_dir, tmp_path, capsys):  # noqa: F811
+def test_serve_refuses_another_models_index(gallery, fixture_dir, tmp_path, capsys):
     out = tmp_path / "index"
     Retriever.from_checkpoint(fixture_dir / "dgl_transformer_ckpt.pth.tar", device="cpu", workers=0).index(
         gallery, out, progress=False)

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from tests.test_train import train_flags, workspace  # noqa: F401 - fixture
+from tests.tiny_runs import train_flags
 from utils.config import build_config
 from utils.run import run
 
