@@ -23,7 +23,15 @@ from pathlib import Path
 
 import numpy as np
 
-from dataloaders.frame_codec import DEFAULT_JPEG_QUALITY, FORMATS, SUFFIXES, encode_frames, read_frames
+from dataloaders.frame_codec import (
+    DEFAULT_JPEG_QUALITY,
+    DEFAULT_JPEG_SUBSAMPLING,
+    FORMATS,
+    JPEG_SUBSAMPLINGS,
+    SUFFIXES,
+    encode_frames,
+    read_frames,
+)
 from dataloaders.splits import Window
 from models.files import atomic_write
 
@@ -43,22 +51,35 @@ class CacheSettings:
     num_frames: int | None  # None: every frame of each window is stored
     format: str = "raw"  # raw (uint8 .npy, bit-exact) or jpeg (JPEG stack)
     jpeg_quality: int | None = None  # set for the jpeg format only
+    jpeg_subsampling: str | None = None  # set for the jpeg format only: "420" or "444"
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
             raise FrameCacheError(f"unknown frame cache format {self.format!r}. Fix: --frame_cache_format {' or '.join(FORMATS)}.")
         if (self.format == "jpeg") != (self.jpeg_quality is not None) or not 1 <= (self.jpeg_quality or 1) <= 100:
             raise FrameCacheError(f"--jpeg_quality must be 1..100 with the jpeg format only, got {self.jpeg_quality} for {self.format}")
+        if (self.format == "jpeg") != (self.jpeg_subsampling is not None) or self.jpeg_subsampling not in (None, *JPEG_SUBSAMPLINGS):
+            raise FrameCacheError(f"--jpeg_subsampling must be one of {JPEG_SUBSAMPLINGS} with the jpeg format only, "
+                                  f"got {self.jpeg_subsampling} for {self.format}")
 
     @classmethod
-    def of(cls, resolution: int, num_frames: int | None, fmt: str = "raw", jpeg_quality: int | None = None) -> "CacheSettings":
-        """Settings with the jpeg quality filled in (default) for the jpeg format and dropped for raw."""
-        quality = (jpeg_quality or DEFAULT_JPEG_QUALITY) if fmt == "jpeg" else None
-        return cls(resolution, num_frames, fmt, quality)
+    def of(cls, resolution: int, num_frames: int | None, fmt: str = "raw", jpeg_quality: int | None = None,
+           jpeg_subsampling: str | None = None) -> "CacheSettings":
+        """Settings with the jpeg options filled in (defaults) for the jpeg format and dropped for raw."""
+        if fmt != "jpeg":
+            return cls(resolution, num_frames, fmt)
+        return cls(resolution, num_frames, fmt, jpeg_quality or DEFAULT_JPEG_QUALITY, jpeg_subsampling or DEFAULT_JPEG_SUBSAMPLING)
+
+    @classmethod
+    def from_manifest(cls, stored: dict) -> "CacheSettings":
+        """Manifests written before the subsampling option hold 4:2:0 JPEG stacks."""
+        if stored.get("format") == "jpeg":
+            stored = {"jpeg_subsampling": DEFAULT_JPEG_SUBSAMPLING, **stored}
+        return cls(**stored)
 
     def describe(self) -> str:
         frames = "all frames" if self.num_frames is None else f"{self.num_frames} evaluation frames"
-        stored = "raw" if self.format == "raw" else f"JPEG q{self.jpeg_quality}"
+        stored = "raw" if self.format == "raw" else f"JPEG q{self.jpeg_quality} {':'.join(self.jpeg_subsampling)}"
         return f"resolution {self.resolution}, {frames} per video, {stored}"
 
 
@@ -99,7 +120,7 @@ class FrameCache:
             raise FrameCacheError(
                 f"{manifest} has format version {data.get('version')}, expected {FORMAT_VERSION}. Fix: rebuild with {REBUILD_HINT} --rebuild."
             )
-        settings = CacheSettings(**data["settings"])
+        settings = CacheSettings.from_manifest(data["settings"])
         entries = {key: CacheEntry(**entry) for key, entry in data["entries"].items()}
         return cls(root, settings, entries | read_journal(Path(root) / JOURNAL))
 
@@ -153,7 +174,7 @@ class FrameCache:
         """Stores one video's frames (atomically); the manifest is updated by `record` + `save`."""
         key = cache_key(path, window)
         relative = f"frames/{key[:2]}/{key}{SUFFIXES[self.settings.format]}"
-        content = encode_frames(frames, self.settings.format, self.settings.jpeg_quality)
+        content = encode_frames(frames, self.settings.format, self.settings.jpeg_quality, self.settings.jpeg_subsampling)
         atomic_write(self.root / relative, lambda f: f.write(content))
         size, mtime_ns = stamp
         return key, CacheEntry(relative, str(Path(path).resolve()), size, mtime_ns, valid_frames, len(content))

@@ -6,7 +6,8 @@ libjpeg-turbo (SIMD) through simplejpeg, which decoded about twice as fast as Pi
 in alternating runs, with less copying. Measured on 224 px crops of generated 3 fps H.264 video (README,
 Data at scale): quality 90 with 4:2:0 chroma takes ~6 % of the raw bytes; max abs pixel error 16-33 at
 sharp colour edges, mean ~2. On 32 px frames (the demo) 4:2:0 chroma is far worse (max error 114, trained-model
-feature cosine down to 0.96) and saves only 4x: there the raw format is the right one. The images are
+feature cosine down to 0.96) and saves only 4x: there 4:4:4 at quality 98 keeps the cosine above 0.9997, or
+the raw format is the right one. The images are
 standard JPEG files: any decoder reads them.
 """
 from __future__ import annotations
@@ -21,16 +22,18 @@ import numpy as np
 FORMATS = ("raw", "jpeg")
 SUFFIXES = {"raw": ".npy", "jpeg": ".jpgs"}
 DEFAULT_JPEG_QUALITY = 90
+JPEG_SUBSAMPLINGS = ("420", "444")  # chroma: halved both ways (as the source videos), or full
+DEFAULT_JPEG_SUBSAMPLING = "420"
 MAGIC = b"DGLJPGS1"
 _HEADER = struct.Struct("<8sI")
 
 
-def encode_jpeg_stack(frames: np.ndarray, quality: int) -> bytes:
-    """uint8 ``[k, 3, S, S]`` -> the bytes of a JPEG stack file (4:2:0 chroma, as the source videos)."""
+def encode_jpeg_stack(frames: np.ndarray, quality: int, subsampling: str = DEFAULT_JPEG_SUBSAMPLING) -> bytes:
+    """uint8 ``[k, 3, S, S]`` -> the bytes of a JPEG stack file (``subsampling``: one of `JPEG_SUBSAMPLINGS`)."""
     import simplejpeg  # the JPEG format's codec, needed only where that format is used (as video_io's backends)
 
     images = [simplejpeg.encode_jpeg(np.ascontiguousarray(frame.transpose(1, 2, 0)), quality=quality, colorspace="RGB",
-                                     colorsubsampling="420") for frame in frames]
+                                     colorsubsampling=subsampling) for frame in frames]
     offsets = np.cumsum([0] + [len(image) for image in images], dtype="<u8")
     return _HEADER.pack(MAGIC, len(images)) + offsets.tobytes() + b"".join(images)
 
@@ -66,10 +69,10 @@ def read_jpeg_stack(path: str | Path, indices: np.ndarray | None = None) -> np.n
     return out
 
 
-def encode_frames(frames: np.ndarray, fmt: str, quality: int) -> bytes:
+def encode_frames(frames: np.ndarray, fmt: str, quality: int | None, subsampling: str | None = None) -> bytes:
     """The file content of one video's uint8 ``[k, 3, S, S]`` frames in cache format ``fmt``."""
     if fmt == "jpeg":
-        return encode_jpeg_stack(frames, quality)
+        return encode_jpeg_stack(frames, quality, subsampling or DEFAULT_JPEG_SUBSAMPLING)
     buffer = io.BytesIO()
     np.save(buffer, np.ascontiguousarray(frames, dtype=np.uint8))
     return buffer.getvalue()

@@ -33,7 +33,7 @@ if __package__ in (None, ""):  # run by path (python preprocess/X.py): make the 
 
 from dataloaders import DataConfig, build_split  # noqa: E402
 from dataloaders.frame_cache import CacheEntry, CacheSettings, FrameCache, FrameCacheError, source_stamp  # noqa: E402
-from dataloaders.frame_codec import DEFAULT_JPEG_QUALITY, FORMATS, encode_frames  # noqa: E402
+from dataloaders.frame_codec import DEFAULT_JPEG_QUALITY, DEFAULT_JPEG_SUBSAMPLING, FORMATS, JPEG_SUBSAMPLINGS, encode_frames  # noqa: E402
 from dataloaders.parallel import parallel_map  # noqa: E402
 from dataloaders.sampling import segment_centres  # noqa: E402
 from dataloaders.splits import VideoTextSplit, Window  # noqa: E402
@@ -106,18 +106,18 @@ def jpeg_sample_bytes(settings: CacheSettings, todo: list[tuple[Path, Window]], 
             frames, _ = decode_for_cache(settings, path, window, backend)
         except Exception:  # noqa: BLE001 - the build reports unreadable videos
             continue
-        return len(encode_frames(frames, "jpeg", settings.jpeg_quality)) / len(frames)
+        return len(encode_frames(frames, "jpeg", settings.jpeg_quality, settings.jpeg_subsampling)) / len(frames)
     return 3 * settings.resolution**2  # nothing readable to sample: assume raw size
 
 
 def build_cache(
     splits: list[VideoTextSplit], cfg: DataConfig, all_frames: bool, workers: int = 1, rebuild: bool = False,
-    fmt: str = "raw", jpeg_quality: int | None = None,
+    fmt: str = "raw", jpeg_quality: int | None = None, jpeg_subsampling: str | None = None,
 ) -> BuildReport:
     """Fills cfg.frame_cache with the videos of `splits` (at cfg.max_frames / cfg.image_resolution, stored
     in `fmt`). Refuses before any work when the estimated size exceeds the free disk space."""
     started = time.perf_counter()
-    settings = CacheSettings.of(cfg.image_resolution, None if all_frames else cfg.max_frames, fmt, jpeg_quality)
+    settings = CacheSettings.of(cfg.image_resolution, None if all_frames else cfg.max_frames, fmt, jpeg_quality, jpeg_subsampling)
     cache = FrameCache.open_or_create(cfg.frame_cache, settings, rebuild=rebuild)
     videos = {(path, split.window(i)): None for split in splits for i, path in enumerate(split.video_paths)}
     todo = [(path, window) for path, window in videos if not cache.is_fresh(path, window)]
@@ -153,20 +153,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frame_cache_format", choices=FORMATS, default="raw",
                         help="raw: uint8, bit-exact; jpeg: JPEG stacks, ~1/15 of the bytes, decoded ~10x faster than video")
     parser.add_argument("--jpeg_quality", type=int, default=None, help=f"jpeg format only (default {DEFAULT_JPEG_QUALITY})")
+    parser.add_argument("--jpeg_subsampling", choices=JPEG_SUBSAMPLINGS, default=None,
+                        help=f"jpeg format only (default {DEFAULT_JPEG_SUBSAMPLING}); 444 keeps full chroma: for small frames, "
+                             "where 4:2:0 smears colour edges (the README's 32 px table)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--rebuild", action="store_true", help="replace a cache built with other settings")
     args = parser.parse_args(argv)
     if args.frame_cache is None:
         parser.error("--frame_cache (the folder to fill) is required")
-    if args.jpeg_quality is not None and args.frame_cache_format != "jpeg":
-        parser.error("--jpeg_quality applies to --frame_cache_format jpeg only")
+    for flag in ("jpeg_quality", "jpeg_subsampling"):
+        if getattr(args, flag) is not None and args.frame_cache_format != "jpeg":
+            parser.error(f"--{flag} applies to --frame_cache_format jpeg only")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     if args.image_resolution is None:
         args.image_resolution = DataConfig.image_resolution
     cfg = DataConfig.from_args(args)
     splits = [build_split(cfg, subset) for subset in args.subsets]
     try:
-        report = build_cache(splits, cfg, args.all_frames, args.workers, args.rebuild, args.frame_cache_format, args.jpeg_quality)
+        report = build_cache(splits, cfg, args.all_frames, args.workers, args.rebuild, args.frame_cache_format, args.jpeg_quality,
+                             args.jpeg_subsampling)
     except FrameCacheError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

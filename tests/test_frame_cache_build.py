@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from dataloaders import VideoDataset, build_split, frames
-from dataloaders.frame_cache import JOURNAL, MANIFEST, FrameCache, FrameCacheError
+from dataloaders.frame_cache import JOURNAL, MANIFEST, CacheSettings, FrameCache, FrameCacheError
 from dataloaders.frame_codec import encode_jpeg_stack, read_jpeg_stack
 from dataloaders.synthetic import write_video
 from preprocess import cache_frames, cache_size
@@ -167,3 +167,31 @@ def test_a_manifest_without_format_reads_as_raw(msrvtt, tmp_path):
     assert VideoDataset(build_split(cfg, "test"), cfg)[0]["video"].shape == (4, 3, 32, 32)
     with pytest.raises(FrameCacheError, match="--rebuild"):
         build_cache([build_split(cfg, "test")], cfg, all_frames=False, fmt="jpeg")
+
+
+def test_full_chroma_jpeg_is_closer_recorded_and_not_mixed_with_420(textured, tmp_path):
+    split = build_split(textured, "test")
+    configs = {name: dataclasses.replace(textured, frame_cache=tmp_path / name) for name in ("raw", "420", "444")}
+    reports = {"raw": build_cache([split], configs["raw"], all_frames=False)}
+    for sub in ("420", "444"):
+        reports[sub] = build_cache([split], configs[sub], all_frames=False, fmt="jpeg", jpeg_subsampling=sub)
+        assert FrameCache.open(tmp_path / sub).settings.jpeg_subsampling == sub
+    videos = {name: torch.stack([VideoDataset(split, cfg)[i]["video"] for i in range(split.num_videos)]).int()
+              for name, cfg in configs.items()}
+    error = {sub: (videos[sub] - videos["raw"]).abs().float() for sub in ("420", "444")}
+    assert error["444"].max() < error["420"].max() and error["444"].mean() < error["420"].mean()
+    assert reports["420"].bytes < reports["444"].bytes < reports["raw"].bytes
+    with pytest.raises(FrameCacheError, match=r"JPEG q90 4:4:4, not .*JPEG q90 4:2:0.*--rebuild"):
+        build_cache([split], configs["444"], all_frames=False, fmt="jpeg", jpeg_subsampling="420")
+
+
+def test_a_jpeg_manifest_without_subsampling_reads_as_420(msrvtt, tmp_path):
+    cfg = dataclasses.replace(msrvtt, frame_cache=tmp_path / "cache")
+    build_cache([build_split(cfg, "test")], cfg, all_frames=False, fmt="jpeg")
+    manifest = tmp_path / "cache" / MANIFEST
+    data = json.loads(manifest.read_text())
+    assert data["settings"].pop("jpeg_subsampling") == "420"  # as written before the option existed
+    manifest.write_text(json.dumps(data))
+    assert FrameCache.open(tmp_path / "cache").settings == CacheSettings.of(32, 4, "jpeg")
+    with pytest.raises(FrameCacheError, match="jpeg_subsampling"):
+        CacheSettings(32, 4, "raw", jpeg_subsampling="444")
