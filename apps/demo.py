@@ -109,7 +109,7 @@ def dataset_flags(data: Path, cfg: DemoConfig) -> list[str]:
 
 # The demo's 32 px frames of flat coloured shapes: 4:2:0 chroma at q90 moved the trained model's features to a
 # cosine of 0.96; full chroma at q98 keeps them above 0.9997 (README, "Frame cache at scale").
-JPEG_AT_32PX = {"jpeg": ["--jpeg_quality", "98", "--jpeg_subsampling", "444"]}
+SMALL_FRAME_JPEG = ["--jpeg_quality", "98", "--jpeg_subsampling", "444"]
 
 
 def cache_frames(data: Path, cfg: DemoConfig, log: Path) -> None:
@@ -118,7 +118,7 @@ def cache_frames(data: Path, cfg: DemoConfig, log: Path) -> None:
     Videos already cached and unchanged are skipped."""
     run_logged(["-m", "preprocess.cache_frames", *dataset_flags(data, cfg), "--image_resolution",
                 str(cfg.clip.resolution), "--subsets", "train", "test", "--all_frames", "--workers", "2",
-                "--frame_cache_format", cfg.cache_format, *JPEG_AT_32PX.get(cfg.cache_format, [])], log)
+                "--frame_cache_format", cfg.cache_format, *(SMALL_FRAME_JPEG if cfg.cache_format == "jpeg" else [])], log)
 
 
 def data_flags(data: Path, cfg: DemoConfig) -> list[str]:

@@ -77,6 +77,10 @@ class CacheSettings:
             stored = {"jpeg_subsampling": DEFAULT_JPEG_SUBSAMPLING, **stored}
         return cls(**stored)
 
+    def encode(self, frames: np.ndarray) -> bytes:
+        """One video's uint8 ``[k, 3, S, S]`` frames as stored by a cache of these settings."""
+        return encode_frames(frames, self.format, self.jpeg_quality, self.jpeg_subsampling)
+
     def describe(self) -> str:
         frames = "all frames" if self.num_frames is None else f"{self.num_frames} evaluation frames"
         stored = "raw" if self.format == "raw" else f"JPEG q{self.jpeg_quality} {':'.join(self.jpeg_subsampling)}"
@@ -174,7 +178,7 @@ class FrameCache:
         """Stores one video's frames (atomically); the manifest is updated by `record` + `save`."""
         key = cache_key(path, window)
         relative = f"frames/{key[:2]}/{key}{SUFFIXES[self.settings.format]}"
-        content = encode_frames(frames, self.settings.format, self.settings.jpeg_quality, self.settings.jpeg_subsampling)
+        content = self.settings.encode(frames)
         atomic_write(self.root / relative, lambda f: f.write(content))
         size, mtime_ns = stamp
         return key, CacheEntry(relative, str(Path(path).resolve()), size, mtime_ns, valid_frames, len(content))

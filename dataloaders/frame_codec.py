@@ -69,10 +69,11 @@ def read_jpeg_stack(path: str | Path, indices: np.ndarray | None = None) -> np.n
     return out
 
 
-def encode_frames(frames: np.ndarray, fmt: str, quality: int | None, subsampling: str | None = None) -> bytes:
-    """The file content of one video's uint8 ``[k, 3, S, S]`` frames in cache format ``fmt``."""
+def encode_frames(frames: np.ndarray, fmt: str, quality: int | None, subsampling: str | None) -> bytes:
+    """The file content of one video's uint8 ``[k, 3, S, S]`` frames in cache format ``fmt`` (the jpeg options
+    are given for jpeg only, as `CacheSettings` holds them)."""
     if fmt == "jpeg":
-        return encode_jpeg_stack(frames, quality, subsampling or DEFAULT_JPEG_SUBSAMPLING)
+        return encode_jpeg_stack(frames, quality, subsampling)
     buffer = io.BytesIO()
     np.save(buffer, np.ascontiguousarray(frames, dtype=np.uint8))
     return buffer.getvalue()

@@ -33,7 +33,7 @@ if __package__ in (None, ""):  # run by path (python preprocess/X.py): make the 
 
 from dataloaders import DataConfig, build_split  # noqa: E402
 from dataloaders.frame_cache import CacheEntry, CacheSettings, FrameCache, FrameCacheError, source_stamp  # noqa: E402
-from dataloaders.frame_codec import DEFAULT_JPEG_QUALITY, DEFAULT_JPEG_SUBSAMPLING, FORMATS, JPEG_SUBSAMPLINGS, encode_frames  # noqa: E402
+from dataloaders.frame_codec import DEFAULT_JPEG_QUALITY, DEFAULT_JPEG_SUBSAMPLING, FORMATS, JPEG_SUBSAMPLINGS  # noqa: E402
 from dataloaders.parallel import parallel_map  # noqa: E402
 from dataloaders.sampling import segment_centres  # noqa: E402
 from dataloaders.splits import VideoTextSplit, Window  # noqa: E402
@@ -106,7 +106,7 @@ def jpeg_sample_bytes(settings: CacheSettings, todo: list[tuple[Path, Window]], 
             frames, _ = decode_for_cache(settings, path, window, backend)
         except Exception:  # noqa: BLE001 - the build reports unreadable videos
             continue
-        return len(encode_frames(frames, "jpeg", settings.jpeg_quality, settings.jpeg_subsampling)) / len(frames)
+        return len(settings.encode(frames)) / len(frames)
     return 3 * settings.resolution**2  # nothing readable to sample: assume raw size
 
 

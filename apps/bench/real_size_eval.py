@@ -72,12 +72,17 @@ def clip_config(model: str) -> CLIPConfig:
     return dataclasses.replace(MODEL_PRESETS[model], vocab_size=49408)
 
 
+def prompt_layers(cfg: EvalBenchConfig) -> int:
+    """The official default of 12, or every layer of a shallower preset (--unified_transformer_layers)."""
+    ccfg = clip_config(cfg.model)
+    return min(12, ccfg.vision_layers, ccfg.text_layers)
+
+
 def eval_flops(cfg: EvalBenchConfig, captions: list[str], max_words: int = DataConfig.max_words) -> tuple[int, Shapes]:
     """FLOPs of the evaluation's encoders (main.py's defaults): every video once, and the captions in
     ``batch_size_val`` batches, each trimmed after its last EOT as the loader does."""
-    ccfg = clip_config(cfg.model)
-    layers = min(12, ccfg.vision_layers, ccfg.text_layers)
-    shapes = Shapes.of_configs(ccfg, DGLConfig(max_frames=cfg.frames, prompt_layers=layers), layers, cfg.frames)
+    layers = prompt_layers(cfg)
+    shapes = Shapes.of_configs(clip_config(cfg.model), DGLConfig(max_frames=cfg.frames, prompt_layers=layers), layers, cfg.frames)
     ids, _ = get_tokenizer()(captions, max_words)
     text = sum(text_flops(shapes, len(batch), kept_words(batch))[0] for batch in ids.split(cfg.batch_size_val))
     return video_flops(shapes, cfg.gallery.videos)[0] + text, shapes
@@ -113,7 +118,7 @@ def eval_command(data: dict[str, Any], cfg: EvalBenchConfig, source: str, out: P
         "--features_path", str(data["features_path"]), "--pretrained_clip_name", str(data["clip"]),
         "--max_frames", str(cfg.frames), "--batch_size_val", str(cfg.batch_size_val),
         "--num_thread_reader", str(cfg.readers), "--output_dir", str(out), "--save_features",
-        "--unified_transformer_layers", str(min(12, clip_config(cfg.model).vision_layers)),
+        "--unified_transformer_layers", str(prompt_layers(cfg)),
     ]
     if source != "videos":
         command += ["--frame_cache", str(data["caches"][source])]
