@@ -34,6 +34,22 @@ def _frame(index: int, width: int, height: int, pattern: str, rng: np.random.Gen
     return np.clip(channels + rng.normal(0, 4, channels.shape), 0, 255).astype(np.uint8)
 
 
+def add_reproducible_stream(container, codec: str, fps: int, width: int, height: int, **options: str):
+    """A yuv420p video stream whose bytes depend only on the frames given to it.
+
+    libx264's macroblock-tree rate control (its SIMD path) reads uninitialised memory on small frames, so
+    by default the same frames encode to different bytes (decoding 17-24 levels apart on a 96x64 textured
+    clip) depending on the process's heap history, i.e. on which test or pool worker ran before. One
+    encoder thread and ``mbtree=0`` make the output byte-reproducible (tests/test_synthetic.py)."""
+    stream = container.add_stream(codec, rate=fps)
+    stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+    if codec == "libx264":
+        stream.codec_context.thread_count = 1
+        options = {"x264-params": "mbtree=0", **options}
+    stream.options = options
+    return stream
+
+
 def write_video(
     path: str | Path,
     num_frames: int,
@@ -44,15 +60,14 @@ def write_video(
     codec: str = "libx264",
     seed: int = 0,
 ) -> Path:
-    """Writes an H.264/yuv420p video (container from the file extension); returns its path."""
+    """Writes a byte-reproducible H.264/yuv420p video (container from the file extension); returns its path."""
     if pattern == "index" and num_frames > MAX_INDEXED_FRAMES:
         raise ValueError(f"index pattern supports at most {MAX_INDEXED_FRAMES} frames, got {num_frames}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     with av.open(str(path), "w") as container:
-        stream = container.add_stream(codec, rate=fps)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream = add_reproducible_stream(container, codec, fps, width, height)
         for index in range(num_frames):
             image = _frame(index, width, height, pattern, rng)
             container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))

@@ -25,6 +25,7 @@ if __package__ in (None, ""):  # run by path (python preprocess/X.py): make the 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dataloaders.parallel import parallel_map  # noqa: E402
+from dataloaders.synthetic import add_reproducible_stream  # noqa: E402
 from preprocess.synthetic_render import render_clip  # noqa: E402
 from preprocess.synthetic_world import (  # noqa: E402
     CAPTION_TEMPLATES,
@@ -119,15 +120,10 @@ def plan_units(cfg: SyntheticConfig) -> list[Unit]:
 
 # ------------------------------------------------------------------------------------------------- writing
 def write_video(path: Path, frames: np.ndarray, crf: int) -> None:
-    """H.264/yuv420p mp4 at 3 fps, byte-reproducible: one encoder thread, and no macroblock-tree rate
-    control, whose SIMD path reads uninitialised memory on frames this small (the bytes then depended on
-    the process's heap history, i.e. on which pool worker encoded a clip)."""
+    """H.264/yuv420p mp4 at 3 fps, byte-reproducible whichever pool worker encodes it."""
     with av.open(str(path), mode="w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=FPS)
-        stream.width, stream.height = frames.shape[2], frames.shape[1]
-        stream.pix_fmt = "yuv420p"
-        stream.codec_context.thread_count = 1
-        stream.options = {"crf": str(crf), "preset": "medium", "x264-params": "mbtree=0"}
+        stream = add_reproducible_stream(container, "libx264", FPS, frames.shape[2], frames.shape[1],
+                                         crf=str(crf), preset="medium")
         for img in frames:
             container.mux(stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
         container.mux(stream.encode(None))

@@ -31,8 +31,8 @@ if [ ! -x "$PY" ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
     fi
   fi
   # Test-only: transformers (the peer implementation tests/test_clip_peer.py checks our CLIP against) and
-  # import-linter (the layer contract, tests/test_layers.py).
-  "$PY" -m pip install -q -r "$ROOT/requirements.txt" pytest pytest-xdist transformers import-linter
+  # import-linter (the layer contract, tests/test_layers.py); pytest-randomly (shuffled runs, scripts/test.sh).
+  "$PY" -m pip install -q -r "$ROOT/requirements.txt" pytest pytest-xdist pytest-randomly transformers import-linter
   echo "$want" > "$STAMP"
 fi
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"

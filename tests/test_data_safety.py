@@ -11,7 +11,7 @@ import pytest
 from dataloaders import VideoDataset, VideoReadError, build_split
 from dataloaders.files import AnnotationError
 from dataloaders.sampling import segment_centres
-from dataloaders.synthetic import gray_level
+from dataloaders.synthetic import add_reproducible_stream, gray_level
 from dataloaders.video_io import read_video
 from tests import layouts
 from tests.video_utils import indices_of_frames
@@ -20,8 +20,7 @@ from tests.video_utils import indices_of_frames
 def write_gray_video(path: Path, num_frames: int, codec: str = "libx264", options: dict | None = None) -> Path:
     """Frame i is flat gray level 10 + 7 i, with B-frames allowed."""
     with av.open(str(path), "w", options=options or {}) as container:
-        stream = container.add_stream(codec, rate=3)
-        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream = add_reproducible_stream(container, codec, 3, 64, 48)
         stream.bit_rate = 4_000_000
         stream.codec_context.max_b_frames = 2
         for i in range(num_frames):

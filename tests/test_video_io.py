@@ -6,7 +6,7 @@ import torch
 
 from dataloaders import video_io
 from dataloaders.sampling import frame_mask, sample_rng, segment_centres, segment_random
-from dataloaders.synthetic import gray_level
+from dataloaders.synthetic import add_reproducible_stream, gray_level
 from dataloaders.transforms import normalize, resize_and_crop
 from models.clip import CLIP_MEAN, CLIP_STD
 from dataloaders.video_io import VideoReadError, read_video
@@ -79,8 +79,7 @@ def test_pyav_seeks_across_many_keyframes(tmp_path, ext):
     """Keyframe every 4 frames, B-frames on: random access must still hit the exact frames."""
     path = tmp_path / f"gop.{ext}"
     with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=30)
-        stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
+        stream = add_reproducible_stream(container, "libx264", 30, 32, 32)
         stream.codec_context.gop_size = 4
         for i in range(36):
             image = np.full((32, 32, 3), gray_level(i), np.uint8)

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dataloaders.synthetic import frame_index_of_gray, write_video
+from dataloaders.synthetic import add_reproducible_stream, frame_index_of_gray, write_video
 from models.clip import CLIP_MEAN, CLIP_STD
 
 SMALL = (64, 40)  # width, height of test videos: short side 40, resized to the test resolution
@@ -52,8 +52,7 @@ def write_rotated_video(path: Path, rotation: int, size: tuple[int, int] = (64, 
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     image = np.repeat(np.repeat(QUADRANTS, height // 2, axis=0), width // 2, axis=1)
     with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=3)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream = add_reproducible_stream(container, "libx264", 3, width, height)
         stream.set_display_rotation(rotation)
         for _ in range(num_frames):
             container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
