@@ -13,6 +13,7 @@ video is readable, 1 when any is missing or unreadable, 2 when the annotation fi
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -106,6 +107,7 @@ def needs_compressing(probe: VideoProbe, fps: int = DEFAULT_FPS, short_side: int
 class CacheForecast:
     evaluation: SizeEstimate  # T frames per video, raw
     all_frames: SizeEstimate  # every frame, raw
+    all_frames_compressed: SizeEstimate  # every frame, raw, after compress_video brings the frame rate down
     all_frames_jpeg: SizeEstimate | None  # every frame, JPEG (sampled from one video)
     seconds_per_frame: float | None  # decode + resize of one video, one core
 
@@ -126,7 +128,16 @@ def forecast(readable: list[VideoCheck], resolution: int, max_frames: int, backe
             jpeg = sized(len(readable), frames, jpeg_all, len(jpeg_all.encode(decoded)) / len(decoded))
         except ImportError:  # simplejpeg absent: no JPEG estimate
             jpeg = None
-    return CacheForecast(evaluation, sized(len(readable), frames, raw_all, None), jpeg, per_frame)
+    compressed = sum(compressed_frames(v.probe) for v in readable)
+    return CacheForecast(evaluation, sized(len(readable), frames, raw_all, None),
+                         sized(len(readable), compressed, raw_all, None), jpeg, per_frame)
+
+
+def compressed_frames(probe: VideoProbe, fps: int = DEFAULT_FPS) -> int:
+    """Frames of the window after re-encoding at `fps` (unchanged for videos at or below it)."""
+    if probe.fps <= fps * FPS_TOLERANCE:
+        return probe.frames
+    return max(1, math.ceil(probe.frames * fps / probe.fps))
 
 
 def report(cfg: DataConfig, splits: list[VideoTextSplit], videos: list[VideoCheck], cache: CacheForecast, workers: int,
@@ -172,6 +183,8 @@ def report(cfg: DataConfig, splits: list[VideoTextSplit], videos: list[VideoChec
         lines += ["", f"frame cache at {cfg.image_resolution} px (preprocess/cache_frames.py; for the videos as they are now):",
                   f"  {cfg.max_frames} evaluation frames per video, raw: {_size(cache.evaluation)}",
                   f"  every frame (--all_frames), raw: {_size(cache.all_frames)}"]
+        if cache.all_frames_compressed.frames != cache.all_frames.frames:
+            lines.append(f"  every frame, raw, after compressing to {DEFAULT_FPS} fps: {_size(cache.all_frames_compressed)}")
         if cache.all_frames_jpeg is not None:
             lines.append(f"  every frame, --frame_cache_format jpeg: about {_size(cache.all_frames_jpeg)} "
                          "(one video encoded, times 1.5)")

@@ -90,3 +90,13 @@ def test_unreadable_annotations_or_video_folder_are_one_line_errors(tmp_path, ca
     assert status == 2 and out == ""
     assert len(err.strip().splitlines()) == 1
     assert re.search(r"MSRVTT_train\.9k\.csv|--features_path .*nowhere", err)
+
+
+def test_cache_forecast_after_compression_counts_frames_at_3_fps(tmp_path, capsys):
+    cfg = make_msrvtt(tmp_path)
+    write_video(Path(cfg.features_path) / "video0.mp4", 30, 64, 40, fps=30)  # 1 s at 30 fps -> 3 frames at 3 fps
+    status, out, _ = run(capsys, flags(cfg))
+    assert status == 0
+    # frames of video0-3 as they are: 30 + 5 + 13 + 24 = 72; after compressing video0 to 3 fps: 3 + 5 + 13 + 24 = 45
+    assert "every frame (--all_frames), raw: 72 frames" in out
+    assert "every frame, raw, after compressing to 3 fps: 45 frames" in out
