@@ -37,6 +37,7 @@ from utils.flags import add_data_flags  # noqa: E402
 
 FPS_TOLERANCE = 1.01  # 3 fps stored as 2997/1000 or 3.003 needs no re-encoding
 SUBSETS = ("train", "val", "test")
+SAMPLE_FRAMES = 120  # decoded from one video to time the build and size JPEG frames
 
 
 @dataclass
@@ -120,9 +121,9 @@ def forecast(readable: list[VideoCheck], resolution: int, max_frames: int, backe
     evaluation = sized(len(readable), max_frames * len(readable), CacheSettings.of(resolution, max_frames), None)
     jpeg, per_frame = None, None
     if readable:
-        sample = max(readable, key=lambda v: v.probe.frames)
+        sample = sorted(readable, key=lambda v: v.probe.frames)[len(readable) // 2]  # a median-length video
         started = time.perf_counter()
-        decoded, _ = decode_for_cache(raw_all, sample.path, sample.window, backend)
+        decoded, _ = decode_for_cache(raw_all, sample.path, sample_window(sample), backend)
         per_frame = (time.perf_counter() - started) / len(decoded)
         try:
             jpeg = sized(len(readable), frames, jpeg_all, len(jpeg_all.encode(decoded)) / len(decoded))
@@ -131,6 +132,14 @@ def forecast(readable: list[VideoCheck], resolution: int, max_frames: int, backe
     compressed = sum(compressed_frames(v.probe) for v in readable)
     return CacheForecast(evaluation, sized(len(readable), frames, raw_all, None),
                          sized(len(readable), compressed, raw_all, None), jpeg, per_frame)
+
+
+def sample_window(video: VideoCheck) -> Window:
+    """The video's window, cut to its first SAMPLE_FRAMES frames (memory stays bounded on long raw videos)."""
+    if video.probe.frames <= SAMPLE_FRAMES or video.probe.fps <= 0:
+        return video.window
+    start = video.window[0] or 0.0
+    return start, start + (SAMPLE_FRAMES - 0.5) / video.probe.fps
 
 
 def compressed_frames(probe: VideoProbe, fps: int = DEFAULT_FPS) -> int:
@@ -187,11 +196,11 @@ def report(cfg: DataConfig, splits: list[VideoTextSplit], videos: list[VideoChec
             lines.append(f"  every frame, raw, after compressing to {DEFAULT_FPS} fps: {_size(cache.all_frames_compressed)}")
         if cache.all_frames_jpeg is not None:
             lines.append(f"  every frame, --frame_cache_format jpeg: about {_size(cache.all_frames_jpeg)} "
-                         "(one video encoded, times 1.5)")
+                         "(frames of one video encoded, times 1.5)")
         if cache.seconds_per_frame is not None:
             total = cache.all_frames.frames * cache.seconds_per_frame / max(workers, 1)
             lines.append(f"  build time, every frame: about {_duration(total)} with --workers {workers} "
-                         f"(one video decoded and resized at {1 / cache.seconds_per_frame:.0f} frames/s on one core; rough)")
+                         f"(frames of one video decoded and resized at {1 / cache.seconds_per_frame:.0f} frames/s on one core; rough)")
     lines.append("")
     if missing or unreadable:
         lines.append(f"FAIL: {len(missing)} missing and {len(unreadable)} unreadable video files. Fix: re-copy or re-compress "

@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from dataloaders.parsers import DATASETS
 from dataloaders.synthetic import write_video
+from dataloaders.video_io import VideoProbe, window_frames
 from preprocess import check_dataset
-from tests.layouts import make_msrvtt
+from tests.layouts import layout_maker, make_msrvtt
 
 
 def flags(cfg) -> list[str]:
@@ -100,3 +102,30 @@ def test_cache_forecast_after_compression_counts_frames_at_3_fps(tmp_path, capsy
     # frames of video0-3 as they are: 30 + 5 + 13 + 24 = 72; after compressing video0 to 3 fps: 3 + 5 + 13 + 24 = 45
     assert "every frame (--all_frames), raw: 72 frames" in out
     assert "every frame, raw, after compressing to 3 fps: 45 frames" in out
+
+
+def data_flags(cfg) -> list[str]:
+    argv = ["--datatype", cfg.datatype, "--data_path", str(cfg.data_path), "--features_path", str(cfg.features_path)]
+    if cfg.datatype == "msrvtt":
+        argv += ["--train_csv", str(cfg.train_csv), "--val_csv", str(cfg.val_csv)]
+    return argv + ["--workers", "1"]
+
+
+@pytest.mark.parametrize("datatype", sorted(DATASETS))
+def test_every_dataset_layout_is_checked_with_the_loaders_counts(tmp_path, capsys, datatype):
+    cfg = layout_maker(datatype)(tmp_path)
+    expected = {subset: DATASETS[datatype](cfg, subset) for subset in ("train", "test")}
+    status, out, _ = run(capsys, data_flags(cfg))
+    assert status == 0, out
+    for split in expected.values():
+        assert row(out, split.name) == [split.num_captions, split.num_videos, 0, 0]
+    distinct = {(p, s.window(i)) for s in expected.values() for i, p in enumerate(s.video_paths)}
+    assert f"distinct video files: {len(distinct)}: {len(distinct)} readable, 0 missing, 0 unreadable" in out
+
+
+def test_the_longest_video_is_not_decoded_whole_for_the_forecast(tmp_path):
+    """The build-time sample is a median-length video, cut to its first SAMPLE_FRAMES frames."""
+    probe = VideoProbe(frames=check_dataset.SAMPLE_FRAMES * 10, fps=30.0, height=40, width=64)
+    video = check_dataset.VideoCheck(tmp_path / "long.mp4", (None, None), [], probe=probe)
+    start, end = check_dataset.sample_window(video)
+    assert window_frames(probe.frames, probe.fps, (start, end)) == (0, check_dataset.SAMPLE_FRAMES - 1)
