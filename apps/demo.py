@@ -37,7 +37,7 @@ class DemoConfig:
     caption per video and epoch: each batch then holds every video's reversal as a hard negative. T equals the
     clip length, so every frame is used and a twin's frames are exactly the reversed frames of its partner
     (the official TSN rule would train T=8 of 12 frames on frames 0-7 only, the first two thirds of a motion).
-    Recipe chosen on a validation world (data seed 1), never on the test split: see README "Demo"."""
+    Recipe chosen on a validation world (data seed 1), never on the test split: see docs/demo.md."""
 
     data: SyntheticConfig
     clip: pretrain_tiny_clip.Recipe
@@ -108,7 +108,7 @@ def dataset_flags(data: Path, cfg: DemoConfig) -> list[str]:
 
 
 # The demo's 32 px frames of flat coloured shapes: 4:2:0 chroma at q90 moved the trained model's features to a
-# cosine of 0.96; full chroma at q98 keeps them above 0.9997 (README, "Frame cache at scale").
+# cosine of 0.96; full chroma at q98 keeps them above 0.9997 (docs/benchmarks.md, JPEG on the demo).
 SMALL_FRAME_JPEG = ["--jpeg_quality", "98", "--jpeg_subsampling", "444"]
 
 

@@ -20,7 +20,7 @@ class AnnotationError(ValueError):
 def require_file(path: str | Path, what: str) -> Path:
     path = Path(path)
     if not path.is_file():
-        raise AnnotationError(f"{what} not found: {path}. Fix: check --data_path / the file name (see the dataset's README).")
+        raise AnnotationError(f"{what} not found: {path}. Fix: check --data_path / the file name (layouts: docs/data.md).")
     return path
 
 

@@ -3,8 +3,8 @@
 A JPEG stack file is ``MAGIC | uint32 k | uint64 offsets[k + 1] | k JPEG images`` (little endian; offsets
 count from the first image), so a loader reads and decodes only the frames it samples. The codec is
 libjpeg-turbo (SIMD) through simplejpeg, which decoded about twice as fast as Pillow's (the same library)
-in alternating runs, with less copying. Measured on 224 px crops of generated 3 fps H.264 video (README,
-Data at scale): quality 90 with 4:2:0 chroma takes ~6 % of the raw bytes; max abs pixel error 16-33 at
+in alternating runs, with less copying. Measured on 224 px crops of generated 3 fps H.264 video (docs/benchmarks.md,
+"Choosing the JPEG format"): quality 90 with 4:2:0 chroma takes ~6 % of the raw bytes; max abs pixel error 16-33 at
 sharp colour edges, mean ~2. On 32 px frames (the demo) 4:2:0 chroma is far worse (max error 114, trained-model
 feature cosine down to 0.96) and saves only 4x: there 4:4:4 at quality 98 keeps the cosine above 0.9997, or
 the raw format is the right one. The images are

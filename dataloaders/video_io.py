@@ -15,12 +15,15 @@ import bisect
 import importlib.util
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import numpy as np
 
 from dataloaders.splits import Window
+
+T = TypeVar("T")
 
 
 # File extensions taken for videos when scanning folders (compared lower-case).
@@ -254,17 +257,19 @@ def window_frames(num_frames: int, fps: float, window: Window) -> tuple[int, int
     return first, last
 
 
-def read_video(
-    path: str | Path,
-    pick: Callable[[int], np.ndarray],
-    window: Window = (None, None),
-    backend: str = "auto",
-) -> tuple[np.ndarray, int]:
-    """Decodes the frames `pick(n)` chooses among the n frames of the window.
+@dataclass(frozen=True)
+class VideoProbe:
+    """A readable video as a preparation check sees it: frames in its window, frame rate, upright size."""
 
-    Returns (frames uint8 [len(indices), H, W, 3] in the order of the indices, n). Each backend
-    of `backend_order(backend)` is tried in turn; if all fail, one error lists every reason.
-    """
+    frames: int
+    fps: float
+    height: int
+    width: int
+
+
+def _with_reader(path: str | Path, backend: str, use: Callable[[VideoReader], T]) -> T:
+    """`use(reader)` with the first backend of `backend_order(backend)` that opens the file and for which it
+    succeeds; if every backend fails, one VideoReadError lists every reason."""
     path = Path(path)
     errors = []
     for name in backend_order(backend):
@@ -276,13 +281,41 @@ def read_video(
         try:
             if reader.num_frames <= 0:
                 raise ValueError("the video has no frames")
-            first, last = window_frames(reader.num_frames, reader.fps, window)
-            n = last - first + 1
-            indices = np.asarray(pick(n), dtype=np.int64)
-            unique, inverse = np.unique(indices, return_inverse=True)
-            return reader.read(unique + first)[inverse], n
+            return use(reader)
         except Exception as err:  # noqa: BLE001
             errors.append(f"{name}: {err}")
         finally:
             reader.close()
     raise VideoReadError(f"cannot decode {path}: " + "; ".join(errors))
+
+
+def read_video(
+    path: str | Path,
+    pick: Callable[[int], np.ndarray],
+    window: Window = (None, None),
+    backend: str = "auto",
+) -> tuple[np.ndarray, int]:
+    """Decodes the frames `pick(n)` chooses among the n frames of the window.
+
+    Returns (frames uint8 [len(indices), H, W, 3] in the order of the indices, n). Each backend
+    of `backend_order(backend)` is tried in turn; if all fail, one error lists every reason.
+    """
+    def use(reader: VideoReader) -> tuple[np.ndarray, int]:
+        first, last = window_frames(reader.num_frames, reader.fps, window)
+        n = last - first + 1
+        indices = np.asarray(pick(n), dtype=np.int64)
+        unique, inverse = np.unique(indices, return_inverse=True)
+        return reader.read(unique + first)[inverse], n
+
+    return _with_reader(path, backend, use)
+
+
+def probe_video_file(path: str | Path, window: Window = (None, None), backend: str = "auto") -> VideoProbe:
+    """Opens the container and decodes the window's first and last frame, as start-up validation does
+    (any sampled frame lies between them); VideoReadError when no backend can."""
+    def use(reader: VideoReader) -> VideoProbe:
+        first, last = window_frames(reader.num_frames, reader.fps, window)
+        frames = reader.read(np.unique(np.array([first, last], dtype=np.int64)))
+        return VideoProbe(last - first + 1, reader.fps, frames.shape[1], frames.shape[2])
+
+    return _with_reader(path, backend, use)

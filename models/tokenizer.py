@@ -1,7 +1,7 @@
 """CLIP text tokenisation as the official DGL/CLIP4Clip loaders do it.
 
 Our own byte-pair encoder over OpenAI's CLIP vocabulary (``bpe_simple_vocab_16e6.txt.gz``, vendored beside
-this file; provenance in the README), so it runs on every Python that torch supports and needs no compiled
+this file; provenance in docs/extending.md), so it runs on every Python that torch supports and needs no compiled
 extension. Like OpenAI's tokenizer, a literal ``<|startoftext|>``/``<|endoftext|>`` in a caption becomes the
 special id. The module also does the reference loaders' caption cleaning, truncation and padding.
 """

@@ -12,7 +12,7 @@ changed sources (size or mtime) are decoded again. Videos are decoded in paralle
 every finished one is journaled, so an interrupted build resumes where it stopped. Before any work
 the size of the build is estimated and checked against the free disk space; the end prints a
 report (videos, frames, bytes, time, failures). Raw frames are bit-exact; the jpeg format stores
-JPEG stacks (error: README, Data at scale). Loaders read either (the format is in the manifest):
+JPEG stacks (error: docs/benchmarks.md). Loaders read either (the format is in the manifest):
 pass --frame_cache CACHE to training/evaluation. Layout and staleness: dataloaders/frame_cache.py.
 """
 from __future__ import annotations
@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jpeg_quality", type=int, default=None, help=f"jpeg format only (default {DEFAULT_JPEG_QUALITY})")
     parser.add_argument("--jpeg_subsampling", choices=JPEG_SUBSAMPLINGS, default=None,
                         help=f"jpeg format only (default {DEFAULT_JPEG_SUBSAMPLING}); 444 keeps full chroma: for small frames, "
-                             "where 4:2:0 smears colour edges (the README's 32 px table)")
+                             "where 4:2:0 smears colour edges (docs/benchmarks.md, JPEG on the demo)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--rebuild", action="store_true", help="replace a cache built with other settings")
     args = parser.parse_args(argv)

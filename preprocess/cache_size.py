@@ -62,11 +62,16 @@ def estimate_size(todo: list[tuple[Path, Window]], settings: CacheSettings, jpeg
         frames = sum(parallel_map(window_frame_count, todo, workers))
     else:
         frames = settings.num_frames * len(todo)
+    return sized(len(todo), frames, settings, jpeg_bytes_per_frame)
+
+
+def sized(videos: int, frames: int, settings: CacheSettings, jpeg_bytes_per_frame: float | None) -> SizeEstimate:
+    """The estimate for `frames` frames of `videos` videos: exact for raw, the JPEG sample times a margin."""
     if settings.format == "raw":
-        size = frames * 3 * settings.resolution**2 + NPY_HEADER_BYTES * len(todo)
+        size = frames * 3 * settings.resolution**2 + NPY_HEADER_BYTES * videos
     else:
         size = frames * (jpeg_bytes_per_frame or 0) * JPEG_MARGIN
-    return SizeEstimate(len(todo), frames, int(size))
+    return SizeEstimate(videos, frames, int(size))
 
 
 def check_free_space(root: Path, estimate: SizeEstimate) -> None:

@@ -37,6 +37,8 @@ from dataloaders.parallel import parallel_map  # noqa: E402
 from dataloaders.video_io import VIDEO_EXTENSIONS  # noqa: E402
 
 H264_CONTAINERS = (".mp4", ".m4v", ".mov", ".mkv", ".avi")  # keep these names as they are
+DEFAULT_FPS = 3  # the DGL/CLIP4Clip recipe; preprocess/check_dataset.py counts videos above these
+DEFAULT_SHORT_SIDE = 224
 
 
 # Filters that turn a frame upright, by its display rotation in counter-clockwise quarter turns.
@@ -176,8 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output_root", type=Path, required=True)
     parser.add_argument("--workers", "--num_works", dest="workers", type=int, default=os.cpu_count() or 1,
                         help="parallel encodes (--num_works: the official script's name)")
-    parser.add_argument("--fps", type=int, default=3)
-    parser.add_argument("--short_side", type=int, default=224)
+    parser.add_argument("--fps", type=int, default=DEFAULT_FPS)
+    parser.add_argument("--short_side", type=int, default=DEFAULT_SHORT_SIDE)
     args = parser.parse_args(argv)
     input_root, output_root = args.input_root.resolve(), args.output_root.resolve()
     if not input_root.is_dir():

@@ -130,3 +130,8 @@ def make_didemo(root: Path) -> DataConfig:
     write_index_video(features / "x2.3gp.mp4", 6)
     write_index_video(features / "x3.mp4", 6)
     return DataConfig(datatype="didemo", data_path=data, features_path=features, **TEST_SETTINGS)
+
+
+def layout_maker(datatype: str):
+    """The `make_<name>` writer of a `--datatype` (activity's is make_activitynet), or None."""
+    return globals().get(f"make_{'activitynet' if datatype == 'activity' else datatype}")

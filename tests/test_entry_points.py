@@ -11,7 +11,8 @@ from tests.test_compress_video import stream_facts
 from tests.video_utils import corrupt_file
 
 ROOT = Path(__file__).resolve().parents[1]
-ENTRY_POINTS = ("main.py", "retrieve.py", "visualize.py", "preprocess/compress_video.py", "preprocess/cache_frames.py")
+ENTRY_POINTS = ("main.py", "retrieve.py", "visualize.py", "preprocess/compress_video.py", "preprocess/cache_frames.py",
+                "preprocess/check_dataset.py", "preprocess/generate_video_path.py")
 
 
 def run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:

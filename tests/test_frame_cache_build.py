@@ -21,7 +21,7 @@ from tests import layouts
 from tests.video_utils import indices_of_video
 
 ROOT = Path(__file__).resolve().parents[1]
-# Documented JPEG q90 error (README, Data at scale) on textured video: max abs pixel error, mean abs error.
+# Documented JPEG q90 error (docs/benchmarks.md) on textured video: max abs pixel error, mean abs error.
 JPEG_MAX_ABS, JPEG_MEAN_ABS = 48, 3.0
 
 

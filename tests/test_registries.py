@@ -90,7 +90,7 @@ def test_loss_is_pair_permutation_invariant_and_exact_under_gradient_caching(nam
 
 @pytest.mark.parametrize("datatype", sorted(DATASETS))
 def test_every_dataset_parses_its_official_layout(datatype, tmp_path):
-    make = getattr(layouts, f"make_{'activitynet' if datatype == 'activity' else datatype}", None)
+    make = layouts.layout_maker(datatype)
     assert make is not None, f"add make_{datatype}(root) -> DataConfig to tests/layouts.py (its official file layout)"
     cfg = make(tmp_path)
     for subset in ("train", "test"):

@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", type=int, default=0, metavar="ROWS",
                    help="print the top ROWS ops (self time) of one training step")
     p.add_argument("--json_out", default=None, metavar="FILE", help="also write the JSON result here")
-    p.add_argument("--quick", action="store_true", help="ViT-B/32 only, B=2, 2 repeats, 1 warm-up (< 3 min on 2 CPU cores)")
+    p.add_argument("--quick", action="store_true", help="ViT-B/32 only, B=2, 2 repeats, 1 warm-up (measured times: docs/benchmarks.md)")
     p.add_argument("--in_process", action="store_true",
                    help="run every configuration in this process (faster start; CPU memory numbers less isolated)")
     p.add_argument("--seed", type=int, default=0)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from dataloaders.config import DataConfig
 from dataloaders.files import inside_folder, read_json
-from dataloaders.parsers.common import check_subset
+from dataloaders.parsers.common import check_subset, read_video_paths
 from dataloaders.splits import VideoTextSplit, split_from_pairs
 
 logger = logging.getLogger(__name__)
@@ -24,7 +24,7 @@ def parse(cfg: DataConfig, subset: str) -> VideoTextSplit:
     ids_file, captions_file = FILES["train" if subset == "train" else "val"]
     video_ids = read_json(root / ids_file, "ActivityNet id list")
     annotations = read_json(root / captions_file, "ActivityNet captions")
-    relative = read_json(root / "video_path.json", "ActivityNet video_path.json (ids without 'v_')")
+    relative = read_video_paths(root, features, "activity")  # keys: ids without 'v_'
     kept = [v for v in video_ids if v in annotations and v[2:] in relative and v not in EXCLUDED]
     if len(kept) < len(video_ids):
         logger.info("activity/%s: dropped %d of %d ids without captions or path", subset, len(video_ids) - len(kept), len(video_ids))

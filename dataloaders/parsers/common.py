@@ -4,9 +4,22 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
-from dataloaders.files import AnnotationError, index_video_files, stem, unresolved_path
+from dataloaders.files import AnnotationError, index_video_files, read_json, stem, unresolved_path
 
 SUBSETS = ("train", "val", "test")
+VIDEO_PATH_FILE = "video_path.json"
+
+
+def read_video_paths(root: Path, features_path: str | Path, datatype: str) -> dict[str, str]:
+    """LSMDC's and ActivityNet's `video_path.json` (id -> path relative to --features_path); a missing file is
+    an error giving the command that writes it."""
+    where = Path(root) / VIDEO_PATH_FILE
+    if not where.is_file():
+        raise AnnotationError(
+            f"{where} not found ({datatype} maps video ids to files with it). Fix: python preprocess/generate_video_path.py "
+            f"--datatype {datatype} --features_path {features_path} --data_path {root}"
+        )
+    return read_json(where, f"{datatype} {VIDEO_PATH_FILE}")
 
 
 def check_subset(dataset: str, subset: str) -> None:

@@ -5,8 +5,8 @@ import logging
 from pathlib import Path
 
 from dataloaders.config import DataConfig
-from dataloaders.files import AnnotationError, inside_folder, read_json, require_file
-from dataloaders.parsers.common import check_subset
+from dataloaders.files import AnnotationError, inside_folder, require_file
+from dataloaders.parsers.common import check_subset, read_video_paths
 from dataloaders.splits import VideoTextSplit, split_from_pairs
 
 logger = logging.getLogger(__name__)
@@ -23,7 +23,7 @@ def parse(cfg: DataConfig, subset: str) -> VideoTextSplit:
     """One sample per row (clips may repeat); rows whose clip has no path are dropped, as officially."""
     check_subset("lsmdc", subset)
     root, features = Path(cfg.data_path), Path(cfg.features_path)
-    relative = read_json(root / "video_path.json", "LSMDC video_path.json (preprocess/generate_video_path.py)")
+    relative = read_video_paths(root, features, "lsmdc")
     annotations = require_file(root / ANNOTATIONS[subset], f"LSMDC {subset} annotations")
     pairs = []
     unlisted = 0
