@@ -25,6 +25,8 @@ class BlipTokenizer:
         vocab_file = Path(vocab_file)
         words = vocab_file.read_text(encoding="utf-8").splitlines()
         vocab = {word: i for i, word in enumerate(words)}
+        if len(vocab) != len(words):
+            raise BlipLoadError(f"{vocab_file} lists {len(words) - len(vocab)} tokens twice: not a BERT vocabulary")
         missing = [t for t in ("[CLS]", "[SEP]", "[PAD]", "[UNK]") if t not in vocab]
         if missing:
             raise BlipLoadError(f"{vocab_file} lacks {missing}: not a BERT vocabulary")
