@@ -74,8 +74,13 @@ def hf_blip(size: Size, seed: int = 0) -> transformers.BlipForImageTextRetrieval
 
 
 def write_hf_folder(folder: Path, size: Size, seed: int = 0, safe: bool = True) -> transformers.BlipForImageTextRetrieval:
+    """``save_pretrained``; ``safe=False`` then swaps the weights into ``pytorch_model.bin``, the layout of older
+    hub uploads (transformers 5 writes safetensors only)."""
     model = hf_blip(size, seed)
-    model.save_pretrained(folder, safe_serialization=safe)
+    model.save_pretrained(folder)
+    if not safe:
+        torch.save(model.state_dict(), folder / "pytorch_model.bin")
+        (folder / "model.safetensors").unlink()
     write_vocab(folder)
     return model
 

@@ -77,6 +77,10 @@ def test_hf_folder_matches_transformers(name, tmp_path):
     assert (cfg.vision_eps, cfg.text_eps) == (peer.config.vision_config.layer_norm_eps,
                                               peer.config.text_config.layer_norm_eps)
     check_against_peer(ours, peer, *inputs(size, tmp_path))
+    weight_file = tmp_path / ("pytorch_model.bin" if name == "one-head" else "model.safetensors")
+    with pytest.warns(BlipTemperatureWarning):  # the weight file alone reads as its folder
+        assert all(torch.equal(a, b) for a, b in zip(load_blip(weight_file).state_dict().values(),
+                                                      ours.state_dict().values()))
     assert blip_tokenizer(tmp_path).enc_id == len(VOCAB) + 1
 
 

@@ -71,6 +71,10 @@ def test_vocabulary_is_found_beside_the_weights_or_given(tmp_path, vocab_file):
     with pytest.raises(BlipLoadError, match=r"no BERT vocabulary at .*vocab.txt: put BLIP's vocab.txt"):
         blip_tokenizer(tmp_path / "model_base_retrieval_coco.pth")
     assert blip_tokenizer(tmp_path / "model_base_retrieval_coco.pth", vocab=vocab_file).enc_id == len(VOCAB) + 1
+    (tmp_path / "vocab.txt").write_text(vocab_file.read_text())
+    (tmp_path / "tokenizer_config.json").write_text('{"do_lower_case": false}')
+    with pytest.raises(BlipLoadError, match="do_lower_case false; BLIP's tokenizer is uncased"):
+        blip_tokenizer(tmp_path / "model_base_retrieval_coco.pth", vocab=tmp_path / "vocab.txt")
     (tmp_path / "vocab.txt").write_text("[PAD]\n[UNK]\nhello\n")
     with pytest.raises(BlipLoadError, match=r"vocab.txt lacks \['\[CLS\]', '\[SEP\]'\]: not a BERT vocabulary"):
         BlipTokenizer(tmp_path / "vocab.txt")
