@@ -49,7 +49,8 @@ def check_against_peer(ours, peer, images, ids, mask):
         image, text = ours.image_features(images), ours.text_features(ids, mask)
         assert (image_ref - image).abs().max() < TOLERANCE and (text_ref - text).abs().max() < TOLERANCE
         pairs = len(images)
-        cosine = peer(input_ids=ids[:pairs], pixel_values=images, attention_mask=mask[:pairs], use_itm_head=False)
+        cosine = peer(input_ids=ids[:pairs], pixel_values=images, attention_mask=mask[:pairs],
+                      use_itm_head=False)
         assert (cosine.itm_score - image @ text[:pairs].t()).abs().max() < TOLERANCE
         assert cosine.itm_score.std() > 0.05  # the cosines spread: equal matrices are not equal by chance
         itm_ids = blip_itm_ids(ids[:pairs])
@@ -148,6 +149,16 @@ def test_refuses_other_blip_files_and_other_models(tmp_path):
     torch.save(unknown, tmp_path / "adapted.pth")
     with pytest.raises(BlipLoadError, match=r"1 tensors no BLIP retrieval model has.*adapter"):
         load_blip(tmp_path / "adapted.pth")
+    truncated = {k: v for k, v in state.items() if k != "visual_encoder.blocks.1.mlp.fc2.bias"}
+    torch.save(truncated, tmp_path / "truncated.pth")
+    with pytest.raises(BlipLoadError, match="vision width 32 is not a multiple of BLIP's head width 64; give its"):
+        load_blip(tmp_path / "truncated.pth")
+    heads = Overrides(vision_heads=2, text_heads=4)
+    with pytest.raises(BlipLoadError, match=r"truncated.pth: missing 1 tensors, e.g. \['visual.blocks.1.mlp.fc2.bias'\]"):
+        load_blip(tmp_path / "truncated.pth", heads)
+    torch.save(dict(state, **{"text_proj.weight": torch.zeros(3, 3)}), tmp_path / "inconsistent.pth")
+    with pytest.raises(BlipLoadError, match="inconsistent.pth: inconsistent tensor shapes: .*text_proj.weight"):
+        load_blip(tmp_path / "inconsistent.pth", heads)
     with pytest.raises(BlipLoadError, match="does not exist"):
         load_blip(tmp_path / "nothing.pth")
 

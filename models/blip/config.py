@@ -38,4 +38,5 @@ class BlipConfig:
             if act not in ACTIVATION_NAMES:
                 raise ValueError(f"activation must be one of {ACTIVATION_NAMES}, got {act!r}")
         if self.grid_size * self.vision_patch_size != self.image_resolution:
-            raise ValueError(f"grid {self.grid_size} x patch {self.vision_patch_size} != resolution {self.image_resolution}")
+            raise ValueError(f"grid {self.grid_size} x patch {self.vision_patch_size} "
+                             f"!= resolution {self.image_resolution}")

@@ -166,13 +166,18 @@ def hf_config(state: Mapping[str, torch.Tensor], config: Mapping, source: str) -
                         HF_ACTIVATIONS[vision["hidden_act"]], HF_ACTIVATIONS[text["hidden_act"]])
 
 
-def original_config(state: Mapping[str, torch.Tensor], overrides: Overrides) -> BlipConfig:
+def original_config(state: Mapping[str, torch.Tensor], overrides: Overrides, source: str) -> BlipConfig:
     """Sizes of an original-layout ``state`` (already renamed); BLIP's configs for heads and eps unless overridden."""
-    vision_width = state["visual.patch_embed.weight"].shape[0]
-    text_width = state["text_encoder.embeddings.word_embeddings.weight"].shape[1]
+    heads = {}
+    for tower, width, given in (("vision", state["visual.patch_embed.weight"].shape[0], overrides.vision_heads),
+                                ("text", state["text_encoder.embeddings.word_embeddings.weight"].shape[1],
+                                 overrides.text_heads)):
+        if given is None and (width < ORIGINAL_HEAD_WIDTH or width % ORIGINAL_HEAD_WIDTH):
+            raise BlipLoadError(f"{source}: {tower} width {width} is not a multiple of BLIP's head width "
+                                f"{ORIGINAL_HEAD_WIDTH}; give its head count ({tower}_heads)")
+        heads[tower] = given or width // ORIGINAL_HEAD_WIDTH
     return shape_config(
-        state, overrides.vision_heads or vision_width // ORIGINAL_HEAD_WIDTH,
-        overrides.text_heads or text_width // ORIGINAL_HEAD_WIDTH,
+        state, heads["vision"], heads["text"],
         overrides.vision_eps if overrides.vision_eps is not None else ORIGINAL_VISION_EPS,
         overrides.text_eps if overrides.text_eps is not None else ORIGINAL_TEXT_EPS,
     )

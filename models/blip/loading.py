@@ -33,7 +33,7 @@ def load_blip(path: str | os.PathLike, overrides: Overrides = Overrides(),
     elif path.is_file():
         state, momentum = split_original(_read_original(path))
         state = rename(state, ORIGINAL_RULES, str(path))
-        config = original_config(state, overrides)
+        config = original_config(state, overrides, str(path))
     else:
         raise BlipLoadError(f"{path} does not exist; expected {EXPECTED}")
     file_temp = state.pop("temp", None)
@@ -43,7 +43,14 @@ def load_blip(path: str | os.PathLike, overrides: Overrides = Overrides(),
     model = BlipRetrieval(config)
     state["temp"] = torch.tensor(temperature if temperature is not None else
                                  float(file_temp) if file_temp is not None else INITIAL_TEMPERATURE)
-    model.load_state_dict(state, strict=True)
+    missing = sorted(set(model.state_dict()) - set(state))
+    if missing:
+        raise BlipLoadError(f"{path}: missing {len(missing)} tensors, e.g. {missing[:3]}; expected {EXPECTED}")
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:  # shapes that contradict the sizes read from other tensors
+        detail = next((line.strip() for line in str(err).splitlines()[1:] if line.strip()), str(err))
+        raise BlipLoadError(f"{path}: inconsistent tensor shapes: {detail}") from err
     model.momentum_state = momentum
     return model
 
@@ -53,7 +60,8 @@ def _read_hf_folder(folder: Path, overrides: Overrides) -> tuple[dict, object, d
     if not config_file.is_file():
         raise BlipLoadError(f"{folder} has no config.json; expected {EXPECTED}")
     if overrides != Overrides():
-        raise BlipLoadError(f"{folder}: heads and eps come from its config.json; overrides apply to original .pth files")
+        raise BlipLoadError(f"{folder}: heads and eps come from its config.json; "
+                            "overrides apply to original .pth files")
     config = json.loads(config_file.read_text())
     architectures = config.get("architectures") or []
     if config.get("model_type") != "blip" or (architectures and HF_ARCHITECTURE not in architectures):
