@@ -12,10 +12,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models.blip import BlipLoadError, BlipTemperatureWarning, Overrides, blip_tokenizer, load_blip
+from models.blip import BlipLoadError, BlipRetrieval, BlipTemperatureWarning, Overrides, blip_tokenizer, load_blip
 from models.blip.formats import ORIGINAL_HEAD_WIDTH
 from models.dgl import global_local_block
-from tests.blip_files import (HF_TO_ORIGINAL, VOCAB, Size, convert_script_rename, hf_blip, original_state,
+from tests.blip_files import (VOCAB, Size, convert_script_rename, hf_blip, original_state,
                               write_hf_folder, write_vocab)
 
 TOLERANCE = 1e-5
@@ -131,6 +131,8 @@ def test_vision_blocks_run_under_dgls_global_local_attention(tmp_path):
     joint = global_local_block(block, frames.flatten(0, 1)[None], num_global=0, frames=3)
     assert torch.allclose(joint[0].unflatten(0, (3, -1)), block(frames), atol=1e-5)
     assert ours.project_frames(frames[:, 0]).shape == (3, ours.config.embed_dim)
+    again = BlipRetrieval.from_state_dict(ours.state_dict(), ours.config)
+    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), ours.state_dict().values()))
 
 
 def test_refuses_other_blip_files_and_other_models(tmp_path):

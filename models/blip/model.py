@@ -36,6 +36,13 @@ class BlipRetrieval(nn.Module):
         # original names; not parameters of this model, kept for training that distils from them.
         self.momentum_state: dict[str, torch.Tensor] = {}
 
+    @classmethod
+    def from_state_dict(cls, state: dict[str, torch.Tensor], config: BlipConfig) -> "BlipRetrieval":
+        """Our own ``state_dict()`` back into a model (its sizes travel separately: heads and eps are not in it)."""
+        model = cls(config)
+        model.load_state_dict(state, strict=True)
+        return model
+
     # Vision.
     @property
     def vision_blocks(self) -> nn.ModuleList:
@@ -66,6 +73,8 @@ class BlipRetrieval(nn.Module):
         return self.text_encoder.encoder.layer
 
     def embed_text(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """``[N, L]`` -> ``[N, L, text width]``: word plus position embeddings, already LayerNorm'd (BERT's
+        embedding norm; unlike CLIP, the text blocks are post-LN and take a padding mask)."""
         return self.text_encoder.embeddings(input_ids)
 
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:

@@ -86,9 +86,12 @@ class BertLayer(nn.Module):
 
 
 class BertEncoder(nn.Module):
-    def __init__(self, layers: int, *args):
+    """Holds the layers under BERT's name (``encoder.layer.N``); :class:`BlipTextEncoder` runs them."""
+
+    def __init__(self, layers: int, width: int, heads: int, mlp_width: int, eps: float, act: str,
+                 image_width: int | None):
         super().__init__()
-        self.layer = nn.ModuleList(BertLayer(*args) for _ in range(layers))
+        self.layer = nn.ModuleList(BertLayer(width, heads, mlp_width, eps, act, image_width) for _ in range(layers))
 
 
 class BertEmbeddings(nn.Module):
