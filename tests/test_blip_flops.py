@@ -1,0 +1,50 @@
+"""BLIP's FLOP counts (models/blip/flops.py) against a hand count, against torch's FLOP counter on the real
+forward passes (which sees the weight GEMMs and the stem, not the CPU attention kernel), and against the
+project's per-block convention (models/flops.py) where BLIP's MLP is 4x wide."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from models.blip import BlipConfig, BlipRetrieval
+from models.blip.flops import itm_flops, layer_flops, text_flops, vision_flops
+from models.flops import block_flops
+
+# Vision: width 8, 2 layers, MLP 16, patch 4 at 8 px (grid 2: 5 tokens), embed 4; text: width 6, 1 layer, MLP 12.
+CFG = BlipConfig(embed_dim=4, image_resolution=8, vision_layers=2, vision_width=8, vision_heads=2, vision_patch_size=4,
+                 grid_size=2, context_length=10, vocab_size=20, text_width=6, text_heads=3, text_layers=1,
+                 vision_mlp_width=16, text_mlp_width=12, vision_eps=1e-6, text_eps=1e-12)
+
+
+def test_hand_count():
+    # Vision layer, 5 tokens: qkv+out 8*5*8*8 = 2560, MLP 4*5*8*16 = 2560, attention 4*8*5*5 = 800 -> 5920.
+    # Per frame: 2 layers 11840 + stem 2*4 patches*(3*4*4)*8 = 3072 + vision_proj 2*8*4 = 64 -> 14976.
+    assert vision_flops(CFG, frames=3) == (3 * 14976, 3 * (2 * (2560 + 2560 + 1600) + 64))
+    # Text, 5 tokens: 8*5*36 = 1440, 4*5*6*12 = 1440, attention 4*6*25 = 600; text_proj 2*6*4 = 48.
+    assert text_flops(CFG, captions=2, tokens=5) == (2 * 3528, 2 * (1440 + 1440 + 1200 + 48))
+    # ITM, 5 tokens on 5 image tokens: self part 3480; cross q+out 4*5*36 = 720, k+v 4*5*8*6 = 960,
+    # attention 4*6*5*5 = 600; itm_head 2*6*2 = 24.
+    assert itm_flops(CFG, pairs=2, tokens=5) == (2 * (3480 + 720 + 960 + 600 + 24),
+                                                 2 * (1440 + 1440 + 1200 + 720 + 960 + 1200 + 24))
+
+
+def counted(fn) -> int:
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        fn()
+    return counter.get_total_flops()
+
+
+def test_equals_torch_flop_counter_without_attention_products():
+    torch.manual_seed(0)
+    model = BlipRetrieval(CFG).eval()
+    images, ids, mask = torch.randn(3, 3, 8, 8), torch.randint(0, 20, (2, 5)), torch.ones(2, 5, dtype=torch.long)
+    assert counted(lambda: model.image_features(images)) == vision_flops(CFG, 3, attention=False)[0]
+    assert counted(lambda: model.text_features(ids, mask)) == text_flops(CFG, 2, 5, attention=False)[0]
+    tokens = model.image_tokens(images[:2])
+    assert counted(lambda: model.itm_logits(ids, mask, tokens)) == itm_flops(CFG, 2, 5, attention=False)[0]
+
+
+@pytest.mark.parametrize("backward", [False, True])
+def test_layer_is_the_projects_block_at_4x_mlp(backward):
+    assert layer_flops(50, 64, 256, 2500, backward) == block_flops(50, 64, 2500, backward)
