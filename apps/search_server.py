@@ -55,7 +55,8 @@ def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
 
 
 class SearchHandler(BaseHTTPRequestHandler):
-    """Routes: the page, /api/{info,search,similar}, /video/<rel> (ranges), /frames/<rel> (JPEG strip)."""
+    """Routes: the page, /api/{info,search,similar}, /video/<rel> (ranges), /frames/<rel> (JPEG strip). GET and
+    HEAD only; other methods get a JSON 405."""
 
     protocol_version = "HTTP/1.1"
     server_version = "DGLSearch"
@@ -66,6 +67,35 @@ class SearchHandler(BaseHTTPRequestHandler):
 
     def do_HEAD(self) -> None:
         self._dispatch(send_body=False)
+
+    def refuse_method(self) -> None:
+        """405 with ``Allow``: the page and its API only read. Any request body is left unread, so the
+        connection closes after the answer."""
+        self.responded = False
+        self.close_connection = True
+        body = json.dumps({"error": f"method {self.command} is not allowed here; use GET or HEAD"}).encode()
+        self.send_response(HTTPStatus.METHOD_NOT_ALLOWED)
+        self.send_header("Allow", "GET, HEAD")
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_TRACE = do_CONNECT = refuse_method
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """The base class's own errors (a malformed request line, an unknown method: 501) as JSON too."""
+        self.close_connection = True
+        short, _ = self.responses.get(code, ("error", ""))
+        body = json.dumps({"error": message or short}).encode()
+        self.send_response(code, message)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Connection", "close")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD" and code >= 200 and code not in (HTTPStatus.NO_CONTENT, HTTPStatus.NOT_MODIFIED):
+            self.wfile.write(body)
 
     def send_response(self, code: int, message: str | None = None) -> None:
         self.responded = True
