@@ -91,14 +91,14 @@ def open_index(args: argparse.Namespace) -> Retriever:
 
 
 def run_index(args: argparse.Namespace) -> None:
+    videos, listed = args.videos, None
+    if args.video_list:  # checked before the model loads
+        listed = VideoList.read(args.video_list)
+        videos = listed.select(find_videos(args.videos), " ".join(args.videos))
     retriever = Retriever.from_checkpoint(
         args.checkpoint, args.pretrained_clip_name, args.pretrained_dir, args.device, model_overrides(vars(args)),
         batch_size=args.batch_size, workers=args.workers, video_backend=args.video_backend,
     )
-    videos, listed = args.videos, None
-    if args.video_list:
-        listed = VideoList.read(args.video_list)
-        videos = listed.select(find_videos(args.videos), " ".join(args.videos))
     report = retriever.index(
         videos, args.out, max_videos=args.max_videos, retry_failed=args.retry_failed,
         shard_size=args.shard_size, progress=not args.quiet,
