@@ -54,7 +54,7 @@ def test_absurd_query_gets_the_cue_and_a_matching_caption_does_not(indexed):
     service = SearchService(indexed)
     matched = service.search(CAPTION, 5)
     assert matched["results"][0]["video"] == "video0.mp4" and matched["results"][0]["score"] == pytest.approx(1, abs=1e-5)
-    assert matched["low_confidence"] is False and matched["score_floor"] == service.floor.threshold < 0.8
+    assert matched["low_confidence"] is False and matched["score_floor"]["threshold"] == service.floor.threshold < 0.8
     absurd = service.search(ABSURD, 5)
     assert absurd["low_confidence"] is True and absurd["results"][0]["score"] < service.floor.threshold - 0.05
     # Fresh random strings (another seed) are meaningless too: about 95 in 100 get the cue (binomial sd 2.2).

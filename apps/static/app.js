@@ -2,7 +2,7 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { k: 12, examples: [], floor: null };
+const state = { k: 12, examples: [] };
 
 const fileUrl = (prefix, rel) => prefix + rel.split("/").map(encodeURIComponent).join("/");
 
@@ -75,10 +75,10 @@ function showCue(answer) {
   $("results").classList.toggle("results-low", answer.low_confidence);
   if (!answer.low_confidence) return;
   const best = answer.results.length ? answer.results[0].score : 0;
-  const floor = state.floor;
-  const how = floor ? `, the ${floor.percentile}th percentile of the best scores of ${floor.probes} random word strings` : "";
+  const floor = answer.score_floor;
   cue.textContent = `Low confidence: no video matches this query well. The best cosine, ${best.toFixed(4)}, is below ` +
-    `what random text reaches on this index (${answer.score_floor.toFixed(4)}${how}); these results are likely unrelated.`;
+    `what random text reaches on this index (${floor.threshold.toFixed(4)}, the ${floor.percentile}th percentile of ` +
+    `the best scores of ${floor.probes} random word strings); these results are likely unrelated.`;
 }
 
 function showExamples(visible) {
@@ -181,7 +181,6 @@ api("/api/info").then((info) => {
   $("info").title = info.model;  // the full identity (prompt and backbone hashes), on hover
   document.documentElement.style.setProperty("--frames", info.frames);
   state.examples = info.examples;
-  state.floor = info.score_floor;
   $("example-list").replaceChildren(...info.examples.map(exampleButton));
   showExamples(!$("q").value.trim());
 }).catch((err) => { $("info").textContent = err.message; });
