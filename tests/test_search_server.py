@@ -4,6 +4,7 @@ frame strips and the refusal of another model's index."""
 import http.client
 import io
 import json
+import re
 import shutil
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -261,8 +262,9 @@ def test_serve_refuses_another_models_index(gallery, fixture_dir, tmp_path, caps
 def test_latency_tool_on_small_indexes(capsys):
     search_latency.main(["--videos", "30", "--big", "300", "--queries", "4", "--threads", "1"])
     lines = capsys.readouterr().out.splitlines()
-    assert [line.split(",")[0] for line in lines[:3]] == ["30 videos", "300 videos", "300 videos"]
-    assert all("p50_ms=" in line for line in lines[:3]) and lines[3] == "torch threads: 1"
+    assert [line.split(",")[0] for line in lines[:4]] == ["30 videos", "300 videos", "300 videos", "300 videos"]
+    assert all("p50_ms=" in line for line in lines[:3]) and lines[4] == "torch threads: 1"
+    assert re.fullmatch(r"300 videos, low-confidence floor at server start \(128 probes\): \d+\.\d\d s", lines[3])
 
 
 def test_percentiles_by_hand():
