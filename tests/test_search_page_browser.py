@@ -18,6 +18,7 @@ from urllib.parse import parse_qs, quote_plus, urlsplit
 import pytest
 import torch
 
+from apps.page_screenshot import headless_chromium, screenshot, wait_until
 from apps.search_server import serve_in_thread
 from apps.search_service import DEFAULT_EXAMPLES, SearchService
 from apps.video_index import add_captions
@@ -59,28 +60,9 @@ def page(gallery, transformer, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium")
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1400",
-                 "--autoplay-policy=no-user-gesture-required", "--no-proxy-server"):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(options=options, service=Service(shutil.which("chromedriver")))
+    driver = headless_chromium()
     yield driver
     driver.quit()
-
-
-def wait_until(condition, timeout=30.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def assert_playing(driver, video):
@@ -185,10 +167,6 @@ def test_search_play_open_similar(page, browser, tmp_path):
     errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert not errors, errors
 
-    # The screenshot: the matching query's results, one opened.
-    browser.get(page + "/?q=" + quote_plus(query) + "&video=" + MATCHED)
-    wait_until(lambda: browser.find_elements(By.CSS_SELECTOR, "#similar .card"), what="more like this")
-    scrolled_still(browser)
-    browser.execute_script("window.scrollTo(0, 0)")
-    time.sleep(0.5)  # a few frames further, so the screenshot shows moving shapes mid-way
-    assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
+    # The screenshot (apps/page_screenshot.py): the matching query's results, its video opened.
+    assert screenshot(browser, page, query, shot, video=MATCHED) == shot and shot.stat().st_size > 10_000
+    assert browser.find_element(By.ID, "detail-title").text == MATCHED

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 import retrieve
-from apps import search_latency
+from apps import page_screenshot, search_latency
 from apps.retrieval import Retriever
 from apps.search_server import RangeNotSatisfiable, byte_range, serve_in_thread
 from apps.search_service import SearchService, checkpoint_name
@@ -270,3 +270,10 @@ def test_latency_tool_on_small_indexes(capsys):
 def test_percentiles_by_hand():
     p = search_latency.Percentiles.of([0.001 * i for i in range(1, 11)])  # 1..10 ms
     assert (p.p50_ms, p.p90_ms) == (5.5, 9.9)
+
+
+def test_screenshot_tool_refuses_a_missing_index_in_one_line(tmp_path, capsys):
+    out = tmp_path / "x.png"
+    assert page_screenshot.main(["--index", str(tmp_path / "nothing"), "--query", "x", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "not a video index" in err and not out.exists()
