@@ -31,14 +31,15 @@ def probe_texts(tokenizer: ClipTokenizer, count: int = PROBES, seed: int = SEED)
 
 @dataclass(frozen=True)
 class ScoreFloor:
-    """The best-score floor of one index and model; ``probes_best`` are the probes' best cosines, sorted."""
+    """The best-score floor of one index and model; ``probes_best`` are the probes' best cosines, sorted.
+    An index without videos has no floor (None) and flags nothing."""
 
-    threshold: float
+    threshold: float | None
     percentile: float
     probes_best: tuple[float, ...]
 
     def low(self, best: float) -> bool:
-        return best < self.threshold
+        return self.threshold is not None and best < self.threshold
 
     def summary(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if k != "probes_best"} | {"probes": len(self.probes_best)}
@@ -48,5 +49,5 @@ def score_floor(retriever: Retriever, probes: list[str] | None = None, percentil
     """Search the open index with the probes (default: `probe_texts`) and take the percentile of their best
     scores (linear interpolation between the nearest two, as ``numpy.percentile``)."""
     probes = probes if probes is not None else probe_texts(retriever.tokenizer)
-    best = sorted(hits[0].score for hits in retriever.search(probes, k=1))
-    return ScoreFloor(float(np.percentile(best, percentile)), percentile, tuple(best))
+    best = sorted(hits[0].score for hits in retriever.search(probes, k=1) if hits)
+    return ScoreFloor(float(np.percentile(best, percentile)) if best else None, percentile, tuple(best))

@@ -144,7 +144,7 @@ class SearchService:
         answer = self._answer(hits, time.perf_counter() - started)
         kept = self.retriever.max_words - 2
         return {"query": query, "tokens": tokens, "truncated": tokens > kept, "tokens_kept": min(tokens, kept),
-                "low_confidence": self.floor.low(hits[0].score), "score_floor": self.floor.summary(), **answer}
+                "low_confidence": bool(hits) and self.floor.low(hits[0].score), "score_floor": self.floor.summary(), **answer}
 
     def similar(self, rel: str | None, k: int) -> dict[str, Any]:
         """Top-k videos nearest to an indexed video (itself first)."""

@@ -61,3 +61,16 @@ def test_absurd_query_gets_the_cue_and_a_matching_caption_does_not(indexed):
     fresh = [service.search(p, 1)["low_confidence"] for p in probe_texts(indexed.tokenizer, 100, seed=1)]
     assert sum(fresh) >= 80, sum(fresh)
     assert service.info()["score_floor"] == {"threshold": service.floor.threshold, "percentile": 95.0, "probes": 128}
+
+
+def test_an_index_without_videos_has_no_floor_and_no_cue(transformer, tmp_path):
+    """Every file failed to decode: the page still starts, answers with no results and flags nothing."""
+    (tmp_path / "videos").mkdir()
+    (tmp_path / "videos" / "broken.mp4").write_bytes(b"not a video")
+    r = retriever(transformer)
+    report = r.index(tmp_path / "videos", tmp_path / "index", progress=False)
+    assert (report.total, len(report.failed)) == (0, 1)
+    service = SearchService(r)
+    assert service.info()["score_floor"] == {"threshold": None, "percentile": 95.0, "probes": 0}
+    answer = service.search(CAPTION, 5)
+    assert answer["results"] == [] and answer["low_confidence"] is False
