@@ -1,6 +1,7 @@
 """Search a folder of videos with text: index it once with a DGL checkpoint, then query it instantly.
 
     python retrieve.py index --videos DIR [DIR|FILE ...] --checkpoint CKPT --out INDEX [--max_videos N]
+                             [--video_list LIST]   # only the listed videos, e.g. a test split's CSV
     python retrieve.py search --index INDEX "a dog catches a frisbee" ["another query" ...] [--top_k 5] [--json]
     python retrieve.py search --index INDEX --video FILE --captions captions.txt [--top_k 5] [--json]
     python retrieve.py serve --index INDEX [--checkpoint CKPT] [--host 127.0.0.1] [--port 8000]
@@ -26,6 +27,8 @@ from dataloaders.video_io import VideoReadError
 from apps.retrieval import Retriever
 from apps.search_server import make_server
 from apps.search_service import SearchService
+from apps.video_index import add_captions, find_videos
+from apps.video_list import VideoList
 from utils.flags import add_backbone_flags, add_model_flags, model_overrides
 
 
@@ -42,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("--videos", nargs="+", required=True, help="folders (searched recursively) and/or video files")
     index.add_argument("--checkpoint", required=True, help="our compact checkpoint or an official ckpt.pth.tar")
     index.add_argument("--out", required=True, help="index folder (created, or resumed/extended)")
+    index.add_argument("--video_list", help="index only the videos this file names: one id (file stem) per line, "
+                       "or a CSV with a video_id column, e.g. MSRVTT_JSFUSION_test.csv (its sentence column is kept "
+                       "as the videos' captions, the search page's examples)")
     index.add_argument("--batch_size", type=int, default=16)
     index.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="decoding processes")
     index.add_argument("--max_videos", type=int, help="encode at most this many videos now; run again for the rest")
@@ -85,14 +91,22 @@ def open_index(args: argparse.Namespace) -> Retriever:
 
 
 def run_index(args: argparse.Namespace) -> None:
+    videos, listed = args.videos, None
+    if args.video_list:  # checked before the model loads
+        listed = VideoList.read(args.video_list)
+        videos = listed.select(find_videos(args.videos), " ".join(args.videos))
     retriever = Retriever.from_checkpoint(
         args.checkpoint, args.pretrained_clip_name, args.pretrained_dir, args.device, model_overrides(vars(args)),
         batch_size=args.batch_size, workers=args.workers, video_backend=args.video_backend,
     )
     report = retriever.index(
-        args.videos, args.out, max_videos=args.max_videos, retry_failed=args.retry_failed,
+        videos, args.out, max_videos=args.max_videos, retry_failed=args.retry_failed,
         shard_size=args.shard_size, progress=not args.quiet,
     )
+    if listed and listed.captions:
+        root = retriever.gallery.root
+        add_captions(args.out, {path.relative_to(root).as_posix(): listed.captions[path.stem]
+                                for path in videos if path.stem in listed.captions})
     print(report.summary())
     print(f"index: {Path(args.out).resolve()} (root {retriever.gallery.root})")
 

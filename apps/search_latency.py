@@ -1,10 +1,12 @@
 """Latency of the search page's API, without the demo's 6-minute training: a DGL of the demo's shape with
 random weights, indexes of random video features, the real server on an ephemeral port.
 
-    python -m apps.search_latency [--videos 1100] [--big 100000] [--queries 50] [--threads 2]
+    python -m apps.search_latency [--videos 1100] [--big 100000] [--queries 50] [--threads 2] [--shape demo]
 
 Prints the p50/p90 of (a) /api/search over HTTP (text encoding + ranking + JSON) on a demo-sized index and on
-the big one, and (b) ranking alone (`Retriever.similar`: one row against the gallery + top-k) on the big index.
+the big one, (b) ranking alone (`Retriever.similar`: one row against the gallery + top-k) on the big index, and
+(c) the time the server takes at start to measure its low-confidence floor (`apps.search_confidence`).
+``--shape vit-b-32`` times a ViT-B/32-sized model instead of the demo's.
 Random weights cost what trained ones cost; the results themselves mean nothing.
 """
 from __future__ import annotations
@@ -22,6 +24,7 @@ from urllib.parse import quote
 import torch
 
 from apps.retrieval import INDEX_FORMAT, MANIFEST, FileStamp, Retriever, model_identity, write_shard
+from apps.search_confidence import score_floor
 from apps.search_server import serve_in_thread
 from apps.search_service import SearchService
 from models.clip import CLIP
@@ -32,6 +35,11 @@ from models.pretrained import CLIPConfig
 DEMO_CLIP = CLIPConfig(embed_dim=128, image_resolution=32, vision_layers=3, vision_width=128, vision_heads=2,
                        vision_patch_size=8, grid_size=4, context_length=32, vocab_size=49408, text_width=128,
                        text_heads=2, text_layers=3)
+# OpenAI's ViT-B/32 sizes (what models.clip reads from its state dict), for timings at a real model's size.
+VIT_B_32 = CLIPConfig(embed_dim=512, image_resolution=224, vision_layers=12, vision_width=768, vision_heads=12,
+                      vision_patch_size=32, grid_size=7, context_length=77, vocab_size=49408, text_width=512,
+                      text_heads=8, text_layers=12)
+SHAPES = {"demo": DEMO_CLIP, "vit-b-32": VIT_B_32}
 QUERY_WORDS = ["a", "red", "blue", "circle", "square", "moves", "left", "right", "grows", "shrinks", "up", "down"]
 
 
@@ -102,10 +110,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--big", type=int, default=100_000, help="the large index")
     p.add_argument("--queries", type=int, default=50)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--shape", choices=sorted(SHAPES), default="demo", help="the model's sizes (random weights)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model = DGL(CLIP(DEMO_CLIP), DGLConfig(max_frames=12)).eval()
+    model = DGL(CLIP(SHAPES[args.shape]), DGLConfig(max_frames=12)).eval()
     retriever = Retriever(model, "cpu", {"checkpoint": "random demo-shaped weights"}, workers=0)
     texts = queries(args.queries)
     with tempfile.TemporaryDirectory() as tmp:
@@ -114,6 +123,10 @@ def main(argv: list[str] | None = None) -> None:
             retriever.open(Path(tmp) / f"index{videos}")
             print(f"{videos} videos, /api/search over HTTP (k=12): {api_latency(retriever, texts)}")
         print(f"{args.big} videos, ranking alone (k=12): {ranking_latency(retriever, args.queries)}")
+        started = time.perf_counter()
+        floor = score_floor(retriever)
+        print(f"{args.big} videos, low-confidence floor at server start ({len(floor.probes_best)} probes): "
+              f"{time.perf_counter() - started:.2f} s")
     print(f"torch threads: {torch.get_num_threads()}")
 
 

@@ -55,7 +55,8 @@ def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
 
 
 class SearchHandler(BaseHTTPRequestHandler):
-    """Routes: the page, /api/{info,search,similar}, /video/<rel> (ranges), /frames/<rel> (JPEG strip)."""
+    """Routes: the page, /api/{info,search,similar}, /video/<rel> (ranges), /frames/<rel> (JPEG strip). GET and
+    HEAD only; other methods get a JSON 405."""
 
     protocol_version = "HTTP/1.1"
     server_version = "DGLSearch"
@@ -66,6 +67,22 @@ class SearchHandler(BaseHTTPRequestHandler):
 
     def do_HEAD(self) -> None:
         self._dispatch(send_body=False)
+
+    def refuse_method(self) -> None:
+        """405 with ``Allow``: the page and its API only read. Any request body is left unread, so the
+        connection closes after the answer."""
+        self.close_connection = True
+        error = {"error": f"method {self.command} is not allowed here; use GET or HEAD"}
+        self._send_json(HTTPStatus.METHOD_NOT_ALLOWED, error, True, {"Allow": "GET, HEAD", "Connection": "close"})
+
+    do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_TRACE = do_CONNECT = refuse_method
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """The base class's own errors (a malformed request line, an unknown method: 501) as JSON too."""
+        self.close_connection = True
+        body = self.command != "HEAD" and code >= 200 and code not in (HTTPStatus.NO_CONTENT, HTTPStatus.NOT_MODIFIED)
+        error = {"error": message or self.responses.get(code, ("error",))[0]}
+        self._send_json(code, error, body, {"Connection": "close"})
 
     def send_response(self, code: int, message: str | None = None) -> None:
         self.responded = True
@@ -107,17 +124,21 @@ class SearchHandler(BaseHTTPRequestHandler):
             return self.service.similar(query.get("video"), self.service.parse_k(query.get("k")))
         raise ApiError(404, f"no such API: {path} (there are /api/info, /api/search, /api/similar)")
 
-    def _send(self, status: int, body: bytes, content_type: str, send_body: bool) -> None:
+    def _send(self, status: int, body: bytes, content_type: str, send_body: bool,
+              headers: dict[str, str] | None = None) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.end_headers()
         if send_body:
             self.wfile.write(body)
 
-    def _send_json(self, status: int, payload: dict[str, Any], send_body: bool) -> None:
-        self._send(status, json.dumps(payload).encode(), "application/json", send_body)
+    def _send_json(self, status: int, payload: dict[str, Any], send_body: bool,
+                   headers: dict[str, str] | None = None) -> None:
+        self._send(status, json.dumps(payload).encode(), "application/json", send_body, headers)
 
     def _send_file(self, path: Path, send_body: bool) -> None:
         size = path.stat().st_size

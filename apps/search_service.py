@@ -20,14 +20,19 @@ import numpy as np
 from PIL import Image
 
 from apps.retrieval import Hit, Retriever, describe_identity
+from apps.search_confidence import ScoreFloor, score_floor
+from apps.video_index import read_captions
 from dataloaders.frames import read_eval_frames
 
 # Containers and codecs that Chromium, Firefox and Safari all play in a <video> element (yuv420p only: 4:4:4
 # and 10-bit H.264 are not decoded by browsers). Anything else is shown as a strip of sampled frames.
 BROWSER_CODECS = {".mp4": {"h264", "av1", "vp9"}, ".m4v": {"h264"}, ".webm": {"vp8", "vp9", "av1"}}
 BROWSER_PIXEL_FORMATS = {"yuv420p", "yuvj420p"}
-STRIP_FRAMES = 6
 STRIP_SIZE = 128  # px per frame (square, centre-cropped as the model sees it)
+# Shown on an empty page when the index stores no captions of its own (retrieve.py index --video_list CSV).
+DEFAULT_EXAMPLES = ("a person is cooking in a kitchen", "a dog runs on the grass", "a car drives down a road",
+                    "people dance on a stage")
+EXAMPLES = 4
 
 
 class ApiError(Exception):
@@ -59,13 +64,32 @@ def browser_playable(path: Path) -> bool:
         return False
 
 
-def frame_strip_jpeg(path: Path, frames: int = STRIP_FRAMES, size: int = STRIP_SIZE) -> bytes:
-    """The video's evaluation frames (same reader as the index) side by side, as one JPEG."""
+def frame_strip_jpeg(path: Path, frames: int, size: int = STRIP_SIZE) -> bytes:
+    """The video's ``frames`` evaluation frames (the index's reader and sampling: pass the model's T) side by
+    side, as one JPEG."""
     clip, _ = read_eval_frames(path, frames, size)
     strip = clip.permute(2, 0, 3, 1).reshape(size, frames * size, 3).numpy()  # [T,3,S,S] -> [S, T*S, 3]
     buffer = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(strip)).save(buffer, format="JPEG", quality=85)
     return buffer.getvalue()
+
+
+def checkpoint_name(path: str | None) -> str:
+    """What a person calls a checkpoint: its run folder and file name (``dgl-transformer/checkpoint_best.pt``)."""
+    if not path:
+        return "unknown checkpoint"
+    path = Path(path)
+    return f"{path.parent.name}/{path.name}" if path.parent.name else path.name
+
+
+def example_queries(captions: dict[str, list[str]], videos: list[str], count: int = EXAMPLES) -> list[str]:
+    """Up to ``count`` captions of indexed videos spread over the index (the first caption of each), or the
+    documented `DEFAULT_EXAMPLES` when the index stores none."""
+    described = [captions[rel][0] for rel in videos if captions.get(rel)]
+    if not described:
+        return list(DEFAULT_EXAMPLES[:count])
+    picks = np.linspace(0, len(described) - 1, min(count, len(described))).round().astype(int)
+    return [described[i] for i in dict.fromkeys(picks.tolist())]
 
 
 class SearchService:
@@ -78,7 +102,10 @@ class SearchService:
         self.root = self.gallery.root.resolve()
         self._model_lock = threading.Lock()
         self._playable = lru_cache(maxsize=None)(lambda rel: browser_playable(self.video_file(rel)))
-        self._strip = lru_cache(maxsize=256)(lambda rel: frame_strip_jpeg(self.video_file(rel)))
+        self.frames = retriever.model.config.max_frames  # the strip shows the T frames the model sees
+        self._strip = lru_cache(maxsize=256)(lambda rel: frame_strip_jpeg(self.video_file(rel), self.frames))
+        self.floor: ScoreFloor = score_floor(retriever)  # once per start: the index and model are fixed
+        self.examples = example_queries(read_captions(self.gallery.folder), [s.rel for s in self.gallery.stamps])
 
     # ------------------------------------------------------------------------------------------ queries
     def info(self) -> dict[str, Any]:
@@ -87,6 +114,12 @@ class SearchService:
             "videos": len(self.gallery),
             "failed": len(self.gallery.failed),
             "model": describe_identity(self.retriever.identity),
+            "checkpoint": checkpoint_name(self.retriever.source["checkpoint"]),
+            "variant": self.retriever.model.config.shared_latent_space,
+            "frames": self.frames,
+            "resolution": self.retriever.identity["resolution"],
+            "examples": self.examples,
+            "score_floor": self.floor.summary(),
             "max_words": self.retriever.max_words,
             "default_k": self.config.default_k,
             "max_k": self.config.max_k,
@@ -110,7 +143,8 @@ class SearchService:
             hits = self.retriever.search(query, k)[0]
         answer = self._answer(hits, time.perf_counter() - started)
         kept = self.retriever.max_words - 2
-        return {"query": query, "tokens": tokens, "truncated": tokens > kept, "tokens_kept": min(tokens, kept), **answer}
+        return {"query": query, "tokens": tokens, "truncated": tokens > kept, "tokens_kept": min(tokens, kept),
+                "low_confidence": bool(hits) and self.floor.low(hits[0].score), "score_floor": self.floor.summary(), **answer}
 
     def similar(self, rel: str | None, k: int) -> dict[str, Any]:
         """Top-k videos nearest to an indexed video (itself first)."""

@@ -17,10 +17,12 @@ import torch
 
 from dataloaders.video_io import VIDEO_EXTENSIONS
 from models.checkpoint import atomic_save, backbone_fingerprint
+from models.files import atomic_write
 from models.dgl import DGL
 
 INDEX_FORMAT = "dgl-video-index-v1"
 MANIFEST = "index.json"
+CAPTIONS = "captions.json"  # optional: {relative path: [captions]} of indexed videos, e.g. a split's annotations
 SHARD_GLOB = "shard-*.pt"
 PathLike = str | os.PathLike
 Paths = PathLike | Sequence[PathLike]
@@ -118,6 +120,18 @@ def read_manifest(folder: PathLike) -> dict[str, Any]:
     if manifest.get("format") != INDEX_FORMAT:
         raise ValueError(f"{path}: format {manifest.get('format')!r}, expected {INDEX_FORMAT!r}")
     return manifest
+
+
+def read_captions(folder: PathLike) -> dict[str, list[str]]:
+    """The index's stored captions ({relative path: [captions]}), or {} when it has none."""
+    path = Path(folder) / CAPTIONS
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def add_captions(folder: PathLike, captions: dict[str, list[str]]) -> None:
+    """Store captions of indexed videos (relative path -> captions), replacing those of the same videos."""
+    merged = {**read_captions(folder), **captions}
+    atomic_write(Path(folder) / CAPTIONS, lambda f: json.dump(merged, f, indent=1, ensure_ascii=False), mode="w")
 
 
 def write_shard(folder: Path, done: list[tuple[FileStamp, torch.Tensor]], failed: list[tuple[FileStamp, str]]) -> Path:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
+from utils.progress import progress as progress_bar
 
 from apps.video_index import FileStamp, write_shard
 from dataloaders.frames import read_eval_frames
@@ -103,7 +103,7 @@ def encode_into_shards(
             done.clear()
             failed.clear()
 
-    with tqdm(total=len(stamps), unit="video", desc="index", disable=not progress) as bar:
+    with progress_bar(total=len(stamps), unit="video", desc="index", enabled=progress) as bar:
         try:
             for positions, batch, errors in loader:
                 if batch is not None:

@@ -123,6 +123,13 @@ class ClipTokenizer:
         """BPE ids of the cleaned caption, without added special tokens or truncation."""
         return _shared_encoder().encode(clean_caption(text))
 
+    def words(self) -> list[str]:
+        """The vocabulary's whole words of three or more letters (one token each), in vocabulary order: a
+        model-free source of real words, e.g. for random text."""
+        ending = len(_END_OF_WORD)
+        return [t[:-ending] for t in _shared_encoder().ids
+                if t.endswith(_END_OF_WORD) and len(t) - ending >= 3 and t[:-ending].isascii() and t[:-ending].isalpha()]
+
     def __call__(self, texts: str | Sequence[str], max_words: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Token ids and mask, both LongTensor [num_texts, max_words]; a str counts as one text."""
         if max_words < 2:

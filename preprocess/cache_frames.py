@@ -41,6 +41,7 @@ from dataloaders.transforms import resize_and_crop  # noqa: E402
 from dataloaders.video_io import read_video  # noqa: E402
 from preprocess.cache_size import SizeEstimate, check_free_space, estimate_size  # noqa: E402
 from utils.flags import add_data_flags  # noqa: E402
+from utils.progress import progress  # noqa: E402
 
 SAVE_EVERY = 200  # manifest rewrites (the journal keeps every finished video in between)
 
@@ -127,7 +128,7 @@ def build_cache(
     cache.save()  # settings on disk from the start, so that the journal of an interrupted build applies
     writer = FrameCache(cache.root, cache.settings)  # without the entries: cheap to send to workers
     tasks = [(writer, path, window, cfg.video_backend) for path, window in todo]
-    for done, (path, result, error) in enumerate(tqdm(parallel_map(_run, tasks, workers), total=len(tasks), unit="video"), 1):
+    for done, (path, result, error) in enumerate(progress(parallel_map(_run, tasks, workers), total=len(tasks), unit="video"), 1):
         if error is not None:
             report.failures.append((str(path), error))
             tqdm.write(f"FAILED {path}: {error}", file=sys.stderr)

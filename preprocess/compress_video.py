@@ -35,6 +35,7 @@ if __package__ in (None, ""):  # run by path (python preprocess/X.py): make the 
 
 from dataloaders.parallel import parallel_map  # noqa: E402
 from dataloaders.video_io import VIDEO_EXTENSIONS  # noqa: E402
+from utils.progress import progress as progress_bar  # noqa: E402
 
 H264_CONTAINERS = (".mp4", ".m4v", ".mov", ".mkv", ".avi")  # keep these names as they are
 DEFAULT_FPS = 3  # the DGL/CLIP4Clip recipe; preprocess/check_dataset.py counts videos above these
@@ -197,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(jobs)} videos under {input_root}: {len(jobs) - len(todo)} already done, {len(todo)} to compress", file=sys.stderr)
     tasks = [(job, args.fps, args.short_side) for job in todo]
     failures = []
-    with tqdm(total=len(tasks), unit="video") as progress:
+    with progress_bar(total=len(tasks), unit="video") as progress:
         for job, error in parallel_map(_run, tasks, args.workers):
             if error is not None:
                 failures.append((job, error))

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import av
 import numpy as np
-from tqdm import tqdm
 
 if __package__ in (None, ""):  # run by path (python preprocess/X.py): make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -37,6 +36,7 @@ from preprocess.synthetic_world import (  # noqa: E402
     caption_variants,
     random_attrs,
 )
+from utils.progress import progress  # noqa: E402
 
 # Re-exported: tests and scripts have imported the world's names from here since before the split.
 __all__ = [
@@ -142,7 +142,7 @@ def _render_unit(job: tuple[Unit, int, int, int, str]) -> int:
 def _encode_all(units: list[Unit], cfg: SyntheticConfig, video_dir: Path) -> None:
     jobs = [(u, cfg.frames, cfg.size, cfg.crf, str(video_dir)) for u in units]
     total = sum(len(u.video_ids) for u in units)
-    with tqdm(total=total, desc="videos", unit="vid") as bar:
+    with progress(total=total, desc="videos", unit="vid") as bar:
         for n in parallel_map(_render_unit, jobs, cfg.workers):
             bar.update(n)
 

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The search page in a real browser: installs Debian's chromium + chromium-driver (as root, if missing) and
 # Selenium (into the venv, if missing), then runs tests/test_search_page_browser.py, which serves a synthetic
-# index, searches, checks that the results play, opens one with its "more like this" row, and saves
-# assets/search_page.png. Extra arguments go to pytest.
+# index, checks the example queries of the empty page, searches, checks that the results play, the
+# low-confidence cue of an absurd query, the 12-frame strip, opens one result (title and Close below the sticky
+# header) with its "more like this" row, and saves assets/search_page.png and
+# assets/search_page_low_confidence.png. Extra arguments go to pytest.
 source "$(dirname "${BASH_SOURCE[0]}")/_venv.sh"
 cd "$ROOT"
 if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then

@@ -4,6 +4,7 @@ frame strips and the refusal of another model's index."""
 import http.client
 import io
 import json
+import re
 import shutil
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -15,10 +16,10 @@ import pytest
 from PIL import Image
 
 import retrieve
-from apps import search_latency
+from apps import page_screenshot, search_latency
 from apps.retrieval import Retriever
 from apps.search_server import RangeNotSatisfiable, byte_range, serve_in_thread
-from apps.search_service import SearchService
+from apps.search_service import SearchService, checkpoint_name
 from dataloaders.frames import read_eval_frames
 from tests.test_retrieval import QUERIES, retriever
 
@@ -201,14 +202,44 @@ def test_concurrent_clients(served):
 
 
 def test_frame_strip_shows_the_sampled_frames(served, gallery):
-    _, base = served
+    """The strip holds the model's T frames, sampled as the index samples them (T = 4 here, not a fixed 6)."""
+    r, base = served
     status, headers, body = get(base, "/frames/sub/texture.mkv")
     assert status == 200 and headers["Content-Type"] == "image/jpeg"
     strip = np.asarray(Image.open(io.BytesIO(body)).convert("RGB")).astype(float)
-    frames, _ = read_eval_frames(gallery / "sub" / "texture.mkv", 6, 128)
-    assert strip.shape == (128, 6 * 128, 3)
+    frames_seen = r.model.config.max_frames
+    frames, _ = read_eval_frames(gallery / "sub" / "texture.mkv", frames_seen, 128)
+    assert frames_seen == 4 and strip.shape == (128, 4 * 128, 3)
+    assert get_json(base, "/api/info")[1]["frames"] == 4
     for i, frame in enumerate(frames.permute(0, 2, 3, 1).numpy().astype(float)):
         assert np.abs(strip[:, i * 128:(i + 1) * 128] - frame).mean() < 8  # JPEG error only
+
+
+def test_info_names_the_checkpoint_and_what_the_model_sees(served):
+    _, base = served
+    status, info = get_json(base, "/api/info")
+    assert status == 200 and info["checkpoint"] == "test-model"  # the fixture's recorded source
+    assert (info["variant"], info["frames"], info["resolution"]) == ("transformer", 4, 64)
+    assert checkpoint_name("/data/demo/runs/dgl-transformer/checkpoint_best.pt") == "dgl-transformer/checkpoint_best.pt"
+    assert checkpoint_name("ckpt.pth.tar") == "ckpt.pth.tar" and checkpoint_name(None) == "unknown checkpoint"
+
+
+def test_unsupported_methods_get_a_json_405(served):
+    _, base = served
+    for method in ("POST", "PUT", "DELETE", "PATCH", "OPTIONS"):
+        status, headers, body = get(base, "/api/search?q=a+red+circle", method=method)
+        assert status == 405 and headers["Allow"] == "GET, HEAD" and headers["Content-Type"] == "application/json"
+        assert json.loads(body) == {"error": f"method {method} is not allowed here; use GET or HEAD"}
+    # A body that is never read: the connection closes after the answer instead of reading it as a request.
+    host, port = base.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=30)
+    connection.request("POST", "/api/search", body=b"q=a+red+circle" * 1000)
+    response = connection.getresponse()
+    assert response.status == 405 and response.getheader("Connection") == "close" and json.loads(response.read())
+    connection.close()
+    status, headers, body = get(base, "/", method="BREW")  # not an HTTP method at all: the base class's 501
+    assert status == 501 and headers["Content-Type"] == "application/json" and json.loads(body)["error"]
+    assert get_json(base, "/api/search?q=a+red+circle")[0] == 200  # still serving
 
 
 def test_page_and_static_files(served):
@@ -231,10 +262,18 @@ def test_serve_refuses_another_models_index(gallery, fixture_dir, tmp_path, caps
 def test_latency_tool_on_small_indexes(capsys):
     search_latency.main(["--videos", "30", "--big", "300", "--queries", "4", "--threads", "1"])
     lines = capsys.readouterr().out.splitlines()
-    assert [line.split(",")[0] for line in lines[:3]] == ["30 videos", "300 videos", "300 videos"]
-    assert all("p50_ms=" in line for line in lines[:3]) and lines[3] == "torch threads: 1"
+    assert [line.split(",")[0] for line in lines[:4]] == ["30 videos", "300 videos", "300 videos", "300 videos"]
+    assert all("p50_ms=" in line for line in lines[:3]) and lines[4] == "torch threads: 1"
+    assert re.fullmatch(r"300 videos, low-confidence floor at server start \(128 probes\): \d+\.\d\d s", lines[3])
 
 
 def test_percentiles_by_hand():
     p = search_latency.Percentiles.of([0.001 * i for i in range(1, 11)])  # 1..10 ms
     assert (p.p50_ms, p.p90_ms) == (5.5, 9.9)
+
+
+def test_screenshot_tool_refuses_a_missing_index_in_one_line(tmp_path, capsys):
+    out = tmp_path / "x.png"
+    assert page_screenshot.main(["--index", str(tmp_path / "nothing"), "--query", "x", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "not a video index" in err and not out.exists()

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
-from tqdm import tqdm
+from utils.progress import progress
 
 from dataloaders import TextDataset, VideoDataset, VideoTextSplit, collate_trimmed
 from dataloaders.config import DataConfig
@@ -34,7 +34,7 @@ def _encode(dataset: Dataset, encode, key: str, index_key: str, batch_size: int,
     loader = DataLoader(shard, batch_size=batch_size, num_workers=workers, persistent_workers=False,
                         pin_memory=torch.device(device).type == "cuda", collate_fn=collate_fn)
     feats, indices = [], []
-    for batch in tqdm(loader, desc=desc, disable=get_rank() != 0, leave=False):
+    for batch in progress(loader, desc=desc, enabled=get_rank() == 0, leave=False):
         feats.append(encode(batch[key].to(device, non_blocking=True)).float())
         indices.append(batch[index_key])
     width = feats[0].shape[-1] if feats else 0

@@ -24,6 +24,7 @@ from models.losses import create_loss
 from utils.config import TrainConfig
 from utils.distributed import DistInfo
 from utils.optim import WarmupCosine, build_optimizer, param_groups
+from utils.progress import progress
 from utils.resume import Position, carried_position
 from utils.step import TrainStep, resolve_precision
 from utils.step_monitor import StepMonitor, WindowStats
@@ -194,9 +195,10 @@ class Trainer:
         self.model.train()
         self.dataset.set_epoch(state.epoch)
         self.sampler.set_position(state.epoch, state.batch_in_epoch)
-        bar = tqdm(
+        # A live bar on a terminal only: the --n_display log lines carry the same figures into log files.
+        bar = progress(
             total=self.sampler.batches_per_epoch, initial=state.batch_in_epoch, desc=f"epoch {state.epoch + 1}/{cfg.epochs}",
-            disable=not self.dist.is_main, dynamic_ncols=True,
+            enabled=self.dist.is_main, in_files=False, dynamic_ncols=True,
         )
         monitor, window_start = StepMonitor(self.dist.device), time.perf_counter()
         data_time, tic = 0.0, time.perf_counter()
@@ -244,10 +246,13 @@ class Trainer:
         bar.set_postfix(loss=f"{stats.last_loss:.4f}", lr=f"{lr:.2e}")
         step_time = seconds / stats.steps
         samples = self.cfg.batch_size * self.dist.world_size / step_time
+        # The figures of the terminal's bar too (step of total, rate, time left), for logs written to files.
+        left = round(step_time * (self.total_steps - state.global_step))
+        eta = f"{left // 3600}:{left // 60 % 60:02d}:{left % 60:02d}"
         logger.info(
-            "epoch %d step %d/%d | loss %.4f (mean of %d steps %.4f) | lr %.3e | grad norm %.3g | data %.3fs step %.3fs | %.1f samples/s",
+            "epoch %d step %d/%d | loss %.4f (mean of %d steps %.4f) | lr %.3e | grad norm %.3g | data %.3fs step %.3fs | %.1f samples/s | eta %s",
             state.epoch + 1, state.global_step, self.total_steps, stats.last_loss, stats.steps, stats.mean_loss, lr,
-            stats.grad_norm, data_time / stats.steps, step_time, samples,
+            stats.grad_norm, data_time / stats.steps, step_time, samples, eta,
         )
         record = {"loss": stats.last_loss, "mean_loss": stats.mean_loss, "lr": lr, "grad_norm": stats.grad_norm,
                   "data_time": data_time / stats.steps, "step_time": step_time, "samples_per_s": samples}

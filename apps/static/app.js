@@ -2,7 +2,7 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { k: 12 };
+const state = { k: 12, examples: [] };
 
 const fileUrl = (prefix, rel) => prefix + rel.split("/").map(encodeURIComponent).join("/");
 
@@ -68,10 +68,29 @@ function latency(answer, started) {
   return `server ${answer.ms.toFixed(1)} ms, round trip ${(performance.now() - started).toFixed(0)} ms`;
 }
 
+// Shown when every score of a query lies below the index's floor: the best of meaningless text (/api/info).
+function showCue(answer) {
+  const cue = $("cue");
+  cue.hidden = !answer.low_confidence;
+  $("results").classList.toggle("results-low", answer.low_confidence);
+  if (!answer.low_confidence) return;
+  const best = answer.results.length ? answer.results[0].score : 0;
+  const floor = answer.score_floor;
+  cue.textContent = `Low confidence: no video matches this query well. The best cosine, ${best.toFixed(4)}, is below ` +
+    `what random text reaches on this index (${floor.threshold.toFixed(4)}, the ${floor.percentile}th percentile of ` +
+    `the best scores of ${floor.probes} random word strings); these results are likely unrelated.`;
+}
+
+function showExamples(visible) {
+  $("examples").hidden = !(visible && state.examples.length);
+}
+
 async function search(q) {
   const status = $("status");
   status.className = "muted";
   $("q").value = q;
+  $("cue").hidden = true;
+  showExamples(!q.trim());
   if (!q.trim()) { $("results").replaceChildren(); status.textContent = ""; return; }
   status.textContent = "Searching…";
   const started = performance.now();
@@ -80,6 +99,7 @@ async function search(q) {
     $("results").replaceChildren(...answer.results.map((hit) => card(hit, (h) => showVideo(h.video, true))));
     const cut = answer.truncated ? ` · query cut to its first ${answer.tokens_kept} of ${answer.tokens} tokens` : "";
     status.textContent = `${answer.results.length} of ${answer.videos} videos · ${latency(answer, started)}${cut}`;
+    showCue(answer);
   } catch (err) {
     $("results").replaceChildren();
     status.className = "error";
@@ -138,7 +158,30 @@ $("search").addEventListener("submit", (event) => {
 $("close").addEventListener("click", closeVideo);
 window.addEventListener("popstate", fromUrl);
 
+// The sticky header's height, so that a view scrolled to (the detail) starts below it.
+new ResizeObserver(() => {
+  document.documentElement.style.setProperty("--header-height", `${document.querySelector("header").offsetHeight}px`);
+}).observe(document.querySelector("header"));
+
+function exampleButton(text) {
+  const button = document.createElement("button");
+  button.type = "button";
+  button.textContent = text;
+  button.addEventListener("click", () => {
+    state.k = Number($("k").value);
+    setUrl(text, null);
+    search(text);
+  });
+  return button;
+}
+
 api("/api/info").then((info) => {
-  $("info").textContent = `${info.videos.toLocaleString()} videos · ${info.model}`;
+  $("info").textContent = `${info.videos.toLocaleString()} videos · ${info.checkpoint} · ${info.variant}, ` +
+    `T=${info.frames}, ${info.resolution} px`;
+  $("info").title = info.model;  // the full identity (prompt and backbone hashes), on hover
+  document.documentElement.style.setProperty("--frames", info.frames);
+  state.examples = info.examples;
+  $("example-list").replaceChildren(...info.examples.map(exampleButton));
+  showExamples(!$("q").value.trim());
 }).catch((err) => { $("info").textContent = err.message; });
 fromUrl();

@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 import torch
-from tqdm import tqdm
+from utils.progress import progress as progress_bar
 
 from models.clip import CLIP
 from preprocess.tiny_clip.data import CaptionTokens, MotionCaptions, StillBatches, words_of
@@ -72,7 +72,7 @@ def train(recipe: Recipe, progress: bool = True) -> tuple[CLIP, list[float], dic
     model.train()
     optimizer = _Optimizers(model, recipe)
     losses: list[float] = []
-    bar = tqdm(range(recipe.steps), desc="pretrain tiny CLIP", disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(range(recipe.steps), desc="pretrain tiny CLIP", enabled=progress, dynamic_ncols=True)
     for _ in bar:
         images, ids, _ = data.sample(recipe.batch_size, rng)
         loss = contrastive_loss(model, images, ids)
