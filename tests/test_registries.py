@@ -4,15 +4,19 @@ import dataclasses
 
 import pytest
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from dataloaders import DATASETS, build_split
 from models.backbones import BACKBONES
+from models.factory import create_model
 from models.checkpoint import export_official_checkpoint, official_names, read_official_checkpoint
 from models.dgl import DGL, DGLConfig
 from models.factory import official_config_from_state
+from models.flops import Shapes, kept_words
 from models.losses import LOSSES, create_loss
 from models.prompts import PROMPT_GENERATORS
 from tests import layouts
+from tests.tiny_backbones import TINY_BACKBONES, tiny_backbone
 from utils.optim import build_optimizer, param_groups
 from utils.step import TrainStep
 
@@ -26,11 +30,15 @@ def random_ids(n: int, seed: int = 0) -> torch.Tensor:
     return ids
 
 
+def test_every_backbone_has_a_tiny_instance_for_these_tests():
+    assert set(TINY_BACKBONES) == set(BACKBONES), "add the missing backbone's tiny instance to tests/tiny_backbones.py"
+
+
 @pytest.mark.parametrize("name", sorted(BACKBONES))
 def test_backbone_has_the_interface_dgl_uses(name, tmp_path):
     entry = BACKBONES[name]
     torch.manual_seed(0)
-    backbone = entry.tiny()
+    backbone = TINY_BACKBONES[name]()
     cfg = backbone.config
     images = torch.randint(0, 256, (2, 3, cfg.image_resolution, cfg.image_resolution), dtype=torch.uint8)
     tokens = backbone.embed_frames(images)
@@ -41,9 +49,38 @@ def test_backbone_has_the_interface_dgl_uses(name, tmp_path):
     ids, mask = entry.tokenizer()(["a red circle grows"], 16)
     assert ids.shape == mask.shape == (1, 16) and ids[0, 0] == 49406
     assert len(entry.mean) == len(entry.std) == 3
-    torch.save(backbone.state_dict(), tmp_path / "weights.pt")  # loads back through the entry, to equal weights
-    loaded = entry.load(str(tmp_path / "weights.pt"), None)
-    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), backbone.state_dict().values()))
+    torch.save(backbone.state_dict(), tmp_path / "weights.pt")  # loads back through create_model, to equal weights
+    built = create_model(name, tmp_path / "weights.pt", dgl_config=DGLConfig(backbone=name, max_frames=FRAMES))
+    in_memory = create_model(name, backbone.state_dict(), dgl_config=DGLConfig(backbone=name, max_frames=FRAMES))
+    assert built.weights == entry.resolve(str(tmp_path / "weights.pt"), None)
+    for loaded in (built.model.clip, in_memory.model.clip):
+        assert loaded.state_dict().keys() == backbone.state_dict().keys()
+        assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), backbone.state_dict().values()))
+    assert built.preprocess.mean == entry.mean and built.preprocess.resolution == cfg.image_resolution
+    assert torch.equal(built.tokenizer(["a red circle grows"], 16)[0], ids)
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_backbone_flop_counts_equal_torch_flop_counter(name):
+    """The entry's counts of the towers (models/flops.py for CLIP), without the attention products that
+    torch.utils.flop_counter cannot see on CPU, equal what the counter sees in DGL's encoders."""
+    entry = BACKBONES[name]
+    torch.manual_seed(0)
+    model = DGL(TINY_BACKBONES[name](), DGLConfig(backbone=name, max_frames=FRAMES, prompt_layers=2)).eval()
+    res = model.clip.config.image_resolution
+    video = torch.randint(0, 256, (2, FRAMES, 3, res, res), dtype=torch.uint8)
+    ids = random_ids(3)
+    ids[1, 6:] = 0
+    ids[1, 5] = 49407  # a shorter caption: the count follows the longest
+    shapes = Shapes.of(model, FRAMES)
+    with torch.no_grad():
+        prompts = model.prompts()
+        with FlopCounterMode(display=False) as video_count:
+            model.encode_video(video, prompts)
+        with FlopCounterMode(display=False) as text_count:
+            model.encode_text(ids, prompts)
+    assert video_count.get_total_flops() == entry.video_flops(shapes, 2, attention=False)[0]
+    assert text_count.get_total_flops() == entry.text_flops(shapes, 3, kept_words(ids), attention=False)[0]
 
 
 @pytest.mark.parametrize("variant", sorted(PROMPT_GENERATORS))
@@ -51,7 +88,7 @@ def test_prompt_generator_builds_names_and_round_trips_official_checkpoints(vari
     torch.manual_seed(0)
     config = DGLConfig(shared_latent_space=variant, max_frames=FRAMES, global_prompt_length=2, local_prompt_length=2,
                        text_prompt_length=4, prompt_layers=2)
-    model = DGL(next(iter(BACKBONES.values())).tiny(), config)
+    model = DGL(tiny_backbone(), config)
     prompts = model.prompts()
     width, text_width = model.clip.config.vision_width, model.clip.config.text_width
     assert prompts.local.shape[0] == prompts.text.shape[0] == 2 and prompts.local.shape[-1] == width
@@ -79,7 +116,7 @@ def test_loss_is_pair_permutation_invariant_and_exact_under_gradient_caching(nam
     grads = []
     for chunks in (1, 2):  # the trainer's gradient caching needs a loss on features only
         torch.manual_seed(1)
-        model = DGL(next(iter(BACKBONES.values())).tiny(), DGLConfig(max_frames=2, prompt_layers=2)).train()
+        model = DGL(tiny_backbone(), DGLConfig(max_frames=2, prompt_layers=2)).train()
         step = TrainStep(model, loss, build_optimizer(param_groups(model, 0.0, 1.0, 0.0), 0.0, (0.9, 0.98), 1e-6),
                          "fp32", torch.device("cpu"), chunks=chunks)
         step.backward(random_ids(4), torch.randint(0, 256, (4, 2, 3, 32, 32), dtype=torch.uint8))
