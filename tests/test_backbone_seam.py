@@ -2,13 +2,14 @@
 indexes (older ones read as OpenAI CLIP), the registry entry's official prefix, and DGL asking the backbone's
 traits instead of assuming CLIP's. A second backbone is registered here as the same CLIP under another name and
 official prefix, so that every door is shown to follow the name rather than a constant."""
+import copy
 import dataclasses
 import json
 
 import pytest
 import torch
 
-from apps.retrieval import Retriever, VideoIndex
+from apps.retrieval import IndexModelMismatch, Retriever, VideoIndex
 from models.backbone import Traits
 from models.backbones import BACKBONES
 from models.checkpoint import atomic_save, compact_checkpoint, export_official_checkpoint, read_official_checkpoint
@@ -75,6 +76,11 @@ def test_index_without_a_backbone_name_opens_as_openai_clip(gallery, transformer
     again.open(out)
     assert len(VideoIndex.load(out)) == 10
     assert [h.path for h in again.search(["a red circle"], 3)[0]] == [h.path for h in retriever.search(["a red circle"], 3)[0]]
+    retrained = copy.deepcopy(transformer)
+    with torch.no_grad():
+        retrained.global_prompts.add_(1e-3)
+    with pytest.raises(IndexModelMismatch, match=r"test-model \(prompts \w+, openai-clip backbone "):
+        Retriever(retrained, "cpu", {"checkpoint": "test-model"}, workers=0).open(out)
 
 
 # --------------------------------------------------------------------------------------- a second name
