@@ -26,6 +26,7 @@ from apps.search_server import serve_in_thread
 from apps.search_service import SearchService
 from models.clip import CLIP
 from models.dgl import DGL, DGLConfig
+from models.factory import create_model
 from models.pretrained import CLIPConfig
 
 # The demo's tiny CLIP (preprocess/pretrain_tiny_clip.py's default recipe) and DGL-Transformer with T = 12.
@@ -105,7 +106,10 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model = DGL(CLIP(DEMO_CLIP), DGLConfig(max_frames=12)).eval()
+    config = DGLConfig(max_frames=12)
+    weights = CLIP(DEMO_CLIP).state_dict()  # random, demo-shaped
+    model = create_model(config.backbone, weights, dgl_config=config, source="random demo CLIP",
+                         backbone_config=DEMO_CLIP).model.eval()
     retriever = Retriever(model, "cpu", {"checkpoint": "random demo-shaped weights"}, workers=0)
     texts = queries(args.queries)
     with tempfile.TemporaryDirectory() as tmp:

@@ -13,14 +13,14 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 
 from .backbone import DEFAULT_BACKBONE, Backbone
 from .clip import CLIP, CLIP_MEAN, CLIP_STD
 from .flops import text_flops, video_flops
-from .pretrained import resolve_clip_path
+from .pretrained import CLIPConfig, resolve_clip_path
 from .tokenizer import ClipTokenizer
 
 __all__ = ["BACKBONES", "DEFAULT_BACKBONE", "BackboneEntry", "Tokenizer", "get_backbone", "get_tokenizer"]
@@ -38,7 +38,8 @@ class Tokenizer(Protocol):
 class BackboneEntry:
     resolve: Callable[[str, str | os.PathLike | None], Path]  # (name or path, --pretrained_dir) -> the weights file
     load: Callable[[Path, str | None], Backbone]  # (weights file, --clip_activation or None) -> backbone
-    from_state_dict: Callable[[Mapping[str, torch.Tensor], str], Backbone]  # (weights, name for errors) -> backbone
+    # (weights, name for errors, its config or None: as the weights' shapes tell) -> backbone
+    from_state_dict: Callable[[Mapping[str, torch.Tensor], str, Any], Backbone]
     tokenizer: Callable[[], Tokenizer]
     mean: tuple[float, float, float]  # RGB, on [0, 1] pixels
     std: tuple[float, float, float]
@@ -51,8 +52,8 @@ def _load_clip(path: Path, activation: str | None) -> CLIP:
     return CLIP.from_pretrained(str(path), activation=activation)
 
 
-def _clip_from_state_dict(state: Mapping[str, torch.Tensor], source: str) -> CLIP:
-    return CLIP.from_state_dict(dict(state), source=source)
+def _clip_from_state_dict(state: Mapping[str, torch.Tensor], source: str, config: CLIPConfig | None) -> CLIP:
+    return CLIP.from_state_dict(dict(state), source=source, config=config)
 
 
 BACKBONES: dict[str, BackboneEntry] = {

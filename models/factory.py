@@ -58,9 +58,11 @@ def create_model(
     baseline: str | None = None,
     activation: str | None = None,
     source: str = "<state dict>",
+    backbone_config: Any = None,
 ) -> CreatedModel:
     """The frozen ``backbone`` (a `models.backbones.BACKBONES` name) from ``pretrained`` (a name or path its
-    entry resolves, looked up in ``pretrained_dir``; or weights already in memory, named ``source`` in errors),
+    entry resolves, looked up in ``pretrained_dir``; or weights already in memory, named ``source`` in errors,
+    built as ``backbone_config`` says or, without one, as their shapes say),
     with DGL of ``dgl_config`` (default: the official sizes) on top, or the zero-shot ``baseline``
     (``"meanp"``). Returns the model (CPU, as built), its tokenizer, its preprocessing and the weights' file.
     ``activation``: --clip_activation, for files that do not record theirs.
@@ -71,7 +73,7 @@ def create_model(
     if baseline is not None and baseline not in BASELINES:
         raise ValueError(f"baseline must be one of {BASELINES}, got {baseline!r}")
     if isinstance(pretrained, Mapping):
-        weights, net = None, entry.from_state_dict(pretrained, source)
+        weights, net = None, entry.from_state_dict(pretrained, source, backbone_config)
     else:
         weights = entry.resolve(str(pretrained), pretrained_dir)
         net = entry.load(weights, activation)

@@ -16,7 +16,7 @@ from models.checkpoint import atomic_save, compact_checkpoint, export_official_c
 from models.clip import CLIP
 from models.dgl import DGL, DGLConfig, POOLED_OUTPUT_TYPES
 from models.factory import create_model, load_dgl
-from tests.tiny_backbones import TINY_BACKBONES
+from tests.tiny_backbones import TINY_BACKBONES, tiny_backbone
 from tests.tiny_runs import data_flags
 from utils.config import build_config
 
@@ -129,7 +129,7 @@ def test_checkpoints_carry_the_name_and_the_entrys_official_prefix(other_backbon
 def tiny_with(**traits):
     """The tiny CLIP with other traits (an instance attribute over the class's); same weights every call."""
     torch.manual_seed(0)
-    clip = TINY_BACKBONES["openai-clip"]()
+    clip = tiny_backbone()
     clip.traits = dataclasses.replace(CLIP.traits, **traits)
     return clip
 

@@ -12,7 +12,7 @@ from models.factory import create_model
 from models.checkpoint import export_official_checkpoint, official_names, read_official_checkpoint
 from models.dgl import DGL, DGLConfig
 from models.factory import official_config_from_state
-from models.flops import Shapes, kept_words
+from models.flops import Shapes
 from models.losses import LOSSES, create_loss
 from models.prompts import PROMPT_GENERATORS
 from tests import layouts
@@ -34,30 +34,37 @@ def test_every_backbone_has_a_tiny_instance_for_these_tests():
     assert set(TINY_BACKBONES) == set(BACKBONES), "add the missing backbone's tiny instance to tests/tiny_backbones.py"
 
 
+CAPTIONS = ["a red circle grows", "the blue square slowly moves to the left, then stops", "a cross"]
+
+
 @pytest.mark.parametrize("name", sorted(BACKBONES))
 def test_backbone_has_the_interface_dgl_uses(name, tmp_path):
     entry = BACKBONES[name]
     torch.manual_seed(0)
-    backbone = TINY_BACKBONES[name]()
-    cfg = backbone.config
+    backbone = tiny_backbone(name)
+    cfg, traits = backbone.config, backbone.traits
     images = torch.randint(0, 256, (2, 3, cfg.image_resolution, cfg.image_resolution), dtype=torch.uint8)
     tokens = backbone.embed_frames(images)
     assert tokens.shape == (2, 1 + cfg.grid_size ** 2, cfg.vision_width)
-    assert backbone.project_frames(tokens[:, 0]).shape == (2, cfg.embed_dim)
-    assert backbone.embed_text(random_ids(2)).shape == (2, 12, cfg.text_width)
+    assert backbone.project_frames(tokens[:, traits.vision_cls_index]).shape == (2, cfg.embed_dim)
+    ids, mask = entry.tokenizer()(CAPTIONS, 16)
+    assert ids.shape == mask.shape == (3, 16)
+    assert torch.equal(backbone.text_end(ids), mask.sum(dim=-1) - 1)  # the last token is where the mask ends
+    assert backbone.embed_text(ids).shape == (3, 16, cfg.text_width)
     assert len(backbone.vision_blocks) == cfg.vision_layers and len(backbone.text_blocks) == cfg.text_layers
-    ids, mask = entry.tokenizer()(["a red circle grows"], 16)
-    assert ids.shape == mask.shape == (1, 16) and ids[0, 0] == 49406
+    assert set(backbone.fingerprint_keys) <= set(backbone.state_dict())
     assert len(entry.mean) == len(entry.std) == 3
-    torch.save(backbone.state_dict(), tmp_path / "weights.pt")  # loads back through create_model, to equal weights
-    built = create_model(name, tmp_path / "weights.pt", dgl_config=DGLConfig(backbone=name, max_frames=FRAMES))
-    in_memory = create_model(name, backbone.state_dict(), dgl_config=DGLConfig(backbone=name, max_frames=FRAMES))
-    assert built.weights == entry.resolve(str(tmp_path / "weights.pt"), None)
+    # Loads back through create_model, from its file and from memory, to equal weights.
+    written = TINY_BACKBONES[name].write(backbone, tmp_path)
+    built = create_model(name, written, dgl_config=DGLConfig(backbone=name, max_frames=FRAMES))
+    in_memory = create_model(name, backbone.state_dict(), dgl_config=DGLConfig(backbone=name, max_frames=FRAMES),
+                             backbone_config=cfg)
+    assert built.weights == entry.resolve(str(written), None)
     for loaded in (built.model.clip, in_memory.model.clip):
-        assert loaded.state_dict().keys() == backbone.state_dict().keys()
+        assert loaded.config == cfg and loaded.state_dict().keys() == backbone.state_dict().keys()
         assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), backbone.state_dict().values()))
     assert built.preprocess.mean == entry.mean and built.preprocess.resolution == cfg.image_resolution
-    assert torch.equal(built.tokenizer(["a red circle grows"], 16)[0], ids)
+    assert torch.equal(built.tokenizer(CAPTIONS, 16)[0], ids)
 
 
 @pytest.mark.parametrize("name", sorted(BACKBONES))
@@ -66,12 +73,10 @@ def test_backbone_flop_counts_equal_torch_flop_counter(name):
     torch.utils.flop_counter cannot see on CPU, equal what the counter sees in DGL's encoders."""
     entry = BACKBONES[name]
     torch.manual_seed(0)
-    model = DGL(TINY_BACKBONES[name](), DGLConfig(backbone=name, max_frames=FRAMES, prompt_layers=2)).eval()
+    model = DGL(tiny_backbone(name), DGLConfig(backbone=name, max_frames=FRAMES, prompt_layers=2)).eval()
     res = model.clip.config.image_resolution
     video = torch.randint(0, 256, (2, FRAMES, 3, res, res), dtype=torch.uint8)
-    ids = random_ids(3)
-    ids[1, 6:] = 0
-    ids[1, 5] = 49407  # a shorter caption: the count follows the longest
+    ids, mask = entry.tokenizer()(CAPTIONS, 16)  # captions of several lengths: the count follows the longest
     shapes = Shapes.of(model, FRAMES)
     with torch.no_grad():
         prompts = model.prompts()
@@ -80,7 +85,7 @@ def test_backbone_flop_counts_equal_torch_flop_counter(name):
         with FlopCounterMode(display=False) as text_count:
             model.encode_text(ids, prompts)
     assert video_count.get_total_flops() == entry.video_flops(shapes, 2, attention=False)[0]
-    assert text_count.get_total_flops() == entry.text_flops(shapes, 3, kept_words(ids), attention=False)[0]
+    assert text_count.get_total_flops() == entry.text_flops(shapes, 3, int(mask.sum(dim=-1).max()), attention=False)[0]
 
 
 @pytest.mark.parametrize("variant", sorted(PROMPT_GENERATORS))

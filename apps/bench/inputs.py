@@ -98,4 +98,5 @@ def build_model(model_name: str, variant: str, frames: int, seed: int = 0) -> DG
     state_dict = random_clip_state_dict(cfg, seed)
     torch.manual_seed(seed)
     config = DGLConfig(shared_latent_space=variant, max_frames=frames)
-    return create_model(config.backbone, state_dict, dgl_config=config, source=f"random {model_name}").model
+    return create_model(config.backbone, state_dict, dgl_config=config, source=f"random {model_name}",
+                        backbone_config=cfg).model
