@@ -12,7 +12,9 @@ import torch
 from apps.retrieval import IndexModelMismatch, Retriever, VideoIndex
 from models.backbone import Traits
 from models.backbones import BACKBONES
-from models.checkpoint import atomic_save, compact_checkpoint, export_official_checkpoint, read_official_checkpoint
+from models.checkpoint import (
+    CheckpointError, atomic_save, compact_checkpoint, export_official_checkpoint, load_compact_state, read_official_checkpoint,
+)
 from models.clip import CLIP
 from models.dgl import DGL, DGLConfig, POOLED_OUTPUT_TYPES
 from models.factory import create_model, load_dgl
@@ -112,6 +114,10 @@ def test_checkpoints_carry_the_name_and_the_entrys_official_prefix(other_backbon
     assert load_dgl(tmp_path / "ours.pt").config.backbone == OTHER
     with pytest.raises(ValueError, match="'backbone': 'openai-clip'"):
         load_dgl(tmp_path / "ours.pt", backbone="openai-clip")
+    # main.py --resume: the model of the flags is built first, then the checkpoint names the flag it needs.
+    as_clip = create_model("openai-clip", clip_file, dgl_config=DGLConfig(max_frames=4)).model
+    with pytest.raises(CheckpointError, match=r"needs --backbone other-clip \(given: openai-clip\)"):
+        load_compact_state(as_clip, torch.load(tmp_path / "ours.pt", weights_only=True), "ours.pt")
     # The official layout: the backbone's weights under its entry's prefix, DGL's own tensors where DGL keeps them.
     export_official_checkpoint(model, tmp_path / "official.pth.tar")
     state = read_official_checkpoint(tmp_path / "official.pth.tar")
