@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _index_model(p: argparse.ArgumentParser) -> None:
     """Options of the commands that rebuild an index's model."""
     p.add_argument("--checkpoint", help="default: the checkpoint recorded in the index (must be the same model)")
-    add_backbone_flags(p, default=None)
+    add_backbone_flags(p, default=None, choose=False)  # the backbone is the recorded checkpoint's
     p.add_argument("--max_words", type=int, default=32, help="query tokens kept (longer queries are cut)")
     _common(p)
 

@@ -29,6 +29,7 @@ from apps.search_server import serve_in_thread
 from apps.search_service import SearchService
 from models.clip import CLIP
 from models.dgl import DGL, DGLConfig
+from models.factory import create_model
 from models.pretrained import CLIPConfig
 
 # The demo's tiny CLIP (preprocess/pretrain_tiny_clip.py's default recipe) and DGL-Transformer with T = 12.
@@ -114,7 +115,10 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model = DGL(CLIP(SHAPES[args.shape]), DGLConfig(max_frames=12)).eval()
+    config = DGLConfig(max_frames=12)
+    shape = SHAPES[args.shape]
+    model = create_model(config.backbone, CLIP(shape).state_dict(), dgl_config=config,
+                         source=f"random {args.shape}-shaped CLIP", backbone_config=shape).model.eval()
     retriever = Retriever(model, "cpu", {"checkpoint": "random demo-shaped weights"}, workers=0)
     texts = queries(args.queries)
     with tempfile.TemporaryDirectory() as tmp:

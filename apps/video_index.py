@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from dataloaders.video_io import VIDEO_EXTENSIONS
+from models.backbone import DEFAULT_BACKBONE
 from models.checkpoint import atomic_save, backbone_fingerprint
 from models.files import atomic_write
 from models.dgl import DGL
@@ -101,7 +102,7 @@ def model_identity(model: DGL) -> dict[str, Any]:
 def describe_identity(identity: dict[str, Any]) -> str:
     c = identity["dgl_config"]
     return (
-        f"prompts {identity['prompts']}, backbone {identity['backbone']}, {c['shared_latent_space']} variant, "
+        f"prompts {identity['prompts']}, {c['backbone']} backbone {identity['backbone']}, {c['shared_latent_space']} variant, "
         f"T={c['max_frames']}, {identity['resolution']} px, {c['visual_output_type']}"
     )
 
@@ -119,6 +120,7 @@ def read_manifest(folder: PathLike) -> dict[str, Any]:
     manifest = json.loads(path.read_text())
     if manifest.get("format") != INDEX_FORMAT:
         raise ValueError(f"{path}: format {manifest.get('format')!r}, expected {INDEX_FORMAT!r}")
+    manifest["model"]["dgl_config"].setdefault("backbone", DEFAULT_BACKBONE)  # indexes from before the name was kept
     return manifest
 
 

@@ -6,6 +6,8 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
+from models.backbone import DEFAULT_BACKBONE
+
 VIDEO_BACKENDS = ("auto", "decord", "pyav", "torchcodec")
 
 
@@ -26,6 +28,7 @@ class DataConfig:
     max_words: int = 32
     max_frames: int = 12
     image_resolution: int = 224
+    backbone: str = DEFAULT_BACKBONE  # whose tokenizer reads the captions (the model config's, copied)
     expand_msrvtt_sentences: bool = True
     video_backend: str = "auto"
     frame_cache: str | Path | None = None

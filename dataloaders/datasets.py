@@ -7,17 +7,16 @@ from dataloaders.config import DataConfig
 from dataloaders.frames import SplitVideos
 from dataloaders.sampling import sample_rng
 from dataloaders.splits import VideoTextSplit
-from models.backbones import get_tokenizer
-from models.token_ids import trim_text_padding
-from models.tokenizer import ClipTokenizer
+from models.backbones import Tokenizer, get_tokenizer
 
 
 def collate_trimmed(items: list[dict]) -> dict:
-    """The default batch, with ``input_ids`` cut after the batch's last EOT (see `DGL.encode_text`) in the
-    loader, so that a pinned batch is what goes to the device (a slice taken later would be copied through
-    pageable memory, which makes the host wait for the GPU)."""
+    """The default batch, with ``input_ids`` cut after the batch's longest caption (its mask; see
+    `DGL.encode_text`) in the loader, so that a pinned batch is what goes to the device (a slice taken later
+    would be copied through pageable memory, which makes the host wait for the GPU)."""
     batch = default_collate(items)
-    batch["input_ids"] = trim_text_padding(batch["input_ids"]).contiguous()
+    if "input_ids" in batch:
+        batch["input_ids"] = batch["input_ids"][:, : int(batch["input_mask"].sum(dim=-1).max())].contiguous()
     return batch
 
 
@@ -30,12 +29,12 @@ class TrainPairDataset(Dataset):
     iterator (workers copy the dataset then, so persistent_workers would keep the old epoch).
     """
 
-    def __init__(self, split: VideoTextSplit, cfg: DataConfig, tokenizer: ClipTokenizer | None = None) -> None:
+    def __init__(self, split: VideoTextSplit, cfg: DataConfig, tokenizer: Tokenizer | None = None) -> None:
         self.split = split
         self.max_words = cfg.max_words
         self.seed = cfg.seed
         self.epoch = 0
-        self.tokenizer = tokenizer or get_tokenizer()
+        self.tokenizer = tokenizer or get_tokenizer(cfg.backbone)
         self.videos = SplitVideos(split, cfg, train=True)
         self.captions_of = split.video_captions() if split.sample_one_caption_per_video else None
 
@@ -77,10 +76,10 @@ class VideoDataset(Dataset):
 class TextDataset(Dataset):
     """Each caption of the split once: encode the queries once."""
 
-    def __init__(self, split: VideoTextSplit, cfg: DataConfig, tokenizer: ClipTokenizer | None = None) -> None:
+    def __init__(self, split: VideoTextSplit, cfg: DataConfig, tokenizer: Tokenizer | None = None) -> None:
         self.split = split
         self.max_words = cfg.max_words
-        self.tokenizer = tokenizer or get_tokenizer()
+        self.tokenizer = tokenizer or get_tokenizer(cfg.backbone)
 
     def __len__(self) -> int:
         return self.split.num_captions

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models.backbones import get_backbone
+from models.backbones import DEFAULT_BACKBONE, get_backbone
 
 
 def resize_and_crop(frames: np.ndarray | torch.Tensor, size: int) -> torch.Tensor:
@@ -31,9 +31,9 @@ def resize_and_crop(frames: np.ndarray | torch.Tensor, size: int) -> torch.Tenso
     return video[:, :, top : top + size, left : left + size].contiguous()
 
 
-def normalize(frames: torch.Tensor) -> torch.Tensor:
+def normalize(frames: torch.Tensor, backbone_name: str = DEFAULT_BACKBONE) -> torch.Tensor:
     """uint8 [k, 3, H, W] -> float32 with the backbone's mean and std."""
-    backbone = get_backbone()
+    backbone = get_backbone(backbone_name)
     mean = torch.tensor(backbone.mean).view(1, 3, 1, 1)
     std = torch.tensor(backbone.std).view(1, 3, 1, 1)
     return (frames.float() / 255.0 - mean) / std

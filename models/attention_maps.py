@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .clip import MultiheadAttention, ResidualAttentionBlock
+from .backbone import PromptableBlock, SplitAttention
 from .dgl import DGL, check_output_type
 from .prompts import Prompts
 
@@ -82,7 +82,7 @@ def _explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tu
 
 
 def explicit_global_local_attention(
-    attn: MultiheadAttention, x: torch.Tensor, num_global: int, frames: int
+    attn: SplitAttention, x: torch.Tensor, num_global: int, frames: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`models.dgl.global_local_attention` with explicit softmax; also returns the globals' weights
     ``[B, heads, G, G + T·S]``."""
@@ -108,7 +108,7 @@ def explicit_global_local_attention(
 
 
 def explicit_global_local_block(
-    block: ResidualAttentionBlock, x: torch.Tensor, num_global: int, frames: int
+    block: PromptableBlock, x: torch.Tensor, num_global: int, frames: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     attended, weights = explicit_global_local_attention(block.attn, block.ln_1(x), num_global, frames)
     x = x + attended
@@ -124,17 +124,15 @@ def explicit_encode_video(
     output_type = check_output_type(output_type or model.config.visual_output_type)
     layer_weights = []
 
-    def block_fn(block: ResidualAttentionBlock, x: torch.Tensor, num_global: int, frames: int) -> torch.Tensor:
+    def block_fn(block: PromptableBlock, x: torch.Tensor, num_global: int, frames: int) -> torch.Tensor:
         x, weights = explicit_global_local_block(block, x, num_global, frames)
         layer_weights.append(weights)
         return x
 
     x, per_frame = model.run_visual(video, prompts, block_fn)
     num_global, frames = model.config.global_prompt_length, video.shape[1]
-    patches = model.clip.visual.positional_embedding.shape[0] - 1
-    rows = cols = math.isqrt(patches)
-    if rows * cols != patches:
-        raise ValueError(f"{patches} patch tokens do not form a square grid")
+    rows = cols = model.clip.config.grid_size
+    patches = rows * cols
     return VideoAttention(
         features=model._pool(model.clip, x, num_global, per_frame, output_type),
         attention=torch.stack(layer_weights, dim=1),

@@ -1,72 +1,74 @@
-"""The frozen backbones DGL can prompt, by name, and the small interface ``models/dgl.py`` uses them through.
+"""The frozen backbones DGL can prompt, by name: everything the rest of the project needs to know of one.
 
-An entry brings what the rest of the project needs to know of a backbone: how to load it from a name or a
-file, its tokenizer, the input normalisation its loaders apply, where its weights sit in an official DGL
-checkpoint, and its FLOP count. Adding a backbone: a module with a class that has the ``Backbone`` attributes,
-and one line in ``BACKBONES``; tests/test_registries.py runs over the registry.
+An entry says where a name or path leads (``resolve``), how to build the backbone from that file (``load``) or
+from weights already in memory (``from_state_dict``: an official checkpoint's copy, the benchmark's random
+weights), its tokenizer, the pixel normalisation, where its weights sit in an official DGL checkpoint, and its
+FLOP counts. ``models.factory.create_model`` is the one door; tests/test_registries.py runs over every entry.
+Adding a backbone: one module whose model has the `models.backbone.Backbone` interface, one line here, and
+its tiny instance in tests/tiny_backbones.py.
 """
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from pathlib import Path
+from typing import Any, Protocol
 
 import torch
-from torch import nn
 
+from .backbone import DEFAULT_BACKBONE, Backbone
 from .clip import CLIP, CLIP_MEAN, CLIP_STD
 from .flops import text_flops, video_flops
-from .pretrained import CLIPConfig
+from .pretrained import CLIPConfig, resolve_clip_path
 from .tokenizer import ClipTokenizer
 
+__all__ = ["BACKBONES", "DEFAULT_BACKBONE", "BackboneEntry", "Tokenizer", "get_backbone", "get_tokenizer"]
 
-class Backbone(Protocol):
-    """What DGL uses of a frozen two-tower backbone."""
 
-    config: CLIPConfig  # widths, depths, heads, patch size, input resolution, embedding size
-    logit_scale: nn.Parameter  # the frozen temperature (log scale)
-    text_blocks: nn.ModuleList  # text transformer blocks, ``block(x, is_causal=True)``
-    vision_blocks: nn.ModuleList  # vision transformer blocks with ``ln_1, attn, ln_2, mlp``
+class Tokenizer(Protocol):
+    """Captions -> (ids, mask), both LongTensor ``[num_texts, max_words]``; a str counts as one caption."""
 
-    def embed_text(self, input_ids: torch.Tensor) -> torch.Tensor: ...  # [N, L] -> [N, L, text width]
+    def __call__(self, texts: str | Sequence[str], max_words: int) -> tuple[torch.Tensor, torch.Tensor]: ...
 
-    def project_text(self, tokens: torch.Tensor) -> torch.Tensor: ...  # [..., text width] -> [..., embed]
-
-    def embed_frames(self, images: torch.Tensor) -> torch.Tensor: ...  # [N, 3, H, W] -> [N, 1 + grid², width]
-
-    def project_frames(self, tokens: torch.Tensor) -> torch.Tensor: ...  # [..., width] -> [..., embed]
+    def encode(self, text: str) -> list[int]: ...  # ids without special tokens or truncation
 
 
 @dataclass(frozen=True)
 class BackboneEntry:
-    load: Callable[[str, str | os.PathLike | None], Backbone]  # (name or file, folder) -> backbone
-    tokenizer: Callable[[], ClipTokenizer]
+    resolve: Callable[[str, str | os.PathLike | None], Path]  # (name or path, --pretrained_dir) -> the weights file
+    load: Callable[[Path, str | None], Backbone]  # (weights file, --clip_activation or None) -> backbone
+    # (weights, name for errors, its config or None: as the weights' shapes tell) -> backbone
+    from_state_dict: Callable[[Mapping[str, torch.Tensor], str, Any], Backbone]
+    tokenizer: Callable[[], Tokenizer]
     mean: tuple[float, float, float]  # RGB, on [0, 1] pixels
     std: tuple[float, float, float]
     official_prefix: str  # the backbone's weights in an official DGL checkpoint: "module." + prefix + its keys
-    tiny: Callable[[], Backbone]  # a small random instance, for the tests that run over the registry
     video_flops: Callable[..., tuple[int, int]]  # (forward, backward) FLOPs of encoding videos (models/flops.py)
     text_flops: Callable[..., tuple[int, int]]
 
 
+def _load_clip(path: Path, activation: str | None) -> CLIP:
+    return CLIP.from_pretrained(str(path), activation=activation)
+
+
+def _clip_from_state_dict(state: Mapping[str, torch.Tensor], source: str, config: CLIPConfig | None) -> CLIP:
+    return CLIP.from_state_dict(dict(state), source=source, config=config)
+
+
 BACKBONES: dict[str, BackboneEntry] = {
     "openai-clip": BackboneEntry(
-        load=CLIP.from_pretrained, tokenizer=ClipTokenizer, mean=CLIP_MEAN, std=CLIP_STD, official_prefix="clip.",
-        tiny=lambda: CLIP(CLIPConfig(embed_dim=32, image_resolution=32, vision_layers=2, vision_width=128,
-                                     vision_heads=2, vision_patch_size=8, grid_size=4, context_length=77,
-                                     vocab_size=49408, text_width=64, text_heads=1, text_layers=2)),
-        video_flops=video_flops, text_flops=text_flops,
+        resolve=resolve_clip_path, load=_load_clip, from_state_dict=_clip_from_state_dict, tokenizer=ClipTokenizer,
+        mean=CLIP_MEAN, std=CLIP_STD, official_prefix="clip.", video_flops=video_flops, text_flops=text_flops,
     ),
 }
-DEFAULT_BACKBONE = "openai-clip"
 
 
 def get_backbone(name: str = DEFAULT_BACKBONE) -> BackboneEntry:
     if name not in BACKBONES:
-        raise ValueError(f"unknown backbone {name!r}; registered: {sorted(BACKBONES)}")
+        raise ValueError(f"unknown backbone {name!r} (--backbone); registered: {sorted(BACKBONES)}")
     return BACKBONES[name]
 
 
-def get_tokenizer(name: str = DEFAULT_BACKBONE) -> ClipTokenizer:
+def get_tokenizer(name: str = DEFAULT_BACKBONE) -> Tokenizer:
     return get_backbone(name).tokenizer()

@@ -1,4 +1,4 @@
-"""CLIP4Clip meanP zero-shot: the frozen CLIP's frame embeddings averaged over time.
+"""CLIP4Clip meanP zero-shot: the frozen backbone's frame embeddings averaged over time.
 
 The reference point DGL is compared with; it has the same encode/logits interface as ``DGL`` so the
 evaluation code runs it unchanged. It is blind to frame order by construction.
@@ -9,12 +9,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .clip import CLIP
+from .backbone import Backbone
 from .losses import cosine_logits
 
 
 class MeanPoolCLIP(nn.Module):
-    def __init__(self, clip: CLIP):
+    def __init__(self, clip: Backbone):
         super().__init__()
         self.clip = clip.requires_grad_(False)
 
@@ -22,7 +22,7 @@ class MeanPoolCLIP(nn.Module):
         return None
 
     def encode_text(self, input_ids: torch.Tensor, prompts: None = None) -> torch.Tensor:
-        kept = int(input_ids.argmax(dim=-1).max()) + 1  # nothing after the last EOT reaches an EOT row
+        kept = int(self.clip.text_end(input_ids).max()) + 1  # padding after the longest caption changes nothing
         return self.clip.encode_text(input_ids[:, :kept])
 
     def encode_video(self, video: torch.Tensor, prompts: None = None) -> torch.Tensor:

@@ -14,8 +14,9 @@ from typing import Any
 import torch
 
 from .checkpoint_file import CheckpointError, atomic_save, check_finite, read_checkpoint, tensor_hashes, verify_tensor_hashes
-from .clip import CLIP
-from .dgl import DGL, DGLConfig
+from .backbone import DEFAULT_BACKBONE, Backbone
+from .backbones import get_backbone
+from .dgl import DGL
 from .prompts import PROMPT_GENERATORS
 
 COMPACT_FORMAT = "dgl-compact-v1"
@@ -57,13 +58,18 @@ _OFFICIAL_DGL_PREFIXES = (
 )
 
 
-def backbone_state_from_official(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The frozen CLIP weights inside an official checkpoint, under OpenAI names."""
+def backbone_state_from_official(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The frozen backbone's weights inside an official checkpoint: the entries under ``prefix`` (its registry
+    entry's ``official_prefix``) that are not DGL's own, with the prefix removed."""
     return {
-        k[len("clip.") :]: v.float()
+        k[len(prefix) :]: v.float()
         for k, v in state.items()
-        if k.startswith("clip.") and not k.startswith(_OFFICIAL_DGL_PREFIXES)
+        if k.startswith(prefix) and not k.startswith(_OFFICIAL_DGL_PREFIXES)
     }
+
+
+def official_prefix(model: DGL) -> str:
+    return get_backbone(model.config.backbone).official_prefix
 
 
 def load_official_checkpoint(model: DGL, path: str | os.PathLike, check_backbone: bool = True) -> None:
@@ -96,34 +102,22 @@ def load_official_state(model: DGL, state: dict[str, torch.Tensor], path: str | 
     if check_backbone:
         ours_clip = model.clip.state_dict()
         bad = [
-            k for k, v in backbone_state_from_official(state).items()
+            k for k, v in backbone_state_from_official(state, official_prefix(model)).items()
             if k not in ours_clip or ours_clip[k].shape != v.shape or not torch.allclose(ours_clip[k], v, atol=1e-3, rtol=1e-3)
         ]
         if bad:
             raise ValueError(
                 f"{path}: its CLIP weights differ from the loaded backbone in {len(bad)} tensors (e.g. {bad[:3]}); "
-                "load the CLIP it was trained on (--pretrained_clip_name) or use DGL.from_official_checkpoint"
+                "load the CLIP it was trained on (--pretrained_clip_name), or omit it to use the checkpoint's own copy"
             )
-
-
-def model_from_official_checkpoint(path: str | os.PathLike, config: DGLConfig) -> DGL:
-    """Build CLIP and DGL from an official checkpoint alone (it carries the full frozen CLIP)."""
-    return model_from_official_state(read_official_checkpoint(path), config, path)
-
-
-def model_from_official_state(state: dict[str, torch.Tensor], config: DGLConfig, path: str | os.PathLike) -> DGL:
-    """``model_from_official_checkpoint`` on an already read (stripped) state."""
-    model = DGL(CLIP.from_state_dict(backbone_state_from_official(state), source=str(path)), config)
-    load_official_state(model, state, path, check_backbone=False)
-    return model
 
 
 def export_official_checkpoint(model: DGL, path: str | os.PathLike, epoch: int = 0, global_step: int = 0, best_r1: float = 0.0) -> None:
     """Write ``model`` in the official layout, so the official code (and others' tools) can read our prompts."""
     params = dict(model.named_parameters())
-    state = {f"clip.{k}": v.detach().clone() for k, v in model.clip.state_dict().items()}
-    grid_tokens = model.clip.visual.positional_embedding.shape[0]
-    state["clip.visual.position_ids"] = torch.arange(grid_tokens).unsqueeze(0)
+    prefix = official_prefix(model)
+    state = {f"{prefix}{k}": v.detach().clone() for k, v in model.clip.state_dict().items()}
+    state["clip.visual.position_ids"] = torch.arange(1 + model.clip.config.grid_size**2).unsqueeze(0)
     for ours, theirs in official_names(model).items():
         value = params[ours].detach().clone()
         if theirs in ("clip.visual.prompt_embeddings", "clip.visual_prompt_embedding"):
@@ -140,11 +134,13 @@ def export_official_checkpoint(model: DGL, path: str | os.PathLike, epoch: int =
 
 
 # ---------------------------------------------------------------------------------- our format
-def backbone_fingerprint(clip: CLIP) -> str:
-    """A short hash of the frozen weights: identifies the backbone without hashing 150 M parameters."""
+def backbone_fingerprint(clip: Backbone) -> str:
+    """A short hash of the frozen weights (its ``fingerprint_keys``): identifies the backbone without hashing
+    150 M parameters."""
     h = hashlib.sha256()
-    for name in ("visual.class_embedding", "visual.positional_embedding", "positional_embedding", "text_projection", "visual.proj"):
-        h.update(clip.state_dict()[name].detach().float().cpu().numpy().tobytes())
+    state = clip.state_dict()
+    for name in clip.fingerprint_keys:
+        h.update(state[name].detach().float().cpu().numpy().tobytes())
     return h.hexdigest()[:16]
 
 
@@ -193,7 +189,7 @@ def load_compact_state(model: DGL, ckpt: dict, source: str = "<checkpoint>") -> 
 
 # DGLConfig fields a trained checkpoint fixes -> the official flag that sets them (T: frame-specific variants only).
 SIZE_FLAGS = {
-    "shared_latent_space": "--shared_latent_space", "text_prompt_length": "--text_prompt_length",
+    "backbone": "--backbone", "shared_latent_space": "--shared_latent_space", "text_prompt_length": "--text_prompt_length",
     "local_prompt_length": "--local_each_frame_prompt_length", "global_prompt_length": "--global_visual_prompt_length",
     "prompt_layers": "--unified_transformer_layers",
 }
@@ -209,7 +205,7 @@ def differing_sizes(needed: dict[str, Any], actual: dict[str, Any]) -> list[str]
 
 
 def _check_compact_config(ckpt: dict, model: DGL, source: str) -> None:
-    needed = {**ckpt["dgl_config"], "prompt_layers": ckpt.get("prompt_layers", ckpt["dgl_config"].get("prompt_layers"))}
+    needed = {"backbone": DEFAULT_BACKBONE, **ckpt["dgl_config"], "prompt_layers": ckpt.get("prompt_layers", ckpt["dgl_config"].get("prompt_layers"))}
     wrong = differing_sizes(needed, {**model.config.to_dict(), "prompt_layers": model.prompt_layers})
     if wrong:
         raise CheckpointError(f"{source}: the checkpoint needs {', '.join(wrong)}")

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .backbone import Traits
 from .clip_loader import load_clip
 from .pretrained import CLIPConfig, check_clip_keys, infer_clip_config, resolve_clip_path
 
@@ -83,9 +84,9 @@ class MultiheadAttention(nn.Module):
         """``[..., L, heads, D/heads]`` -> output projection ``[..., L, D]``."""
         return self.out_proj(heads_out.flatten(-2))
 
-    def forward(self, x: torch.Tensor, is_causal: bool = False) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, is_causal: bool = False, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
         q, k, v = (t.transpose(-3, -2) for t in self.qkv(x))
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=is_causal)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal)
         return self.merge(out.transpose(-3, -2))
 
 
@@ -101,8 +102,8 @@ class ResidualAttentionBlock(nn.Module):
         )
         self.ln_2 = LayerNorm(width)
 
-    def forward(self, x: torch.Tensor, is_causal: bool = False) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), is_causal=is_causal)
+    def forward(self, x: torch.Tensor, is_causal: bool = False, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), is_causal=is_causal, attn_mask=attn_mask)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -159,6 +160,13 @@ class VisionTransformer(nn.Module):
 
 
 class CLIP(nn.Module):
+    # The Backbone interface (models/backbone.py): causal text read at the end-of-text token, CLS first in every
+    # frame, prompts in both towers; and the tensors whose hash identifies the weights.
+    traits = Traits(text_pooling="eot", causal_text=True, vision_cls_index=0, text_prompts=True, frame_prompts=True,
+                    global_prompts=True)
+    fingerprint_keys = ("visual.class_embedding", "visual.positional_embedding", "positional_embedding",
+                        "text_projection", "visual.proj")
+
     def __init__(self, cfg: CLIPConfig):
         super().__init__()
         self.config = cfg
@@ -221,8 +229,12 @@ class CLIP(nn.Module):
     def project_frames(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.visual.project(tokens)
 
+    def text_end(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Position of each caption's EOT token: the largest id."""
+        return input_ids.argmax(dim=-1)
+
     def encode_text(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """Features at the EOT token (the largest id), through the causal text transformer."""
+        """Features at the EOT token, through the causal text transformer."""
         hidden = self.transformer(self.embed_text(input_ids), is_causal=True)
-        eot = hidden[torch.arange(hidden.shape[0], device=hidden.device), input_ids.argmax(dim=-1)]
+        eot = hidden[torch.arange(hidden.shape[0], device=hidden.device), self.text_end(input_ids)]
         return self.project_text(eot)

@@ -1,7 +1,11 @@
-"""DGL: a frozen CLIP with deep text prompts, frame-specific local prompts and global video prompts.
+"""DGL: a frozen two-tower backbone (OpenAI CLIP, or any `models.backbone.Backbone`) with deep text prompts,
+frame-specific local prompts and global video prompts.
 
-Token layout per video: ``G`` global prompts, then ``T`` frames of ``S = 1 + P_local + grid²`` tokens
-(CLS, local prompts, patches), frame-major. Global-local attention (paper Fig. 3) runs as two fused
+What differs between backbones (text pooling, causal text attention, where the CLS token sits, which towers take
+prompts) is asked of the backbone's ``traits``; the vision tower must be a ViT of pre-LN blocks, on which the
+global-local attention below runs for every backbone. Token layout per video (CLS first, as in CLIP): ``G``
+global prompts, then ``T`` frames of ``S = 1 + P_local + grid²`` tokens (CLS, local prompts, patches),
+frame-major. Global-local attention (paper Fig. 3) runs as two fused
 attention calls per block: the frames as ``B·T`` sequences of ``S`` queries over ``G + S`` keys (the video's
 globals plus their own frame), and the globals as ``B`` sequences of ``G`` queries over the whole video.
 This equals one masked attention over the ``G + T·S`` tokens at ~1/T of its cost.
@@ -9,20 +13,16 @@ This equals one masked attention over the ``G + T·S`` tokens at ~1/T of its cos
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .clip import MultiheadAttention, ResidualAttentionBlock
+from .backbone import DEFAULT_BACKBONE, Backbone, PromptableBlock, SplitAttention
 from .losses import cosine_logits
 from .prompts import PROMPT_GENERATORS, Prompts, uniform_prompt_init_
-from .token_ids import trim_text_padding
-
-if TYPE_CHECKING:  # the interface only: importing the registry would pull in the tokenizer's libraries
-    from .backbones import Backbone
 
 SHARED_LATENT_SPACES = tuple(PROMPT_GENERATORS)
 POOLED_OUTPUT_TYPES = (
@@ -38,7 +38,8 @@ VISUAL_OUTPUT_TYPES = POOLED_OUTPUT_TYPES + ("global-local-feature",)
 
 @dataclass
 class DGLConfig:
-    """DGL's own sizes. Defaults are the official scripts' (names shortened from the official flags)."""
+    """DGL's own sizes and the backbone it prompts. Defaults are the official scripts' (names shortened from the
+    official flags)."""
 
     shared_latent_space: str = "transformer"
     max_frames: int = 12  # T; sizes the transformer variant's frame-specific prompt table
@@ -47,6 +48,7 @@ class DGLConfig:
     global_prompt_length: int = 4  # --global_visual_prompt_length
     prompt_layers: int | None = None  # --unified_transformer_layers; None: every layer (`resolve_prompt_layers`)
     visual_output_type: str = "global_prompt0"
+    backbone: str = DEFAULT_BACKBONE  # --backbone: a name in models.backbones.BACKBONES
 
     def __post_init__(self):
         if self.shared_latent_space not in SHARED_LATENT_SPACES:
@@ -90,7 +92,7 @@ def frame_rows(x: torch.Tensor, num_global: int, frames: int, rows: int) -> torc
 
 
 def global_local_attention(
-    attn: MultiheadAttention, x: torch.Tensor, num_global: int, frames: int, queries_per_frame: int | None = None
+    attn: SplitAttention, x: torch.Tensor, num_global: int, frames: int, queries_per_frame: int | None = None
 ) -> torch.Tensor:
     """Attention of ``x = [globals, frame-major frame tokens]`` (``[B, G + T·S, D]``, already normed).
 
@@ -124,7 +126,7 @@ def global_local_attention(
 
 
 def global_local_block(
-    block: ResidualAttentionBlock, x: torch.Tensor, num_global: int, frames: int, queries_per_frame: int | None = None
+    block: PromptableBlock, x: torch.Tensor, num_global: int, frames: int, queries_per_frame: int | None = None
 ) -> torch.Tensor:
     """One frozen block with global-local attention; with ``queries_per_frame`` only the rows that ask come out."""
     attended = global_local_attention(block.attn, block.ln_1(x), num_global, frames, queries_per_frame)
@@ -146,6 +148,8 @@ class DGL(nn.Module):
     def __init__(self, clip: Backbone, config: DGLConfig):
         super().__init__()
         cfg, ccfg = config, clip.config
+        if not clip.traits.global_prompts:
+            raise ValueError(f"backbone {cfg.backbone!r}: DGL's global prompts need a ViT vision tower of pre-LN blocks")
         layers = resolve_prompt_layers(cfg.prompt_layers, ccfg.vision_layers, ccfg.text_layers)
         self.config, self.prompt_layers = cfg, layers
         self.clip = clip.requires_grad_(False)
@@ -187,22 +191,31 @@ class DGL(nn.Module):
         nothing after the batch's last EOT can reach an EOT row: leaving them out gives the same features and
         the same gradients (the postfix prompts' are exactly zero either way, as the generator still makes
         them) for fewer tokens. Ids on an accelerator are taken as given (finding the last EOT there would
-        make the host wait): callers trim them on the host first with `trim_text_padding`.
+        make the host wait): callers trim them on the host first (`dataloaders.collate_trimmed`).
+
+        Other backbones (``self.clip.traits``): without text prompts the words go alone; bidirectional text
+        attention sees the words and prompts, not the padding; CLS pooling reads position 0.
         """
+        traits = self.clip.traits
         text_prompts = (prompts or self.prompts()).text
-        prefix_len = self.config.text_prompt_length // 2
-        eot = input_ids.argmax(dim=-1)
+        prefix_len = self.config.text_prompt_length // 2 if traits.text_prompts else 0
+        ends = self.clip.text_end(input_ids)
         if input_ids.device.type == "cpu":  # reading is free here; on a GPU it would wait for the queue
-            input_ids = trim_text_padding(input_ids)
+            input_ids = input_ids[:, : int(ends.max()) + 1]
         words = self.clip.embed_text(input_ids)
         n = words.shape[0]
         prefix = text_prompts[:, :prefix_len].to(words.dtype)
         x = torch.cat([words[:, :1], prefix[0].expand(n, -1, -1), words[:, 1:]], dim=1)
+        ends = ends + prefix_len
+        seen = None  # bidirectional attention must not see the padding: keys up to each caption's end
+        if not traits.causal_text:
+            seen = (torch.arange(x.shape[1], device=x.device) <= ends.unsqueeze(1))[:, None, None, :]
         for i, block in enumerate(self.clip.text_blocks):
-            if 0 < i < self.prompt_layers:  # deep prompts: layer i's prompts replace the carried ones
+            if prefix_len and 0 < i < self.prompt_layers:  # deep prompts: layer i's prompts replace the carried ones
                 x[:, 1 : 1 + prefix_len] = prefix[i]
-            x = self._block(block, x, is_causal=True)
-        return self.clip.project_text(x[torch.arange(n, device=x.device), eot + prefix_len])
+            x = self._block(block, x, is_causal=traits.causal_text, attn_mask=seen)
+        pooled = x[torch.arange(n, device=x.device), ends] if traits.text_pooling == "eot" else x[:, 0]
+        return self.clip.project_text(pooled)
 
     # ---------------------------------------------------------------------------------------- video
     def encode_video(
@@ -221,7 +234,8 @@ class DGL(nn.Module):
         ``block_fn(block, x, num_global, frames) -> x`` runs one block; the fused ``global_local_block`` here,
         an explicit-softmax twin in ``models.attention_maps`` that also records the attention weights.
         ``pooled_rows_only``: the last block computes only the rows any pooling reads, the globals and the frame
-        CLS tokens (``block_fn(..., queries_per_frame=1)``), and ``[B, G + T, D]`` with ``S = 1`` comes back:
+        CLS tokens (``block_fn(..., queries_per_frame=cls index + 1)``), and ``[B, G + T, D]`` with ``S = 1`` comes
+        back (CLS first):
         for ViT-B/32 at T=12 that skips 628 of 652 rows of the last block's MLP and projections.
         """
         local = (prompts or self.prompts()).local  # [layers, T or 1, P_local, D]
@@ -232,10 +246,12 @@ class DGL(nn.Module):
                 f"max_frames={self.config.max_frames} (its prompts are frame-specific): sample {self.config.max_frames} frames"
             )
         tokens = self.clip.embed_frames(video.flatten(0, 1)).unflatten(0, (batch, frames))  # [B, T, 1 + grid², D]
-        num_local, num_global = local.shape[2], self.config.global_prompt_length
-        local = local.to(tokens.dtype)
+        traits = self.clip.traits
+        head = traits.vision_cls_index + 1  # tokens up to the CLS stay ahead of the local prompts
+        num_local, num_global = local.shape[2] if traits.frame_prompts else 0, self.config.global_prompt_length
+        local = local[:, :, :num_local].to(tokens.dtype)
         frame_tokens = torch.cat(
-            [tokens[:, :, :1], local[0].expand(batch, frames, -1, -1), tokens[:, :, 1:]], dim=2
+            [tokens[:, :, :head], local[0].expand(batch, frames, -1, -1), tokens[:, :, head:]], dim=2
         )
         per_frame = frame_tokens.shape[2]
         x = torch.cat(
@@ -243,16 +259,16 @@ class DGL(nn.Module):
         )
         blocks = self.clip.vision_blocks
         for i, block in enumerate(blocks):
-            if 0 < i < self.prompt_layers:  # deep prompts: local prompts are replaced, globals carry on
-                x[:, num_global:].unflatten(1, (frames, per_frame))[:, :, 1 : 1 + num_local] = local[i]
+            if num_local and 0 < i < self.prompt_layers:  # deep prompts: local prompts are replaced, globals carry on
+                x[:, num_global:].unflatten(1, (frames, per_frame))[:, :, head : head + num_local] = local[i]
             if pooled_rows_only and i == len(blocks) - 1:
-                return self._block(block_fn, block, x, num_global, frames, queries_per_frame=1), 1
+                return self._block(block_fn, block, x, num_global, frames, queries_per_frame=head), head
             x = self._block(block_fn, block, x, num_global, frames)
         return x, per_frame
 
     @staticmethod
     def _pool(backbone: Backbone, x: torch.Tensor, num_global: int, per_frame: int, output_type: str):
-        frame_cls = x[:, num_global::per_frame]  # [B, T, D]
+        frame_cls = x[:, num_global + backbone.traits.vision_cls_index :: per_frame]  # [B, T, D]
         if output_type == "global-local-feature":
             return backbone.project_frames(torch.cat([x[:, :1], frame_cls], dim=1))
         chosen = {

@@ -1,26 +1,85 @@
-"""Build a ready DGL from either checkpoint kind, without argparse.
+"""The one way to build a model: `create_model` (backbone name + weights -> model, tokenizer, preprocessing),
+and `load_dgl`, which builds a ready DGL through it from either checkpoint kind, without argparse.
 
-Our compact checkpoints carry their DGL config and backbone name; official ``ckpt.pth.tar`` files carry the
-full CLIP but no config, so its sizes are read from the tensors' shapes (official flags fill what shapes
-cannot tell).
+Our compact checkpoints carry their DGL config (with the backbone's registry name) and the backbone's file;
+official ``ckpt.pth.tar`` files carry the full CLIP but no config, so its sizes are read from the tensors'
+shapes (official flags fill what shapes cannot tell).
 """
 from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import torch
 
+from .backbone import DEFAULT_BACKBONE
+from .backbones import Tokenizer, get_backbone
+from .baseline import MeanPoolCLIP
+from .checkpoint import (
+    backbone_state_from_official, is_compact_checkpoint, load_compact_state, load_official_state, official_state,
+)
 from .checkpoint_file import read_checkpoint
-from .checkpoint import is_compact_checkpoint, load_compact_state, load_official_state, model_from_official_state, official_state
-from .clip import CLIP
 from .dgl import DGL, DGLConfig
 from .prompts import PROMPT_GENERATORS
+
+BASELINES = ("meanp",)
 
 CONFIG_FIELDS = tuple(f.name for f in dataclasses.fields(DGLConfig))
 # Compact checkpoints fix every size; only these may differ from the stored config (T: linear variant only).
 COMPACT_OVERRIDABLE = ("visual_output_type", "max_frames")
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """What frames must be for this model: ``resolution`` px squares, normalised with ``mean``/``std`` (RGB, on
+    [0, 1] pixels). The model normalises uint8 frames itself; the loaders read the resolution from here."""
+
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    resolution: int
+
+
+class CreatedModel(NamedTuple):
+    model: DGL | MeanPoolCLIP
+    tokenizer: Tokenizer
+    preprocess: Preprocess
+    weights: Path | None  # the backbone's file (None: built from weights in memory)
+
+
+def create_model(
+    backbone: str = DEFAULT_BACKBONE,
+    pretrained: str | os.PathLike | Mapping[str, torch.Tensor] = "ViT-B/32",
+    pretrained_dir: str | os.PathLike | None = None,
+    dgl_config: DGLConfig | None = None,
+    baseline: str | None = None,
+    activation: str | None = None,
+    source: str = "<state dict>",
+    backbone_config: Any = None,
+) -> CreatedModel:
+    """The frozen ``backbone`` (a `models.backbones.BACKBONES` name) from ``pretrained`` (a name or path its
+    entry resolves, looked up in ``pretrained_dir``; or weights already in memory, named ``source`` in errors,
+    built as ``backbone_config`` says or, without one, as their shapes say),
+    with DGL of ``dgl_config`` (default: the official sizes) on top, or the zero-shot ``baseline``
+    (``"meanp"``). Returns the model (CPU, as built), its tokenizer, its preprocessing and the weights' file.
+    ``activation``: --clip_activation, for files that do not record theirs.
+    """
+    entry = get_backbone(backbone)
+    if dgl_config is not None and dgl_config.backbone != backbone:
+        raise ValueError(f"the DGL config is for backbone {dgl_config.backbone!r}, not {backbone!r} (--backbone)")
+    if baseline is not None and baseline not in BASELINES:
+        raise ValueError(f"baseline must be one of {BASELINES}, got {baseline!r}")
+    if isinstance(pretrained, Mapping):
+        weights, net = None, entry.from_state_dict(pretrained, source, backbone_config)
+    else:
+        weights = entry.resolve(str(pretrained), pretrained_dir)
+        net = entry.load(weights, activation)
+    model = MeanPoolCLIP(net) if baseline else DGL(net, dgl_config or DGLConfig(backbone=backbone))
+    preprocess = Preprocess(entry.mean, entry.std, net.config.image_resolution)
+    return CreatedModel(model, entry.tokenizer(), preprocess, weights)
 
 
 def official_config_from_state(
@@ -30,7 +89,7 @@ def official_config_from_state(
     tensors' shapes (prompt layers, lengths; T of the transformer variant) or the official defaults."""
     _check_fields(overrides)
     o = {k: v for k, v in overrides.items() if v is not None}
-    width = state["clip.visual.conv1.weight"].shape[0]
+    width = state["clip.visual.prompt_embeddings"].shape[-1]  # the global prompts: DGL's own, whatever the backbone
     variant = o.get("shared_latent_space") or next(
         (name for name, gen in PROMPT_GENERATORS.items() if gen.official_marker in state), None)
     if variant is None or PROMPT_GENERATORS[variant].official_marker not in state:
@@ -51,6 +110,7 @@ def official_config_from_state(
         global_prompt_length=num_global,
         prompt_layers=layers,
         visual_output_type=o.get("visual_output_type") or "global_prompt0",
+        backbone=o.get("backbone") or DEFAULT_BACKBONE,  # official DGL checkpoints are OpenAI CLIP
     )
 
 
@@ -74,10 +134,18 @@ def load_dgl(
     state = official_state(ckpt, checkpoint)  # raises for anything else
     config = official_config_from_state(state, str(checkpoint), **overrides)
     if pretrained_clip_name:  # checked against the checkpoint's own copy of CLIP
-        model = DGL(CLIP.from_pretrained(pretrained_clip_name, pretrained_dir), config)
+        model = create_model(config.backbone, pretrained_clip_name, pretrained_dir, config).model
         load_official_state(model, state, checkpoint, check_backbone=True)
         return model
     return model_from_official_state(state, config, checkpoint)
+
+
+def model_from_official_state(state: dict[str, torch.Tensor], config: DGLConfig, path: str | os.PathLike) -> DGL:
+    """CLIP and DGL from an official checkpoint's (stripped) state alone: it carries the full frozen CLIP."""
+    prefix = get_backbone(config.backbone).official_prefix
+    model = create_model(config.backbone, backbone_state_from_official(state, prefix), dgl_config=config, source=str(path)).model
+    load_official_state(model, state, path, check_backbone=False)
+    return model
 
 
 def _compact_model(ckpt: dict, source: str, clip_name: str | None, clip_dir: str | os.PathLike | None, overrides: dict) -> DGL:
@@ -97,7 +165,7 @@ def _compact_model(ckpt: dict, source: str, clip_name: str | None, clip_dir: str
     if not name:
         raise ValueError(f"{source}: no backbone name inside; pass pretrained_clip_name (--pretrained_clip_name)")
     activation = backbone.get("config", {}).get("activation")  # as trained; absent in older checkpoints: the file's
-    model = DGL(CLIP.from_pretrained(name, clip_dir, activation), config)
+    model = create_model(config.backbone, name, clip_dir, config, activation=activation).model
     load_compact_state(model, ckpt, source=source)
     return model
 

@@ -47,6 +47,8 @@ from typing import Any
 
 import torch
 
+from .backbone import DEFAULT_BACKBONE
+
 # Tokens each pooled visual output type projects (k in the video head count); "global-local-feature" is not a
 # pooled output and has no single count.
 _POOLED_TOKENS: dict[str, Callable[[int, int], int]] = {
@@ -75,6 +77,7 @@ class Shapes:
     prompt_layers: int
     variant: str
     pooled_tokens: int = 1
+    backbone: str = DEFAULT_BACKBONE  # whose registry entry counts the towers (models/step_flops.py)
 
     @classmethod
     def of(cls, model: Any, frames: int) -> "Shapes":
@@ -87,7 +90,7 @@ class Shapes:
         pooled = _POOLED_TOKENS[cfg.visual_output_type](cfg.global_prompt_length, frames)
         return cls(ccfg.vision_width, ccfg.vision_layers, ccfg.vision_patch_size, ccfg.grid_size, ccfg.text_width,
                    ccfg.text_layers, ccfg.embed_dim, frames, cfg.global_prompt_length, cfg.local_prompt_length,
-                   cfg.text_prompt_length, prompt_layers, cfg.shared_latent_space, pooled)
+                   cfg.text_prompt_length, prompt_layers, cfg.shared_latent_space, pooled, cfg.backbone)
 
     @property
     def tokens_per_frame(self) -> int:

@@ -19,7 +19,7 @@ def prompt_flops(s: Shapes, attention: bool = True) -> tuple[int, int]:
 def train_step_flops(s: Shapes, batch: int, kept: int, attention: bool = True,
                      text_tokens: int | None = None) -> dict[str, int]:
     """FLOPs of one training step by part; ``total`` is what the efficiency uses."""
-    backbone = get_backbone()
+    backbone = get_backbone(s.backbone)
     vf, vb = backbone.video_flops(s, batch, attention)
     tf, tb = backbone.text_flops(s, batch, kept, attention, text_tokens)
     pf, pb = prompt_flops(s, attention)

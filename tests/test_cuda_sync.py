@@ -35,7 +35,8 @@ def test_training_steps_do_not_synchronise(precision):
     device = torch.device(DEVICE)
     train_step = trainer_step(tiny_model().to(device).train(), device, precision)
     gen = torch.Generator().manual_seed(0)
-    items = [{"input_ids": ids, "video": torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8, generator=gen)}
+    items = [{"input_ids": ids, "input_mask": (torch.arange(len(ids)) <= ids.argmax()).long(),  # SOT..EOT, as tokenized
+              "video": torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8, generator=gen)}
              for ids in random_ids(4, length=24)]
     batch = collate_trimmed(items)
     if device.type == "cuda":

@@ -187,10 +187,10 @@ def check_flags(args: argparse.Namespace) -> None:
 
 
 def data_config(args: argparse.Namespace, model: DGLConfig) -> DataConfig:
-    """The loaders' settings; frames come from the model config (one source). The resolution is filled in
+    """The loaders' settings; frames and the backbone come from the model config (one source). The resolution is filled in
     from the backbone when the model is built (``with_resolution``)."""
-    names = {f.name for f in dataclasses.fields(DataConfig)} - {"max_frames", "image_resolution"}
-    return DataConfig(max_frames=model.max_frames, **{k: v for k, v in vars(args).items() if k in names})
+    names = {f.name for f in dataclasses.fields(DataConfig)} - {"max_frames", "image_resolution", "backbone"}
+    return DataConfig(max_frames=model.max_frames, backbone=model.backbone, **{k: v for k, v in vars(args).items() if k in names})
 
 
 def with_resolution(cfg: RunConfig, backbone_resolution: int) -> DataConfig:

@@ -12,10 +12,12 @@ from typing import Any
 
 from dataloaders.config import VIDEO_BACKENDS, DataConfig
 from dataloaders.parsers import DATASETS
+from models.backbones import BACKBONES, DEFAULT_BACKBONE
 from models.dgl import POOLED_OUTPUT_TYPES, SHARED_LATENT_SPACES, DGLConfig
 
 # Official flag -> DGLConfig field: the one place the two namings meet.
 MODEL_FLAGS = {
+    "backbone": "backbone",
     "shared_latent_space": "shared_latent_space",
     "max_frames": "max_frames",
     "text_prompt_length": "text_prompt_length",
@@ -75,8 +77,13 @@ def add_data_flags(parser: argparse.ArgumentParser) -> None:
                    help="drop missing/unreadable videos (and their captions) at start-up instead of failing")
 
 
-def add_backbone_flags(parser: argparse.ArgumentParser, default: str | None = "ViT-B/32") -> None:
+def add_backbone_flags(parser: argparse.ArgumentParser, default: str | None = "ViT-B/32", choose: bool = True) -> None:
+    """Where the backbone's weights are; ``choose``: also which backbone (a model config field)."""
     g = parser.add_argument_group("backbone")
+    if choose:
+        g.add_argument("--backbone", choices=sorted(BACKBONES), default=DEFAULT_BACKBONE if default else None,
+                       help="the frozen backbone DGL prompts (official DGL checkpoints: openai-clip)"
+                       + ("" if default else "; default: the checkpoint's"))
     g.add_argument("--pretrained_clip_name", type=optional(), default=default,
                    help="ViT-B/32, ViT-B/16, ViT-L/14, ViT-L/14@336px, or a CLIP file or folder (OpenAI, Hugging Face, "
                    "open_clip)" + ("" if default else "; default: the checkpoint's"))

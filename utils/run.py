@@ -14,10 +14,9 @@ from dataloaders import TrainPairDataset, build_split
 from dataloaders.config import DataConfig
 from models.baseline import MeanPoolCLIP
 from models.checkpoint import atomic_save, differing_sizes, is_compact_checkpoint, load_compact_state, load_official_state, official_state
-from models.clip import CLIP
 from models.dgl import DGL
-from models.factory import official_config_from_state, read_checkpoint
-from models.pretrained import file_sha256, resolve_clip_path
+from models.factory import Preprocess, create_model, official_config_from_state, read_checkpoint
+from models.pretrained import file_sha256
 from utils.config import RunConfig, with_resolution, write_run_config
 from utils.distributed import DistInfo, barrier, cleanup, init_distributed, report_stuck_ranks
 from utils.evaluation import encode_split, evaluate_features, log_results
@@ -37,19 +36,19 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_model(cfg: RunConfig, device: torch.device) -> tuple[DGL | MeanPoolCLIP, dict]:
-    """CLIP from its file (OpenAI, Hugging Face or open_clip), DGL on top; returns the model and the backbone's identity (name, file, SHA256)."""
-    clip_path = resolve_clip_path(cfg.clip_name, cfg.clip_dir)
-    clip = CLIP.from_pretrained(str(clip_path), activation=cfg.clip_activation)
-    backbone = {"name": cfg.clip_name, "file": clip_path.name, "sha256": file_sha256(clip_path)}
-    if cfg.baseline == "meanp":
-        return MeanPoolCLIP(clip).to(device), backbone
-    model = DGL(clip, cfg.model)
+def build_model(cfg: RunConfig, device: torch.device) -> tuple[DGL | MeanPoolCLIP, dict, Preprocess]:
+    """The model of the configs (`models.factory.create_model`): returns it, the backbone's identity (name,
+    file, SHA256) and its preprocessing."""
+    built = create_model(cfg.model.backbone, cfg.clip_name, cfg.clip_dir, cfg.model, cfg.baseline, cfg.clip_activation)
+    backbone = {"name": cfg.clip_name, "file": built.weights.name, "sha256": file_sha256(built.weights)}
+    model = built.model
+    if cfg.baseline:
+        return model.to(device), backbone, built.preprocess
     if not cfg.freeze_clip:
         model.clip.requires_grad_(True)
     if cfg.grad_checkpointing:
         model.set_grad_checkpointing(True)
-    return model.to(device), backbone
+    return model.to(device), backbone, built.preprocess
 
 
 def load_resume(model: DGL, ckpt: Any, path: str) -> dict | None:
@@ -95,13 +94,13 @@ def run_on(cfg: RunConfig, dist: DistInfo) -> dict | None:
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
 
-    model, backbone = build_model(cfg, dist.device)
+    model, backbone, preprocess = build_model(cfg, dist.device)
     resume_ckpt = load_resume(model, resume_ckpt, cfg.resume) if cfg.resume else None
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     n_all = sum(p.numel() for p in model.parameters())
     logger.info("trainable parameters: %d of %d (%.3f %%)", n_train, n_all, 100 * n_train / n_all)
 
-    data_cfg = with_resolution(cfg, model.clip.config.image_resolution)
+    data_cfg = with_resolution(cfg, preprocess.resolution)
     precision = resolve_precision(cfg.train.precision, dist.device)
     facts = runtime_facts(dist, cfg, precision, data_cfg, backbone)
     logger.info("running: %s", json.dumps(facts))

@@ -1,7 +1,7 @@
 """What the benchmark measures on: random OpenAI-format CLIP weights of the preset shapes, random captions.
 
-Nothing is downloaded: a random state dict is built from the shapes and loaded with ``CLIP.from_state_dict``,
-the same path as a real checkpoint.
+Nothing is downloaded: a random state dict is built from the shapes and handed to ``create_model``, the path
+every model takes (an official checkpoint's weights in memory go the same way).
 """
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from collections import OrderedDict
 
 import torch
 
-from models.clip import CLIP
 from models.dgl import DGL, DGLConfig
+from models.factory import create_model
 from models.pretrained import CLIPConfig, expected_clip_keys
 
 MODEL_PRESETS: dict[str, CLIPConfig] = {
@@ -96,7 +96,7 @@ def build_model(model_name: str, variant: str, frames: int, seed: int = 0) -> DG
     """A DGL of the given latent space on random CLIP weights of the preset ``model_name``."""
     cfg = MODEL_PRESETS[model_name]
     state_dict = random_clip_state_dict(cfg, seed)
-    clip = CLIP.from_state_dict(state_dict, source=f"random {model_name}")
-    del state_dict
     torch.manual_seed(seed)
-    return DGL(clip, DGLConfig(shared_latent_space=variant, max_frames=frames))
+    config = DGLConfig(shared_latent_space=variant, max_frames=frames)
+    return create_model(config.backbone, state_dict, dgl_config=config, source=f"random {model_name}",
+                        backbone_config=cfg).model

@@ -34,7 +34,7 @@ LR, COEF_LR, WEIGHT_DECAY = 1e-4, 1e-3, 0.2
 
 def text_tokens_processed(model: DGL, ids: torch.Tensor, prompts: Prompts) -> int | None:
     """Sequence length entering the first text block for these ids (one untimed no-grad forward)."""
-    with torch.no_grad(), first_input_length(model.clip.transformer.resblocks[0].ln_1) as seen:
+    with torch.no_grad(), first_input_length(model.clip.text_blocks[0]) as seen:
         model.encode_text(ids, prompts)
     return seen[0] if seen else None
 
@@ -109,7 +109,7 @@ def video_section(b: Bench, result: dict[str, Any], prompts: Prompts, ref_prompt
     """``encode_video`` (and ``encode_video_naive``): evaluation encoding of a batch of random videos."""
     model, batch = b.model, b.spec.eval_video_batch
     video = b.videos(batch)
-    flops = get_backbone().video_flops(b.shapes, batch)[0]
+    flops = get_backbone(b.shapes.backbone).video_flops(b.shapes, batch)[0]
     encode = torch.compile(model.encode_video) if b.spec.compile else model.encode_video
     encoders = {"encode_video": encode}
     if b.spec.naive:
@@ -124,7 +124,7 @@ def text_section(b: Bench, result: dict[str, Any], prompts: Prompts, ref_prompts
     model, batch = b.model, b.spec.eval_text_batch
     ids = random_captions(batch, model.clip.config.vocab_size, seed=b.spec.seed + 1).to(b.device)
     text_len = text_tokens_processed(model, ids, prompts)
-    flops = get_backbone().text_flops(b.shapes, batch, kept_words(ids), tokens=text_len)[0]
+    flops = get_backbone(b.shapes.backbone).text_flops(b.shapes, batch, kept_words(ids), tokens=text_len)[0]
     encode = torch.compile(model.encode_text) if b.spec.compile else model.encode_text
     stats = _eval_stats(b, lambda: encode(ids, prompts), lambda: model.encode_text(ids, ref_prompts), batch, flops)
     stats["text_tokens"] = text_len
