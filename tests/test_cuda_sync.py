@@ -11,15 +11,12 @@ import os
 import pytest
 import torch
 
-for module in ("ftfy", "PIL", "tqdm"):  # utils.trainer imports the data pipeline (tokenizer, frame cache)
-    pytest.importorskip(module, reason=f"{module} missing: the trainer's imports need it")
-
-from dataloaders import collate_trimmed  # noqa: E402
-from tests.test_dgl import random_ids, tiny_model  # noqa: E402
-from models.losses import create_loss  # noqa: E402
-from utils.optim import build_optimizer, param_groups  # noqa: E402
-from utils.step import TrainStep  # noqa: E402
-from utils.step_monitor import StepMonitor  # noqa: E402
+from dataloaders import collate_trimmed
+from tests.test_dgl import random_ids, tiny_model
+from models.losses import create_loss
+from utils.optim import build_optimizer, param_groups
+from utils.step import TrainStep
+from utils.step_monitor import StepMonitor
 
 DEVICE = os.environ.get("DGL_TEST_DEVICE", "cuda")
 pytestmark = pytest.mark.skipif(DEVICE == "cuda" and not torch.cuda.is_available(), reason="no CUDA device")
