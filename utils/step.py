@@ -58,19 +58,25 @@ class TrainStep:
         self.optimizer.zero_grad(set_to_none=True)
         return loss, grad_norm
 
-    def _global_loss(self, text: Tensor, video: Tensor) -> Tensor:
+    def _global_loss(self, text: Tensor, video: Tensor, logit_scale: Tensor) -> Tensor:
         """The loss of the global batch (the loss gathers the other ranks' features itself)."""
-        return self.loss(text, video, self.model.clip.logit_scale)
+        return self.loss(text, video, logit_scale)
 
     def backward(self, input_ids: Tensor, video: Tensor) -> Tensor:
         """Accumulate the gradients of the global-batch loss; returns the loss (detached). The loss is scaled by
         the world size before backward, so that DDP's gradient average is the gradient of the global loss (the
-        official code's effective gradient is that divided by the world size)."""
+        official code's effective gradient is that divided by the world size).
+
+        The logit scale (trainable with ``--freeze_clip 0``) is used by the loss, outside the wrapped forward, on
+        the gathered batch: every rank computes its whole gradient, so it enters with its gradient divided by the
+        world size (`replicated`). With chunks it is a detached copy in the loss, and its gradient is handed to the
+        parameter in the synchronising chunk's backward, where DDP's hooks expect every trainable parameter."""
         autocast = autocast_context(self.precision, self.device)
+        scale_param = self.model.clip.logit_scale
         if self.chunks == 1:
             with autocast:
                 text, vid = self.net(input_ids, video)
-            loss = self._global_loss(text, vid)
+            loss = self._global_loss(text, vid, replicated(scale_param, self.world_size))
             self.scaler.scale(loss * self.world_size).backward()
             return loss.detach()
         id_chunks, video_chunks = input_ids.chunk(self.chunks), video.chunk(self.chunks)
@@ -80,14 +86,29 @@ class TrainStep:
                      for i, v in zip(id_chunks, video_chunks)]
         text = torch.cat([t for t, _ in feats]).float().requires_grad_()
         vid = torch.cat([v for _, v in feats]).float().requires_grad_()
-        loss = self._global_loss(text, vid)
+        scale = scale_param.detach().requires_grad_(scale_param.requires_grad)
+        loss = self._global_loss(text, vid, scale)
         self.scaler.scale(loss * self.world_size).backward()
         bounds = np.cumsum([0] + [len(c) for c in id_chunks])
         ddp = self.net if isinstance(self.net, nn.parallel.DistributedDataParallel) else None
         for k, (ids_k, video_k) in enumerate(zip(id_chunks, video_chunks)):
-            sync = ddp is None or k == self.chunks - 1
-            with (nullcontext() if sync else ddp.no_sync()), autocast:
+            last = k == self.chunks - 1
+            with (nullcontext() if ddp is None or last else ddp.no_sync()), autocast:
                 text_k, vid_k = self.net(ids_k, video_k)
             lo, hi = bounds[k], bounds[k + 1]
-            torch.autograd.backward([text_k.float(), vid_k.float()], [text.grad[lo:hi], vid.grad[lo:hi]])
+            roots, grads = [text_k.float(), vid_k.float()], [text.grad[lo:hi], vid.grad[lo:hi]]
+            if last and scale.grad is not None:
+                roots.append(replicated(scale_param, self.world_size))
+                grads.append(scale.grad)
+            torch.autograd.backward(roots, grads)
         return loss.detach()
+
+
+def replicated(param: Tensor, world_size: int) -> Tensor:
+    """``param`` in value (exactly), its gradient divided by ``world_size``: for a parameter every rank uses in
+    the same computation on the gathered batch, so that DDP's average of the world-size-scaled loss gives its
+    gradient once, not ``world_size`` times."""
+    if world_size == 1:
+        return param
+    frozen = param.detach()
+    return frozen + (param - frozen) / world_size

@@ -80,6 +80,13 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def wrap_ddp(model: DGL, device: torch.device) -> DistributedDataParallel:
+    """DDP over the trainable tensors. The model's buffers are CLIP's constant pixel statistics (identical on every
+    rank, never written), so DDP's broadcast of them before every forward and chunk is skipped."""
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                   forward_sync_buffers=False)
+
+
 @dataclass
 class TrainState:
     epoch: int = 0  # epoch being trained
@@ -105,11 +112,7 @@ class Trainer:
         self.model, self.split, self.dataset, self.cfg, self.dist = model, split, dataset, cfg, dist
         self.backbone, self.output_dir, self.flags = backbone, output_dir, dict(flags or {})
         self.precision = resolve_precision(cfg.precision, dist.device)
-        self.ddp = (
-            DistributedDataParallel(model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)
-            if dist.world_size > 1
-            else None
-        )
+        self.ddp = wrap_ddp(model, dist.device) if dist.world_size > 1 else None
         self.sampler = EpochSampler(
             len(dataset), cfg.batch_size, dist.rank, dist.world_size, cfg.seed, cfg.train_group_size
         )
