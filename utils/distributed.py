@@ -114,16 +114,25 @@ def all_gather_object(obj: Any) -> list[Any]:
 
 
 def _all_gather_uneven(x: Tensor) -> Tensor:
-    """Concatenate tensors whose first dimension differs between ranks (pad to the largest, then trim)."""
+    """Concatenate tensors whose first dimension differs between ranks (pad to the largest, then trim).
+
+    The trailing dimensions come from the ranks that hold rows: a rank with none (an evaluation shard smaller
+    than the world) may pass any empty tensor of the same number of dimensions, e.g. ``empty(0, 0)``.
+    """
     world = get_world_size()
     if world == 1:
         return x
-    size = torch.tensor([x.shape[0]], device=x.device)
-    sizes = [torch.empty_like(size) for _ in range(world)]
-    dist.all_gather(sizes, size)
-    sizes_list = [int(s) for s in sizes]
-    padded = x.new_zeros((max(sizes_list), *x.shape[1:]))
-    padded[: x.shape[0]] = x
+    shape = torch.tensor(x.shape, device=x.device)
+    shapes = [torch.empty_like(shape) for _ in range(world)]
+    dist.all_gather(shapes, shape)
+    sizes_list = [int(s[0]) for s in shapes]
+    trailing = {tuple(int(d) for d in s[1:]) for s, n in zip(shapes, sizes_list) if n}
+    if len(trailing) > 1:
+        raise ValueError(f"ranks hold rows of different shapes {sorted(trailing)}; they cannot be concatenated")
+    rest = trailing.pop() if trailing else tuple(x.shape[1:])
+    padded = x.new_zeros((max(sizes_list), *rest))
+    if len(x):
+        padded[: len(x)] = x
     parts = [torch.empty_like(padded) for _ in range(world)]
     dist.all_gather(parts, padded)
     return torch.cat([part[:n] for part, n in zip(parts, sizes_list)])
