@@ -17,13 +17,22 @@ from torch import Tensor, nn
 from models.dgl import DGL
 
 
+BF16_NATIVE_CAPABILITY = (8, 0)  # Ampere: bf16 tensor cores; before it, bf16 is emulated (no tensor cores)
+
+
+def amp_precision(capability: tuple[int, int]) -> str:
+    """``amp`` on a GPU of compute ``capability``: bf16 where its tensor cores run it (8.0 on), else fp16 with a loss
+    scaler (V100 7.0, T4 7.5: ``torch.cuda.is_bf16_supported()`` says yes there too, since it counts emulation)."""
+    return "bf16" if tuple(capability) >= BF16_NATIVE_CAPABILITY else "fp16"
+
+
 def resolve_precision(requested: str, device: torch.device) -> str:
-    """``amp`` = bf16 autocast where the GPU supports it, else fp16 with a scaler; fp32 on CPU."""
+    """``amp`` = bf16 autocast where the GPU runs it natively, else fp16 with a scaler; fp32 on CPU."""
     if requested != "amp":
         return requested
     if device.type != "cuda":
         return "fp32"
-    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return amp_precision(torch.cuda.get_device_capability(device))
 
 
 def autocast_context(precision: str, device: torch.device):
