@@ -38,6 +38,8 @@ def runtime_facts(dist: DistInfo, cfg, precision: str, data: DataConfig, backbon
         "batch_per_rank": cfg.train.batch_size,
         "global_batch": cfg.train.batch_size * dist.world_size,
         "precision": precision,
+        "eval_precision": cfg.eval.precision,
+        "tf32": {"train": cfg.train.tf32, "eval": cfg.eval.tf32, "similarities": False},
         "frames": data.max_frames,
         "image_resolution": data.image_resolution,
         "variant": None if cfg.baseline else cfg.model.shared_latent_space,

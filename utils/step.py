@@ -8,7 +8,8 @@ memory of one chunk, for the price of one extra forward pass.
 """
 from __future__ import annotations
 
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 
 import numpy as np
 import torch
@@ -35,6 +36,22 @@ def resolve_precision(requested: str, device: torch.device) -> str:
     return amp_precision(torch.cuda.get_device_capability(device))
 
 
+@contextmanager
+def tf32(enabled: bool) -> Iterator[None]:
+    """TF32 tensor cores (Ampere on: fp32 range, 10 mantissa bits instead of 23) for fp32 matmuls and convolutions
+    inside, or exact fp32; the previous settings come back after. Never set globally: evaluation's similarity
+    matrix runs under ``tf32(False)`` whatever the flags."""
+    backends = (torch.backends.cuda.matmul, torch.backends.cudnn.conv)
+    before = [backend.fp32_precision for backend in backends]
+    for backend in backends:
+        backend.fp32_precision = "tf32" if enabled else "ieee"
+    try:
+        yield
+    finally:
+        for backend, value in zip(backends, before):
+            backend.fp32_precision = value
+
+
 def autocast_context(precision: str, device: torch.device):
     if precision in ("bf16", "fp16"):
         return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
@@ -51,15 +68,16 @@ class TrainStep:
 
     def __init__(self, model: DGL, loss: nn.Module, optimizer: torch.optim.Optimizer, precision: str,
                  device: torch.device, chunks: int = 1, clip_grad_norm: float = 1.0, net: nn.Module | None = None,
-                 world_size: int = 1):
+                 world_size: int = 1, allow_tf32: bool = False):
         self.model, self.loss, self.optimizer, self.net = model, loss, optimizer, net or model
         self.precision, self.device, self.chunks, self.clip_grad_norm = precision, device, chunks, clip_grad_norm
-        self.world_size = world_size
+        self.world_size, self.allow_tf32 = world_size, allow_tf32
         self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
         self.params = [p for group in optimizer.param_groups for p in group["params"]]
 
     def __call__(self, input_ids: Tensor, video: Tensor) -> tuple[Tensor, Tensor]:
-        loss = self.backward(input_ids, video)
+        with tf32(self.allow_tf32):
+            loss = self.backward(input_ids, video)
         self.scaler.unscale_(self.optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.clip_grad_norm)
         self.scaler.step(self.optimizer)

@@ -185,7 +185,7 @@ class Trainer:
         self.total_steps = self.sampler.batches_per_epoch * cfg.epochs
         self.scheduler = WarmupCosine(self.optimizer, cfg.lr, self.total_steps, cfg.warmup_proportion)
         self.step = TrainStep(model, create_loss(cfg.loss), self.optimizer, self.precision, dist.device,
-                              cfg.gradient_accumulation_steps, cfg.clip_grad_norm, self.ddp, dist.world_size)
+                              cfg.gradient_accumulation_steps, cfg.clip_grad_norm, self.ddp, dist.world_size, cfg.tf32)
         self.state = TrainState()
         self.writer = None
         if dist.is_main:
