@@ -11,8 +11,9 @@
 #    against the block-masked reference, bf16 autocast; with tests/test_dgl.py and tests/test_benchmark.py.
 #    The parity tests against the official outputs (tests/fixtures, vendored) run as well.
 #    tests/test_cuda_sync.py: the trainer's step (pinned batch, non_blocking copies, forward, loss, backward,
-#    clipping, fused AdamW, the device-side StepMonitor) under torch.cuda.set_sync_debug_mode("error"), in fp32
-#    and bf16: any host-device synchronisation inside a step fails it (no GPU was lent when it was written).
+#    clipping, fused AdamW, the device-side StepMonitor) under torch.cuda.set_sync_debug_mode("error"), in fp32,
+#    bf16 and fp16 with its GradScaler, with gradient caching and activation checkpointing, and on 2 ranks with
+#    NCCL where 2 GPUs exist: any host-device synchronisation inside a step fails it (written without a GPU).
 # 2. The benchmark on the GPU: ViT-B/32 and B/16, both variants, T=12, bf16 autocast, training batch 64.
 # Everything printed is also written to OUT_DIR (gpu.txt, tests.txt, bench.txt, bench.json).
 set -euo pipefail
