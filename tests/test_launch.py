@@ -66,7 +66,7 @@ def stub_venv(tmp_path: Path) -> Path:
     venv = tmp_path / "venv"
     (venv / "bin").mkdir(parents=True)
     python = venv / "bin" / "python"
-    python.write_text('#!/bin/sh\necho "DGL_GPUS=${DGL_GPUS:-} $*" >> "$STUB_LOG"\n')
+    python.write_text('#!/bin/sh\necho "DGL_GPUS=${DGL_GPUS:-} MASTER_ADDR=${MASTER_ADDR:-} $*" >> "$STUB_LOG"\n')
     python.chmod(0o755)
     want = hashlib.sha256((ROOT / "requirements.txt").read_bytes() + (ROOT / "scripts" / "_venv.sh").read_bytes())
     (venv / ".dgl-requirements").write_text(want.hexdigest() + "\n")
@@ -74,16 +74,36 @@ def stub_venv(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize("extra, expected", [
-    ({"GPUS": "1"}, "DGL_GPUS=1 main.py"),
-    ({}, "DGL_GPUS=4 main.py"),  # the recipe's 4, checked against the visible GPUs by main.py
+    ({"GPUS": "1"}, "DGL_GPUS=1 MASTER_ADDR= main.py"),
+    ({}, "DGL_GPUS=4 MASTER_ADDR= main.py"),  # the recipe's 4, checked against the visible GPUs by main.py
     ({"GPUS": "2", "NNODES": "2", "NODE_RANK": "1", "MASTER_ADDR": "h0"},
      "-m torch.distributed.run --nproc_per_node=2 --nnodes=2 --node_rank=1 --master_addr=h0"),
 ])
 def test_msrvtt_script_launch(stub_venv, tmp_path, extra, expected):
     log = tmp_path / "calls.txt"
-    env = {k: v for k, v in os.environ.items() if k not in ("GPUS", "NNODES", "PYTHON")}
+    env = {k: v for k, v in os.environ.items() if k not in ("GPUS", "NNODES", "PYTHON", "MASTER_ADDR")}
     env.update(DGL_VENV=str(stub_venv), STUB_LOG=str(log), DATA=str(tmp_path), **extra)
     result = subprocess.run(["bash", "scripts/msrvtt.sh"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     call = log.read_text().strip()
     assert expected in call and "--datatype msrvtt" in call
+
+
+def test_slurm_example_runs_the_recipe_once_per_task(stub_venv, tmp_path):
+    """scripts/slurm_msrvtt.sbatch with stub srun/scontrol: every task runs main.py alone (no torchrun inside), the
+    master is the job's first node."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text('#!/bin/sh\nprintf "gpu11\\ngpu12\\n"\n')
+    (bin_dir / "srun").write_text('#!/bin/sh\nshift\nSLURM_STEP_ID=0 SLURM_NTASKS=8 SLURM_PROCID=0 "$@"\n')  # drops its flag
+    for stub in bin_dir.iterdir():
+        stub.chmod(0o755)
+    log = tmp_path / "calls.txt"
+    env = {k: v for k, v in os.environ.items() if k not in ("GPUS", "NNODES", "PYTHON", "MASTER_ADDR", "SLURM_SUBMIT_DIR")}
+    env.update(DGL_VENV=str(stub_venv), STUB_LOG=str(log), DATA=str(tmp_path), SLURM_JOB_NODELIST="gpu[11-12]",
+               PATH=f"{bin_dir}{os.pathsep}{env['PATH']}", EXTRA="--batch_size 64")
+    result = subprocess.run(["bash", "scripts/slurm_msrvtt.sbatch"], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    call = log.read_text().strip()
+    assert call.startswith("DGL_GPUS=1 MASTER_ADDR=gpu11 main.py") and call.endswith("--batch_size 64")

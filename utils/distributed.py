@@ -100,7 +100,10 @@ def init_distributed(backend: str | None = None, timeout_minutes: float = 10.0) 
     """Join the process group of torchrun or srun (nccl on CUDA, gloo on CPU) and bind this rank's CUDA device.
 
     A collective that waits more than ``timeout_minutes`` raises instead of hanging (see
-    `report_stuck_ranks`). Without a launcher's variables this is a single process: world 1, no process group,
+    `report_stuck_ranks`): on gloo (CPU) the error names the ranks that do not answer. NCCL runs collectives
+    asynchronously and its watchdog thread ends the process after the same timeout, logging the collective
+    that timed out (``Watchdog caught collective operation timeout: WorkNCCL(SeqNum=..., OpType=...)``) before
+    Python sees an error, so on GPUs that line, on every rank that waited, is the report. Without a launcher's variables this is a single process: world 1, no process group,
     and every helper below degrades to a no-op.
     """
     env = launch_env(os.environ)
