@@ -51,6 +51,7 @@ def worker(rank: int, port: int, chunks: int, out: str) -> None:
     init_distributed(backend="gloo")
     model = model_with_trainable_clip()
     ddp = wrap_ddp(model, torch.device("cpu"))
+    assert not ddp.will_sync_module_buffers()  # no broadcast before every forward and chunk (constant buffers)
     grads = [gradients(model, ddp, chunks, WORLD, rank, step) for step in range(STEPS)]  # a second step: DDP's state carries over
     torch.save(grads, Path(out) / f"rank{rank}.pt")
     cleanup()
