@@ -86,3 +86,11 @@ def test_ddp_does_not_broadcast_constant_buffers():
     gradients(model, None, 2, 1, 0, 0)
     for name, b in model.named_buffers():
         torch.testing.assert_close(b, buffers[name], rtol=0, atol=0)
+
+
+def test_one_process_with_chunks_equals_one_chunk():
+    """Gradient caching alone (no DDP) with a trainable logit scale: its gradient reaches the parameter once."""
+    model = model_with_trainable_clip()
+    whole, chunked = gradients(model, None, 1, 1, 0, 0), gradients(model, None, 2, 1, 0, 0)
+    for name, ref in whole.items():
+        torch.testing.assert_close(chunked[name], ref, rtol=1e-4, atol=1e-5 * float(ref.abs().max()), msg=name)
