@@ -21,12 +21,16 @@ def test_gpus_1_runs_one_process_on_a_machine_of_four():
 def test_gpus_2_of_four_runs_two_and_unset_runs_all():
     assert "--nproc_per_node=2" in relaunch_on_all_gpus(ARGV, "main.py", environ={"DGL_GPUS": "2"}, gpus=4)
     assert "--nproc_per_node=4" in relaunch_on_all_gpus(ARGV, "main.py", environ={}, gpus=4)
-    assert relaunch_on_all_gpus(ARGV, "main.py", environ={"DGL_GPUS": "1"}, gpus=0) is None  # the CPU
+    assert relaunch_on_all_gpus(ARGV, "main.py", environ={"DGL_GPUS": "1"}, gpus=0) is None  # one CPU process
 
 
 def test_more_gpus_than_visible_is_refused():
     with pytest.raises(SystemExit, match=r"GPUS=4, but 2 GPU\(s\) are visible \(CUDA_VISIBLE_DEVICES=0,1\)"):
         relaunch_on_all_gpus(ARGV, "main.py", environ={"DGL_GPUS": "4", "CUDA_VISIBLE_DEVICES": "0,1"}, gpus=2)
+    with pytest.raises(SystemExit, match="GPUS=two: give a whole number"):
+        relaunch_on_all_gpus(ARGV, "main.py", environ={"DGL_GPUS": "two"}, gpus=2)
+    # no GPU at all: GPUS processes on the CPU (gloo), as the recipes ran before
+    assert "--nproc_per_node=4" in relaunch_on_all_gpus(ARGV, "main.py", environ={"DGL_GPUS": "4"}, gpus=0)
 
 
 def test_under_a_launcher_nothing_is_relaunched():

@@ -61,15 +61,17 @@ def relaunch_on_all_gpus(argv: Sequence[str], script: str | os.PathLike, environ
     global batch, silently. Like the official code (one process per visible GPU), we run on all of them;
     ``CUDA_VISIBLE_DEVICES`` picks which, e.g. ``CUDA_VISIBLE_DEVICES=0`` for one. ``DGL_GPUS`` (set by the
     scripts from their ``GPUS``) asks for that many instead: 1 runs this process alone, more than are visible is
-    an error. ``gpus``: the visible count (default: CUDA's).
+    an error (on a machine without GPUs they are CPU processes). ``gpus``: the visible count (default: CUDA's).
     """
     if launch_env(environ).launcher != "none":
         return None
     visible = torch.cuda.device_count() if gpus is None else gpus
     wanted = visible
     if environ.get("DGL_GPUS"):
+        if not environ["DGL_GPUS"].isdigit():
+            raise SystemExit(f"GPUS={environ['DGL_GPUS']}: give a whole number of processes per machine, e.g. GPUS=1")
         wanted = int(environ["DGL_GPUS"])
-        if wanted > max(visible, 1):
+        if 0 < visible < wanted:  # without GPUs, GPUS processes share the CPU (gloo), as before
             shown = environ.get("CUDA_VISIBLE_DEVICES", "<unset>")
             raise SystemExit(f"GPUS={wanted}, but {visible} GPU(s) are visible (CUDA_VISIBLE_DEVICES={shown}): "
                              f"set GPUS to at most {visible}, or make more GPUs visible")
