@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import av
 import numpy as np
 
 GRAY_OFFSET, GRAY_STEP = 10, 7
@@ -66,6 +65,8 @@ def write_video(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
+    import av  # at use, as dataloaders/video_io.py: the benchmark and the model tests import this module without PyAV
+
     with av.open(str(path), "w") as container:
         stream = add_reproducible_stream(container, codec, fps, width, height)
         for index in range(num_frames):

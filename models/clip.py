@@ -146,7 +146,10 @@ class VisionTransformer(nn.Module):
         """
         if images.dtype == torch.uint8:
             images = (images.float() - self.pixel_mean) / self.pixel_std
-        patches = self.conv1(images.to(self.conv1.weight.dtype)).flatten(2).transpose(1, 2)
+        weight_dtype = self.conv1.weight.dtype
+        # Autocast runs the convolution in bf16/fp16; the residual stream stays in the weights' dtype, as the text
+        # tower's (its embedding lookup is not autocast), so both towers round alike.
+        patches = self.conv1(images.to(weight_dtype)).to(weight_dtype).flatten(2).transpose(1, 2)
         cls = self.class_embedding.to(patches.dtype).expand(patches.shape[0], 1, -1)
         tokens = torch.cat([cls, patches], dim=1) + self.positional_embedding.to(patches.dtype)
         return self.ln_pre(tokens)

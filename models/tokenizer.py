@@ -14,8 +14,6 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-import ftfy
-import regex
 import torch
 
 SOT_ID = 49406  # <|startoftext|>
@@ -27,15 +25,24 @@ _NUM_MERGES = 49152 - 256 - 2  # OpenAI's vocabulary uses the file's first 48,89
 _SPECIAL_TOKENS = ("<|startoftext|>", "<|endoftext|>")
 _END_OF_WORD = "</w>"
 _WHITESPACE = re.compile(r"\s+")
-# OpenAI's pre-tokenisation: the special tokens, English contractions, letter runs, single digits, other runs.
-_PIECES = regex.compile(
-    r"<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+",
-    regex.IGNORECASE,
-)
+
+
+@functools.cache
+def _pieces():
+    """OpenAI's pre-tokenisation: the special tokens, English contractions, letter runs, single digits, other runs.
+    ``regex`` (for the Unicode classes) is imported here, at first use, so the model code imports without it."""
+    import regex
+
+    return regex.compile(
+        r"<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+",
+        regex.IGNORECASE,
+    )
 
 
 def clean_caption(text: str) -> str:
     """Repair mojibake, undo (double) HTML escaping, collapse whitespace and lowercase."""
+    import ftfy  # at use, as regex above
+
     text = ftfy.fix_text(text)
     text = html.unescape(html.unescape(text)).strip()
     return _WHITESPACE.sub(" ", text).strip().lower()
@@ -73,7 +80,7 @@ class _BytePairEncoder:
 
     def encode(self, cleaned: str) -> list[int]:
         out: list[int] = []
-        for piece in _PIECES.findall(cleaned):
+        for piece in _pieces().findall(cleaned):
             ids = self.word_ids.get(piece)
             if ids is None:
                 ids = self.word_ids[piece] = self._encode_word(piece)

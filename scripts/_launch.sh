@@ -1,4 +1,4 @@
-# Sourced by the dataset scripts: `launch ARGS...` runs main.py on $GPUS processes (torchrun) or one.
+# Sourced by the dataset scripts: `launch ARGS...` runs main.py on $GPUS processes per node (torchrun) or one.
 # Environment overrides shared by all recipes: GPUS, NNODES, NODE_RANK, MASTER_ADDR, MASTER_PORT,
 # do_train, do_eval, resume, shared_latent_space, output_dir, CLIP (name or file), CLIP_DIR, EXTRA (more flags).
 source "$(dirname "${BASH_SOURCE[0]}")/_venv.sh"
@@ -11,10 +11,12 @@ launch() {
                 --optim AdamW --coef_lr 1e-3 --wd 0.2 --precision amp --freeze_clip 1 --seed 42)
   [ -n "${CLIP_DIR:-}" ] && common+=(--pretrained_dir "$CLIP_DIR")
   [ -n "${resume:-}" ] && common+=(--resume "$resume")
-  if [ "${GPUS:-1}" -gt 1 ] || [ "${NNODES:-1}" -gt 1 ]; then
+  if [ "${NNODES:-1}" -gt 1 ]; then
     exec "$PY" -m torch.distributed.run --nproc_per_node="${GPUS:-1}" --nnodes="${NNODES:-1}" \
       --node_rank="${NODE_RANK:-0}" --master_addr="${MASTER_ADDR:-127.0.0.1}" --master_port="${MASTER_PORT:-29500}" \
       main.py "${common[@]}" "$@" ${EXTRA:-}
   fi
-  exec "$PY" main.py "${common[@]}" "$@" ${EXTRA:-}
+  # One machine: main.py runs GPUS processes (torchrun for more than one; GPUS=1 is this process alone, whatever
+  # CUDA_VISIBLE_DEVICES shows), and refuses more than are visible.
+  DGL_GPUS="${GPUS:-1}" exec "$PY" main.py "${common[@]}" "$@" ${EXTRA:-}
 }

@@ -21,8 +21,8 @@ pytestmark = pytest.mark.skipif(DEVICE == "cuda" and not torch.cuda.is_available
 def _no_tf32():
     """fp32 comparisons need full fp32 matmuls (TF32 would cost ~3 decimal digits)."""
     if torch.cuda.is_available():
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.fp32_precision = "ieee"  # the API utils.step.tf32 uses (torch refuses a mix)
+        torch.backends.cudnn.conv.fp32_precision = "ieee"
 
 
 def _step(model, ids, video):

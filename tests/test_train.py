@@ -61,6 +61,8 @@ def test_two_ranks_equal_one_process_on_the_global_batch(workspace):
     torchrun(2, train_flags(workspace, "ddp", "--max_steps", "2", "--batch_size", "4"))
     assert_same_prompts(prompts(workspace / "ddp" / "checkpoint_latest.pt"),
                         prompts(workspace / "single" / "checkpoint_latest.pt"), atol=2e-6)
+    rng = torch.load(workspace / "ddp" / "checkpoint_latest.pt", weights_only=True)["rng"]
+    assert len(rng) == 2 and not torch.equal(rng[0]["torch"], rng[1]["torch"])  # each rank's own (seed + rank)
 
 
 def test_official_checkpoint_evaluates_identically_on_one_and_two_ranks(workspace, fixture_dir):

@@ -27,6 +27,7 @@ from utils.validate import check_ranges
 
 logger = logging.getLogger(__name__)
 PRECISIONS = ("amp", "bf16", "fp16", "fp32")
+TF32_CHOICES = ("off", "train", "all")
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,8 @@ class TrainConfig:
     warmup_proportion: float = 0.1  # of all steps, linear from 1e-8, then cosine
     clip_grad_norm: float = 1.0
     gradient_accumulation_steps: int = 1  # chunks a batch is encoded in (exact: gradient caching)
-    precision: str = "amp"  # amp = bf16 where supported, else fp16; fp32 on a CPU
+    precision: str = "amp"  # amp = bf16 from compute capability 8.0, else fp16; fp32 on a CPU
+    tf32: bool = True  # TF32 tensor cores for the fp32 matmuls of training steps (--tf32 train|all)
     train_group_size: int = 1
     max_steps: int | None = None
     n_display: int = 100
@@ -65,6 +67,8 @@ class EvalConfig:
     qb_norm_bank_size: int = 5000
     qb_norm_beta: float = 0.87
     save_features: bool = False
+    precision: str = "fp32"  # --eval_precision: the encoders' autocast; similarities are fp32 always
+    tf32: bool = False  # --tf32 all: TF32 in the encoders too (never for the similarity matrix)
 
 
 @dataclass(frozen=True)
@@ -124,7 +128,14 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("lr", "coef_lr", "wd", "beta1", "beta2", "eps", "warmup_proportion", "clip_grad_norm"):
         a(f"--{name}", type=float, default=getattr(t, name))
     a("--gradient_accumulation_steps", type=int, default=1, help="encode each batch in this many chunks")
-    a("--precision", default=t.precision, choices=PRECISIONS)
+    a("--precision", default=t.precision, choices=PRECISIONS,
+      help="training compute: amp = bf16 autocast on GPUs of compute capability 8.0 on, fp16 with a loss scaler "
+           "before; fp32 on a CPU")
+    a("--eval_precision", default=EvalConfig.precision, choices=PRECISIONS,
+      help="evaluation encoders' compute (default fp32, as the official evaluation); similarities are fp32 always")
+    a("--tf32", default="train", choices=TF32_CHOICES,
+      help="TF32 tensor cores for fp32 matmuls/convolutions: off; train (training steps only, the default); "
+           "all (also the evaluation encoders). The similarity matrix never uses TF32")
     a("--loss", default=t.loss, choices=sorted(LOSSES))
     a("--train_group_size", type=int, default=1,
       help="keep runs of this many consecutive training samples in one batch (e.g. 2 for twin videos stored side by side)")
@@ -203,15 +214,15 @@ def with_resolution(cfg: RunConfig, backbone_resolution: int) -> DataConfig:
 
 
 def train_config(args: argparse.Namespace) -> TrainConfig:
-    names = {f.name for f in dataclasses.fields(TrainConfig)} - {"num_workers", "eval_every_epoch", "export_official"}
+    names = {f.name for f in dataclasses.fields(TrainConfig)} - {"num_workers", "eval_every_epoch", "export_official", "tf32"}
     return TrainConfig(num_workers=args.num_thread_reader, eval_every_epoch=bool(args.eval_every_epoch),
-                       export_official=args.export_official, **{k: getattr(args, k) for k in names})
+                       export_official=args.export_official, tf32=args.tf32 != "off", **{k: getattr(args, k) for k in names})
 
 
 def eval_config(args: argparse.Namespace) -> EvalConfig:
     return EvalConfig(batch_size=args.batch_size_val, num_workers=args.num_thread_reader, dsl=args.dsl,
                       qb_norm=args.qb_norm, qb_norm_bank_size=args.qb_norm_bank_size, qb_norm_beta=args.qb_norm_beta,
-                      save_features=args.save_features)
+                      save_features=args.save_features, precision=args.eval_precision, tf32=args.tf32 == "all")
 
 
 def write_run_config(cfg: RunConfig, runtime: dict[str, Any]) -> None:

@@ -5,7 +5,8 @@ Launch with ``torchrun``: the process group is read from its environment variabl
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import re
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -36,25 +37,90 @@ class StuckRankError(RuntimeError):
     """A collective waited longer than ``--dist_timeout``: another rank is stuck, stopped or gone."""
 
 
+@dataclass(frozen=True)
+class LaunchEnv:
+    """Who started this process: ``torchrun`` (its RANK/WORLD_SIZE/LOCAL_RANK), ``slurm`` (``srun`` with several
+    tasks: SLURM_PROCID/SLURM_NTASKS/SLURM_LOCALID) or ``none`` (one process)."""
+
+    launcher: str
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    master_addr: str | None = None
+    master_port: str | None = None
+
+
+DEFAULT_MASTER_PORT = "29500"
+
+
+def first_host(nodelist: str) -> str:
+    """The first host of a SLURM node list: ``gpu[03-05,09],cpu1`` -> ``gpu03``, ``r[1-2]-n[7,9]`` -> ``r1-n7``."""
+    first, depth = [], 0
+    for char in nodelist.strip():
+        if char == "," and depth == 0:
+            break
+        depth += (char == "[") - (char == "]")
+        first.append(char)
+    return re.sub(r"\[([^\]]*)\]", lambda m: re.split(r"[-,]", m.group(1))[0], "".join(first))
+
+
+def launch_env(environ: Mapping[str, str]) -> LaunchEnv:
+    """The launcher's variables; torchrun's win (``srun torchrun ...`` runs one torchrun per node). Under ``srun``
+    (SLURM_STEP_ID set: a job step, not the batch script itself) the master is MASTER_ADDR if given, else the
+    step's first node; MASTER_PORT defaults to 29500."""
+    if "RANK" in environ and "WORLD_SIZE" in environ:
+        return LaunchEnv("torchrun", int(environ["RANK"]), int(environ["WORLD_SIZE"]), int(environ.get("LOCAL_RANK", 0)),
+                         environ.get("MASTER_ADDR"), environ.get("MASTER_PORT"))
+    if "SLURM_STEP_ID" in environ and int(environ.get("SLURM_NTASKS", 1)) > 1:
+        nodes = environ.get("SLURM_STEP_NODELIST") or environ.get("SLURM_JOB_NODELIST") or environ.get("SLURM_NODELIST", "")
+        master = environ.get("MASTER_ADDR") or (first_host(nodes) if nodes else None)
+        if master is None:
+            raise SystemExit("srun started several tasks but neither MASTER_ADDR nor SLURM_NODELIST is set: "
+                             "export MASTER_ADDR=<first node's host name>")
+        return LaunchEnv("slurm", int(environ["SLURM_PROCID"]), int(environ["SLURM_NTASKS"]),
+                         int(environ.get("SLURM_LOCALID", 0)), master, environ.get("MASTER_PORT", DEFAULT_MASTER_PORT))
+    return LaunchEnv("none")
+
+
+def device_ordinal(local_rank: int, visible: int) -> int:
+    """The CUDA device of a process with ``local_rank`` among ``visible`` GPUs: its local rank, or 0 where the
+    launcher made one GPU visible per process (``srun --gpus-per-task=1`` sets CUDA_VISIBLE_DEVICES per task)."""
+    if local_rank < visible:
+        return local_rank
+    if visible == 1:
+        return 0
+    raise SystemExit(
+        f"local rank {local_rank} needs GPU {local_rank}, but {visible} GPUs are visible "
+        f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '<unset>')}): start at most {visible} "
+        "processes per node (GPUS / --nproc_per_node)"
+    )
+
+
 def init_distributed(backend: str | None = None, timeout_minutes: float = 10.0) -> DistInfo:
-    """Join the torchrun process group (nccl on CUDA, gloo on CPU) and bind this rank's CUDA device.
+    """Join the process group of torchrun or srun (nccl on CUDA, gloo on CPU) and bind this rank's CUDA device.
 
     A collective that waits more than ``timeout_minutes`` raises instead of hanging (see
-    `report_stuck_ranks`). Without torchrun's ``RANK``/``WORLD_SIZE`` variables this is a single process:
-    world 1, no process group, and every helper below degrades to a no-op.
+    `report_stuck_ranks`): on gloo (CPU) the error names the ranks that do not answer. NCCL runs collectives
+    asynchronously and its watchdog thread ends the process after the same timeout, logging the collective
+    that timed out (``Watchdog caught collective operation timeout: WorkNCCL(SeqNum=..., OpType=...)``) before
+    Python sees an error, so on GPUs that line, on every rank that waited, is the report. Without a launcher's variables this is a single process: world 1, no process group,
+    and every helper below degrades to a no-op.
     """
-    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    env = launch_env(os.environ)
+    if env.launcher == "slurm":  # as torchrun would have set them, for env:// and for any library that reads them
+        os.environ.update(RANK=str(env.rank), WORLD_SIZE=str(env.world_size), LOCAL_RANK=str(env.local_rank),
+                          MASTER_ADDR=env.master_addr, MASTER_PORT=env.master_port)
     if torch.cuda.is_available():
-        torch.cuda.set_device(local_rank)
-        device = torch.device("cuda", local_rank)
+        device = torch.device("cuda", device_ordinal(env.local_rank, torch.cuda.device_count()))
+        torch.cuda.set_device(device)
     else:
         device = torch.device("cpu")
-    if "RANK" in os.environ and "WORLD_SIZE" in os.environ and not dist.is_initialized():
+    if env.launcher != "none" and not dist.is_initialized():
         timeout = timedelta(minutes=timeout_minutes)
         dist.init_process_group(backend or ("nccl" if device.type == "cuda" else "gloo"), init_method="env://", timeout=timeout)
         global _MONITOR_GROUP
         _MONITOR_GROUP = dist.new_group(backend="gloo", timeout=timeout)
-    return DistInfo(get_rank(), get_world_size(), local_rank, device)
+    return DistInfo(get_rank(), get_world_size(), env.local_rank, device)
 
 
 def _stuck_ranks(wait_s: float) -> str:
@@ -114,16 +180,25 @@ def all_gather_object(obj: Any) -> list[Any]:
 
 
 def _all_gather_uneven(x: Tensor) -> Tensor:
-    """Concatenate tensors whose first dimension differs between ranks (pad to the largest, then trim)."""
+    """Concatenate tensors whose first dimension differs between ranks (pad to the largest, then trim).
+
+    The trailing dimensions come from the ranks that hold rows: a rank with none (an evaluation shard smaller
+    than the world) may pass any empty tensor of the same number of dimensions, e.g. ``empty(0, 0)``.
+    """
     world = get_world_size()
     if world == 1:
         return x
-    size = torch.tensor([x.shape[0]], device=x.device)
-    sizes = [torch.empty_like(size) for _ in range(world)]
-    dist.all_gather(sizes, size)
-    sizes_list = [int(s) for s in sizes]
-    padded = x.new_zeros((max(sizes_list), *x.shape[1:]))
-    padded[: x.shape[0]] = x
+    shape = torch.tensor(x.shape, device=x.device)
+    shapes = [torch.empty_like(shape) for _ in range(world)]
+    dist.all_gather(shapes, shape)
+    sizes_list = [int(s[0]) for s in shapes]
+    trailing = {tuple(int(d) for d in s[1:]) for s, n in zip(shapes, sizes_list) if n}
+    if len(trailing) > 1:
+        raise ValueError(f"ranks hold rows of different shapes {sorted(trailing)}; they cannot be concatenated")
+    rest = trailing.pop() if trailing else tuple(x.shape[1:])
+    padded = x.new_zeros((max(sizes_list), *rest))
+    if len(x):
+        padded[: len(x)] = x
     parts = [torch.empty_like(padded) for _ in range(world)]
     dist.all_gather(parts, padded)
     return torch.cat([part[:n] for part, n in zip(parts, sizes_list)])

@@ -16,6 +16,7 @@ from models.dgl import DGL
 from utils.distributed import gather_eval_features, get_rank, get_world_size, shard_indices
 from utils.metrics import format_metrics_table, retrieval_metrics
 from utils.rerank import dual_softmax, qb_norm
+from utils.step import tf32
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +80,12 @@ def evaluate_features(
 ) -> dict[str, dict]:
     """Metrics of the plain similarity (first entry, under ``label``) and, on request, of DSL / QB-Norm
     re-ranking, each labelled apart."""
+    with tf32(False):  # exact fp32 similarities: TF32 would reorder near-ties
+        return _metrics(model, features, split, label, bank, dsl, qb_beta)
+
+
+def _metrics(model, features: Features, split: VideoTextSplit, label: str, bank: Features | None, dsl: bool,
+             qb_beta: float) -> dict[str, dict]:
     caption_video = torch.as_tensor(split.caption_video, device=features.text.device)
     sim = model.logits(features.text, features.video)
     results = {label: retrieval_metrics(sim, caption_video)}

@@ -24,7 +24,7 @@ from utils.log import setup_logging
 from utils.output_dir import prepare_training_dir
 from utils.resume import accepted_resume_changes
 from utils.runtime import runtime_facts
-from utils.step import autocast_context, resolve_precision
+from utils.step import autocast_context, resolve_precision, tf32
 from utils.trainer import Trainer
 
 logger = logging.getLogger(__name__)
@@ -91,8 +91,6 @@ def run_on(cfg: RunConfig, dist: DistInfo) -> dict | None:
     if cfg.do_train:
         prepare_training_dir(cfg, dist.is_main)
     seed_everything(cfg.train.seed + dist.rank)
-    torch.backends.cuda.matmul.allow_tf32 = True
-    torch.backends.cudnn.allow_tf32 = True
 
     model, backbone, preprocess = build_model(cfg, dist.device)
     resume_ckpt = load_resume(model, resume_ckpt, cfg.resume) if cfg.resume else None
@@ -107,7 +105,7 @@ def run_on(cfg: RunConfig, dist: DistInfo) -> dict | None:
     if dist.is_main:
         write_run_config(dataclasses.replace(cfg, data=data_cfg), facts)
     test_split = build_split(data_cfg, "test")
-    evaluate = make_evaluate(cfg, model, data_cfg, test_split, dist, precision)
+    evaluate = make_evaluate(cfg, model, data_cfg, test_split, dist, resolve_precision(cfg.eval.precision, dist.device))
 
     results = None
     if cfg.do_train:
@@ -128,13 +126,15 @@ def run_on(cfg: RunConfig, dist: DistInfo) -> dict | None:
 
 
 def make_evaluate(cfg: RunConfig, model, data_cfg: DataConfig, test_split, dist: DistInfo, precision: str):
-    """``evaluate(epoch=None) -> T2V R@1``: encode the test split on all ranks, score, log and write the metrics."""
+    """``evaluate(epoch=None) -> T2V R@1``: encode the test split on all ranks, score, log and write the metrics.
+    ``precision``: the encoders' (--eval_precision, resolved); features are fp32 whatever it is."""
     ev = cfg.eval
 
     def evaluate(epoch: int | None = None) -> float:
         autocast = autocast_context(precision, dist.device)
-        feats = encode_split(model, test_split, data_cfg, ev.batch_size, ev.num_workers, dist.device, autocast)
-        bank = query_bank(model, data_cfg, cfg, dist, autocast) if ev.qb_norm else None
+        with tf32(ev.tf32):
+            feats = encode_split(model, test_split, data_cfg, ev.batch_size, ev.num_workers, dist.device, autocast)
+            bank = query_bank(model, data_cfg, cfg, dist, autocast) if ev.qb_norm else None
         label = "CLIP meanP zero-shot" if cfg.baseline else f"DGL-{cfg.model.shared_latent_space}"
         results = evaluate_features(model, feats, test_split, label, bank, dsl=ev.dsl, qb_beta=ev.qb_norm_beta)
         if ev.save_features and dist.is_main:

@@ -13,9 +13,8 @@ from typing import Any
 import torch
 
 from dataloaders.config import DataConfig
-from utils.distributed import DistInfo
+from utils.distributed import DistInfo, launch_env
 
-LAUNCHER_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "TORCHELASTIC_RUN_ID")
 LIBRARIES = ("torch", "numpy", "av", "decord", "torchcodec", "ftfy", "regex", "safetensors")
 
 
@@ -39,6 +38,8 @@ def runtime_facts(dist: DistInfo, cfg, precision: str, data: DataConfig, backbon
         "batch_per_rank": cfg.train.batch_size,
         "global_batch": cfg.train.batch_size * dist.world_size,
         "precision": precision,
+        "eval_precision": cfg.eval.precision,
+        "tf32": {"train": cfg.train.tf32, "eval": cfg.eval.tf32, "similarities": False},
         "frames": data.max_frames,
         "image_resolution": data.image_resolution,
         "variant": None if cfg.baseline else cfg.model.shared_latent_space,
@@ -54,16 +55,27 @@ def launch_command(argv: Sequence[str], gpus: int, script: str | os.PathLike) ->
 
 def relaunch_on_all_gpus(argv: Sequence[str], script: str | os.PathLike, environ: Mapping[str, str] = os.environ,
                          gpus: int | None = None) -> list[str] | None:
-    """The command to run instead when several GPUs are visible and no launcher started us; None otherwise.
+    """The command to run instead when several GPUs are to be used and no launcher started us; None otherwise.
 
     A bare ``python main.py`` on a 4-GPU machine would otherwise train on one GPU with a quarter of the official
     global batch, silently. Like the official code (one process per visible GPU), we run on all of them;
-    ``CUDA_VISIBLE_DEVICES`` picks which, e.g. ``CUDA_VISIBLE_DEVICES=0`` for one.
+    ``CUDA_VISIBLE_DEVICES`` picks which, e.g. ``CUDA_VISIBLE_DEVICES=0`` for one. ``DGL_GPUS`` (set by the
+    scripts from their ``GPUS``) asks for that many instead: 1 runs this process alone, more than are visible is
+    an error (on a machine without GPUs they are CPU processes). ``gpus``: the visible count (default: CUDA's).
     """
-    if any(name in environ for name in LAUNCHER_VARIABLES):
+    if launch_env(environ).launcher != "none":
         return None
-    gpus = torch.cuda.device_count() if gpus is None else gpus
-    return launch_command(argv, gpus, Path(script).resolve()) if gpus > 1 else None
+    visible = torch.cuda.device_count() if gpus is None else gpus
+    wanted = visible
+    if environ.get("DGL_GPUS"):
+        if not environ["DGL_GPUS"].isdigit():
+            raise SystemExit(f"GPUS={environ['DGL_GPUS']}: give a whole number of processes per machine, e.g. GPUS=1")
+        wanted = int(environ["DGL_GPUS"])
+        if 0 < visible < wanted:  # without GPUs, GPUS processes share the CPU (gloo), as before
+            shown = environ.get("CUDA_VISIBLE_DEVICES", "<unset>")
+            raise SystemExit(f"GPUS={wanted}, but {visible} GPU(s) are visible (CUDA_VISIBLE_DEVICES={shown}): "
+                             f"set GPUS to at most {visible}, or make more GPUs visible")
+    return launch_command(argv, wanted, Path(script).resolve()) if wanted > 1 else None
 
 
 def describe(command: Sequence[str]) -> str:

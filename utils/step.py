@@ -8,7 +8,8 @@ memory of one chunk, for the price of one extra forward pass.
 """
 from __future__ import annotations
 
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 
 import numpy as np
 import torch
@@ -17,13 +18,38 @@ from torch import Tensor, nn
 from models.dgl import DGL
 
 
+BF16_NATIVE_CAPABILITY = (8, 0)  # Ampere: bf16 tensor cores; before it, bf16 is emulated (no tensor cores)
+
+
+def amp_precision(capability: tuple[int, int]) -> str:
+    """``amp`` on a GPU of compute ``capability``: bf16 where its tensor cores run it (8.0 on), else fp16 with a loss
+    scaler (V100 7.0, T4 7.5: ``torch.cuda.is_bf16_supported()`` says yes there too, since it counts emulation)."""
+    return "bf16" if tuple(capability) >= BF16_NATIVE_CAPABILITY else "fp16"
+
+
 def resolve_precision(requested: str, device: torch.device) -> str:
-    """``amp`` = bf16 autocast where the GPU supports it, else fp16 with a scaler; fp32 on CPU."""
+    """``amp`` = bf16 autocast where the GPU runs it natively, else fp16 with a scaler; fp32 on CPU."""
     if requested != "amp":
         return requested
     if device.type != "cuda":
         return "fp32"
-    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return amp_precision(torch.cuda.get_device_capability(device))
+
+
+@contextmanager
+def tf32(enabled: bool) -> Iterator[None]:
+    """TF32 tensor cores (Ampere on: fp32 range, 10 mantissa bits instead of 23) for fp32 matmuls and convolutions
+    inside, or exact fp32; the previous settings come back after. Never set globally: evaluation's similarity
+    matrix runs under ``tf32(False)`` whatever the flags."""
+    backends = (torch.backends.cuda.matmul, torch.backends.cudnn.conv)
+    before = [backend.fp32_precision for backend in backends]
+    for backend in backends:
+        backend.fp32_precision = "tf32" if enabled else "ieee"
+    try:
+        yield
+    finally:
+        for backend, value in zip(backends, before):
+            backend.fp32_precision = value
 
 
 def autocast_context(precision: str, device: torch.device):
@@ -37,20 +63,22 @@ class TrainStep:
 
     ``net`` runs the forward (the DDP wrapper, or another encoder such as the benchmark's masked-attention
     reference); ``model`` is the DGL itself. Nothing here reads a value back to the host, so a step never waits
-    on the device: the loss and the gradient norm come back as tensors.
+    on the device: the loss and the gradient norm come back as tensors. ``allow_tf32``: TF32 for the fp32 matrix
+    products of forward and backward (training's ``--tf32`` default, so the benchmark times what training runs).
     """
 
     def __init__(self, model: DGL, loss: nn.Module, optimizer: torch.optim.Optimizer, precision: str,
                  device: torch.device, chunks: int = 1, clip_grad_norm: float = 1.0, net: nn.Module | None = None,
-                 world_size: int = 1):
+                 world_size: int = 1, allow_tf32: bool = True):
         self.model, self.loss, self.optimizer, self.net = model, loss, optimizer, net or model
         self.precision, self.device, self.chunks, self.clip_grad_norm = precision, device, chunks, clip_grad_norm
-        self.world_size = world_size
+        self.world_size, self.allow_tf32 = world_size, allow_tf32
         self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
         self.params = [p for group in optimizer.param_groups for p in group["params"]]
 
     def __call__(self, input_ids: Tensor, video: Tensor) -> tuple[Tensor, Tensor]:
-        loss = self.backward(input_ids, video)
+        with tf32(self.allow_tf32):
+            loss = self.backward(input_ids, video)
         self.scaler.unscale_(self.optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.clip_grad_norm)
         self.scaler.step(self.optimizer)
@@ -58,19 +86,25 @@ class TrainStep:
         self.optimizer.zero_grad(set_to_none=True)
         return loss, grad_norm
 
-    def _global_loss(self, text: Tensor, video: Tensor) -> Tensor:
+    def _global_loss(self, text: Tensor, video: Tensor, logit_scale: Tensor) -> Tensor:
         """The loss of the global batch (the loss gathers the other ranks' features itself)."""
-        return self.loss(text, video, self.model.clip.logit_scale)
+        return self.loss(text, video, logit_scale)
 
     def backward(self, input_ids: Tensor, video: Tensor) -> Tensor:
         """Accumulate the gradients of the global-batch loss; returns the loss (detached). The loss is scaled by
         the world size before backward, so that DDP's gradient average is the gradient of the global loss (the
-        official code's effective gradient is that divided by the world size)."""
+        official code's effective gradient is that divided by the world size).
+
+        The logit scale (trainable with ``--freeze_clip 0``) is used by the loss, outside the wrapped forward, on
+        the gathered batch: every rank computes its whole gradient, so it enters with its gradient divided by the
+        world size (`replicated`). With chunks it is a detached copy in the loss, and its gradient is handed to the
+        parameter in the synchronising chunk's backward, where DDP's hooks expect every trainable parameter."""
         autocast = autocast_context(self.precision, self.device)
+        scale_param = self.model.clip.logit_scale
         if self.chunks == 1:
             with autocast:
                 text, vid = self.net(input_ids, video)
-            loss = self._global_loss(text, vid)
+            loss = self._global_loss(text, vid, replicated(scale_param, self.world_size))
             self.scaler.scale(loss * self.world_size).backward()
             return loss.detach()
         id_chunks, video_chunks = input_ids.chunk(self.chunks), video.chunk(self.chunks)
@@ -80,14 +114,29 @@ class TrainStep:
                      for i, v in zip(id_chunks, video_chunks)]
         text = torch.cat([t for t, _ in feats]).float().requires_grad_()
         vid = torch.cat([v for _, v in feats]).float().requires_grad_()
-        loss = self._global_loss(text, vid)
+        scale = scale_param.detach().requires_grad_(scale_param.requires_grad)
+        loss = self._global_loss(text, vid, scale)
         self.scaler.scale(loss * self.world_size).backward()
         bounds = np.cumsum([0] + [len(c) for c in id_chunks])
         ddp = self.net if isinstance(self.net, nn.parallel.DistributedDataParallel) else None
         for k, (ids_k, video_k) in enumerate(zip(id_chunks, video_chunks)):
-            sync = ddp is None or k == self.chunks - 1
-            with (nullcontext() if sync else ddp.no_sync()), autocast:
+            last = k == self.chunks - 1
+            with (nullcontext() if ddp is None or last else ddp.no_sync()), autocast:
                 text_k, vid_k = self.net(ids_k, video_k)
             lo, hi = bounds[k], bounds[k + 1]
-            torch.autograd.backward([text_k.float(), vid_k.float()], [text.grad[lo:hi], vid.grad[lo:hi]])
+            roots, grads = [text_k.float(), vid_k.float()], [text.grad[lo:hi], vid.grad[lo:hi]]
+            if last and scale.grad is not None:
+                roots.append(replicated(scale_param, self.world_size))
+                grads.append(scale.grad)
+            torch.autograd.backward(roots, grads)
         return loss.detach()
+
+
+def replicated(param: Tensor, world_size: int) -> Tensor:
+    """``param`` in value (exactly), its gradient divided by ``world_size``: for a parameter every rank uses in
+    the same computation on the gathered batch, so that DDP's average of the world-size-scaled loss gives its
+    gradient once, not ``world_size`` times."""
+    if world_size == 1:
+        return param
+    frozen = param.detach()
+    return frozen + (param - frozen) / world_size

@@ -22,7 +22,7 @@ from models.checkpoint import atomic_save, compact_checkpoint, export_official_c
 from models.dgl import DGL
 from models.losses import create_loss
 from utils.config import TrainConfig
-from utils.distributed import DistInfo
+from utils.distributed import DistInfo, all_gather_object
 from utils.optim import WarmupCosine, build_optimizer, param_groups
 from utils.progress import progress
 from utils.resume import Position, carried_position
@@ -62,23 +62,83 @@ class EpochSampler(Sampler[int]):
         return (self.batches_per_epoch - self.start_batch) * self.batch_size
 
 
-def rng_state() -> dict[str, Any]:
-    """All RNG states, as plain lists and tensors so that checkpoints load with ``weights_only=True``."""
+def rng_state(device: torch.device | None = None) -> dict[str, Any]:
+    """This process's RNG states (python, numpy, torch CPU, and its own CUDA device's when ``device`` is one), as
+    plain lists and tensors so that checkpoints load with ``weights_only=True``. A checkpoint holds one per rank.
+    numpy's uint32 keys travel as int64: uint32 tensors do not pickle (torch 2.13), which gathering them needs."""
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    state = {"python": random.getstate(), "numpy": [kind, torch.from_numpy(keys.copy()), pos, has_gauss, gauss],
+    state = {"python": random.getstate(), "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
              "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if device is not None and device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def set_rng_state(state: dict[str, Any]) -> None:
+def rank_rng_state(saved: list | dict, rank: int, world: int, cuda_index: int | None) -> tuple[dict | None, list[str]]:
+    """This rank's state from a checkpoint's ``rng`` (a list, one state per rank of the saving run), with the
+    parts that cannot be restored said as log lines. ``cuda_index``: this rank's CUDA device (None on a CPU).
+
+    A rank the saving run did not have keeps its seeded state; states of ranks this run lacks are unused. Older
+    checkpoints hold rank 0's state alone (a dict) with the CUDA states of every GPU rank 0 saw: only rank 0
+    restores it, and only its own device's CUDA state, where that device was saved.
+    """
+    notes = []
+    states = saved if isinstance(saved, list) else [saved]
+    if rank == 0 and len(states) > world:
+        notes.append(f"the checkpoint holds the RNG states of {len(states)} ranks; this run has {world}, "
+                     f"so those of ranks {world}-{len(states) - 1} are not used")
+    if rank >= len(states):
+        return None, notes + [f"rank {rank}: the checkpoint holds no RNG state for this rank "
+                              f"(saved by {len(states)} rank(s)); it keeps its seeded state"]
+    state = dict(states[rank])
+    cuda, missing = state.pop("cuda", None), "holds no CUDA RNG state for this rank"
+    if isinstance(cuda, (list, tuple)):  # older checkpoints: one state per GPU the saving rank 0 saw
+        index = cuda_index or 0
+        cuda, missing = (cuda[index] if index < len(cuda) else None), f"covers {len(cuda)} device(s), none for device {index}"
+    if cuda_index is None:
+        if cuda is not None:
+            notes.append(f"rank {rank}: no CUDA device here, so the checkpoint's CUDA RNG state is not restored")
+    elif cuda is None:
+        notes.append(f"rank {rank}: the checkpoint {missing}; its CUDA generator keeps its seeded state")
+    else:
+        state["cuda"] = cuda
+    return state, notes
+
+
+def set_rng_state(state: dict[str, Any], device: torch.device | None = None) -> None:
+    """Restore a state of `rank_rng_state` in this process (its CUDA part on ``device``)."""
     random.setstate(state["python"])
     kind, keys, pos, has_gauss, gauss = state["numpy"]
-    np.random.set_state((kind, keys.numpy(), pos, has_gauss, gauss))
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def wrap_ddp(model: DGL, device: torch.device) -> DistributedDataParallel:
+    """DDP over the trainable tensors. The model's buffers are CLIP's constant pixel statistics (identical on every
+    rank, never written), so DDP's broadcast of them before every forward and chunk is skipped."""
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                   forward_sync_buffers=False)
+
+
+def restore_scaler(scaler: torch.amp.GradScaler, ckpt: dict, precision: str) -> str | None:
+    """Load the checkpoint's loss-scaler state into ``scaler`` (of the run's resolved ``precision``); a precision
+    change is carried out and said: weights and Adam moments are fp32 under every precision, so only the loss
+    scaler (fp16's alone) starts fresh or is dropped. Older checkpoints without ``precision``: a scaler state
+    means fp16."""
+    saved_scaler = ckpt.get("scaler") or {}
+    saved = ckpt.get("precision") or ("fp16" if saved_scaler else None)
+    if saved == precision or (saved is None and precision != "fp16"):
+        scaler.load_state_dict(saved_scaler)
+        return None
+    was = saved or "bf16 or fp32"
+    if precision == "fp16":
+        return (f"trained in {was}, continued in fp16: a fresh loss scaler starts at scale {scaler.get_scale():g} "
+                "(weights and optimizer state carry over)")
+    if saved == "fp16":
+        return f"trained in fp16, continued in {precision}: the loss scaler's state is dropped ({precision} needs none)"
+    return f"trained in {was}, continued in {precision} (weights and optimizer state are fp32 in both)"
 
 
 @dataclass
@@ -106,11 +166,7 @@ class Trainer:
         self.model, self.split, self.dataset, self.cfg, self.dist = model, split, dataset, cfg, dist
         self.backbone, self.output_dir, self.flags = backbone, output_dir, dict(flags or {})
         self.precision = resolve_precision(cfg.precision, dist.device)
-        self.ddp = (
-            DistributedDataParallel(model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)
-            if dist.world_size > 1
-            else None
-        )
+        self.ddp = wrap_ddp(model, dist.device) if dist.world_size > 1 else None
         self.sampler = EpochSampler(
             len(dataset), cfg.batch_size, dist.rank, dist.world_size, cfg.seed, cfg.train_group_size
         )
@@ -130,7 +186,7 @@ class Trainer:
         self.total_steps = self.sampler.batches_per_epoch * cfg.epochs
         self.scheduler = WarmupCosine(self.optimizer, cfg.lr, self.total_steps, cfg.warmup_proportion)
         self.step = TrainStep(model, create_loss(cfg.loss), self.optimizer, self.precision, dist.device,
-                              cfg.gradient_accumulation_steps, cfg.clip_grad_norm, self.ddp, dist.world_size)
+                              cfg.gradient_accumulation_steps, cfg.clip_grad_norm, self.ddp, dist.world_size, cfg.tf32)
         self.state = TrainState()
         self.writer = None
         if dist.is_main:
@@ -139,7 +195,8 @@ class Trainer:
             self.writer = SummaryWriter(cfg.tensorboard_path or str(output_dir / "tensorboard"))
 
     # ------------------------------------------------------------------------------ checkpointing
-    def checkpoint(self) -> dict:
+    def checkpoint(self, rng: list[dict] | None = None) -> dict:
+        """``rng``: every rank's RNG state, in rank order (default: this process's alone)."""
         return compact_checkpoint(
             self.model,
             self.backbone,
@@ -151,7 +208,8 @@ class Trainer:
             optimizer=self.optimizer.state_dict(),
             scheduler=self.scheduler.state_dict(),
             scaler=self.step.scaler.state_dict(),
-            rng=rng_state(),
+            precision=self.precision,
+            rng=rng if rng is not None else [rng_state(self.dist.device)],
             world_size=self.dist.world_size,
             args=self.flags,
             train_config=dataclasses.asdict(self.cfg),
@@ -159,8 +217,9 @@ class Trainer:
 
     def save(self, name: str) -> Path:
         path = self.output_dir / name
+        rng = all_gather_object(rng_state(self.dist.device))  # every rank's own state, saved by rank 0
         if self.dist.is_main:
-            atomic_save(self.checkpoint(), path)
+            atomic_save(self.checkpoint(rng), path)
             logger.info("saved %s (epoch %d, step %d)", path, self.state.epoch, self.state.global_step)
         return path
 
@@ -169,8 +228,15 @@ class Trainer:
         ``changes`` (`utils.resume.check_resume`), continue from its data position on the new schedule."""
         fresh_groups = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
         self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.step.scaler.load_state_dict(ckpt["scaler"])
-        set_rng_state(ckpt["rng"])
+        note = restore_scaler(self.step.scaler, ckpt, self.precision)
+        if note:
+            logger.warning("resuming %s: %s", source, note)
+        cuda_index = self.dist.device.index if self.dist.device.type == "cuda" else None
+        rng, notes = rank_rng_state(ckpt["rng"], self.dist.rank, self.dist.world_size, cuda_index)
+        for note in notes:
+            logger.warning("resuming %s: %s", source, note)
+        if rng is not None:
+            set_rng_state(rng, self.dist.device)
         position = Position(ckpt["epoch"], ckpt["batch_in_epoch"], ckpt["global_step"])
         if changes:
             for group, fresh in zip(self.optimizer.param_groups, fresh_groups):

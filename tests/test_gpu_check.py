@@ -1,0 +1,63 @@
+"""The GPU check runs on a bare CUDA image (torch, pytest, transformers; no PyAV, ftfy, regex, decord, simplejpeg,
+Pillow): a module imports a library only where it uses it. Here the missing libraries are blocked by an import
+hook in a child interpreter (``sitecustomize`` on its path), which then imports the modules the GPU tests need and
+runs ``scripts/gpu_check.sh --dry-run`` (collects every GPU-check test file, runs the CUDA ones: they skip here)."""
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+ABSENT_ON_GPU_IMAGE = ("av", "ftfy", "regex", "decord", "simplejpeg", "PIL", "torchcodec", "wcwidth")
+# What the GPU check's tests import: the model, the loss, the step, the trainer and evaluation, flags, the benchmark.
+GPU_CHECK_MODULES = ("models.dgl", "models.losses", "models.backbones", "models.tokenizer", "utils.step", "utils.trainer",
+                     "utils.evaluation", "utils.flags", "utils.run", "apps.bench.cli", "dataloaders.synthetic")
+
+BLOCKER = f"""
+import sys
+BLOCKED = {set(ABSENT_ON_GPU_IMAGE)!r}
+class _Absent:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ModuleNotFoundError(f"No module named {{name!r}} (absent on the GPU image)", name=name)
+        return None
+sys.meta_path.insert(0, _Absent())
+"""
+
+
+@pytest.fixture
+def bare_env(tmp_path: Path) -> dict[str, str]:
+    (tmp_path / "sitecustomize.py").write_text(textwrap.dedent(BLOCKER))
+    return {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}", "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
+
+
+def run(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_the_blocker_blocks(bare_env):
+    for name in ABSENT_ON_GPU_IMAGE[:3]:
+        result = run([sys.executable, "-c", f"import {name}"], bare_env)
+        assert result.returncode != 0 and "absent on the GPU image" in result.stderr
+
+
+def test_gpu_check_modules_import_without_optional_libraries(bare_env):
+    code = "import importlib\nfor name in %r:\n    importlib.import_module(name)\nprint('ok')" % (GPU_CHECK_MODULES,)
+    result = run([sys.executable, "-c", code], bare_env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == "ok"
+
+
+def test_gpu_check_dry_run_collects_and_skips(bare_env, tmp_path):
+    result = run(["bash", "scripts/gpu_check.sh", "--dry-run", str(tmp_path / "out")], bare_env)
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out[-4000:]
+    assert "ERROR" not in out and "Interrupted" not in out and " error" not in out, out[-4000:]  # pytest's words
+    assert "tests collected" in out and "dry run: benchmark imports" in out
+    collected = int(out.split(" tests collected")[0].split()[-1])
+    assert collected >= 40  # every GPU-check file contributes; a file that failed to import would have errored
+    if not __import__("torch").cuda.is_available():
+        assert "SKIPPED" in out and "no CUDA device" in out and " passed" not in out
