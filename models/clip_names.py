@@ -98,17 +98,18 @@ def hf_hub_cache() -> Path:
     return cache / "huggingface" / "hub"
 
 
-def hf_folders(hf_id: str, pretrained_dir: Path | None) -> list[Path]:
-    """Where a Hugging Face model may lie, in the order looked at: under ``pretrained_dir`` as a Hub cache or
-    as ``ORG/NAME``, then in the Hugging Face cache."""
+def hf_places(hf_id: str, pretrained_dir: Path | None) -> list[Path]:
+    """Where a Hugging Face model may lie, in the order looked at: under ``pretrained_dir`` as a Hub cache
+    (``models--ORG--NAME``) or a plain ``ORG/NAME`` folder, then in the Hugging Face cache."""
     org, name = hf_id.split("/")
-    roots = [pretrained_dir, hf_hub_cache()] if pretrained_dir is not None else [hf_hub_cache()]
-    folders = []
-    for root in roots:
-        folders.extend(_snapshots(root / f"models--{org}--{name}"))
-        if root is pretrained_dir:
-            folders.append(root / org / name)
-    return folders
+    places = [pretrained_dir / f"models--{org}--{name}", pretrained_dir / org / name] if pretrained_dir else []
+    return [*places, hf_hub_cache() / f"models--{org}--{name}"]
+
+
+def hf_folders(hf_id: str, pretrained_dir: Path | None) -> list[Path]:
+    """The folders that may hold the model's files: each Hub cache's snapshots (`_snapshots`), plain folders as they are."""
+    return [folder for place in hf_places(hf_id, pretrained_dir)
+            for folder in (_snapshots(place) if place.name.startswith("models--") else [place])]
 
 
 def _snapshots(repo: Path) -> list[Path]:

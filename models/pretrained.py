@@ -22,7 +22,9 @@ from pathlib import Path
 import torch
 
 from .clip_formats import ACTIVATION_NAMES, NEEDS_VIT, WEIGHT_FILE_NAMES, CLIPLoadError, hf_to_openai, is_hf_clip
-from .clip_names import FILES_BY_FILENAME, OPENAI_CLIP_FILES, ClipFile, hf_folders, is_hf_id, known_names, openai_file, weight_file
+from .clip_names import (
+    FILES_BY_FILENAME, OPENAI_CLIP_FILES, ClipFile, hf_folders, hf_places, is_hf_id, known_names, openai_file, weight_file,
+)
 
 __all__ = [
     "OPENAI_CLIP_FILES",
@@ -133,11 +135,10 @@ def resolve_clip_path(name_or_path: str, pretrained_dir: str | os.PathLike | Non
             raise CLIPNotFoundError(f"{path} is a folder without a CLIP weight file; looked for {', '.join(WEIGHT_FILE_NAMES)}")
         return found
     if is_hf_id(name_or_path):
-        folders = hf_folders(name_or_path, folder)
-        found = next((f for f in map(weight_file, folders) if f is not None), None)
+        found = next((f for f in map(weight_file, hf_folders(name_or_path, folder)) if f is not None), None)
         if found is None:
             raise CLIPNotFoundError(
-                f"Hugging Face model {name_or_path} not found in {', '.join(str(f) for f in _unique_parents(folders))}; "
+                f"Hugging Face model {name_or_path} not found in {', '.join(map(str, hf_places(name_or_path, folder)))}; "
                 f"download it (e.g. huggingface-cli download {name_or_path}) or pass --pretrained_clip_name the folder "
                 f"holding its weights and config.json (known by name: {known_names()})"
             )
@@ -146,12 +147,6 @@ def resolve_clip_path(name_or_path: str, pretrained_dir: str | os.PathLike | Non
         f"--pretrained_clip_name {name_or_path!r} is neither a known CLIP model ({known_names()}), nor a Hugging Face "
         f"id, nor an existing file (looked for {path.absolute()})"
     )
-
-
-def _unique_parents(folders: list[Path]) -> list[Path]:
-    """The Hub cache folders (``models--ORG--NAME``) or plain folders looked in, once each."""
-    shown = [f.parent.parent if f.parent.name == "snapshots" else f for f in folders]
-    return list(dict.fromkeys(shown))
 
 
 def _missing_file_message(path: Path, name: str | None = None) -> str:

@@ -81,7 +81,8 @@ def debugging(argv: Sequence[str]) -> bool:
 
 def run(main: Callable[[list[str]], object], argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     """Call ``main(argv)`` and turn its user errors into one line and `USAGE_ERROR`; returns the exit code
-    (``main``'s own int, else 0). ``SystemExit("message")`` counts as a user error too."""
+    (``main``'s own int, else 0). ``SystemExit("message")`` counts as a user error too; an int SystemExit is
+    returned as it is."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = debugging(argv)
     prog = prog or program_name()
@@ -89,7 +90,7 @@ def run(main: Callable[[list[str]], object], argv: Sequence[str] | None = None, 
         result = main(argv)
     except SystemExit as stop:
         if not isinstance(stop.code, str):
-            raise
+            return stop.code or 0  # argparse's own exits: --help (0), a bad flag (2)
         return _report(prog, stop.code, debug)
     except KeyboardInterrupt:
         if debug:
