@@ -13,13 +13,14 @@ import os
 import sys
 
 from utils import cli
-from utils.config import build_config
+from utils.config import build_config, check_inputs
 from utils.run import run
 from utils.runtime import describe, relaunch_on_all_gpus
 
 
 def main(argv: list[str]) -> None:
-    config = build_config(argv)  # bad flags stop here, before any process is started
+    config = build_config(argv)  # bad flags and missing files stop here, before any process is started
+    check_inputs(config)
     command = relaunch_on_all_gpus(argv, __file__)
     if command is not None:
         print(f"several GPUs and no launcher: running {describe(command)}", file=sys.stderr, flush=True)

@@ -17,7 +17,6 @@ pass --frame_cache CACHE to training/evaluation. Layout and staleness: dataloade
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import sys
@@ -41,6 +40,7 @@ from dataloaders.transforms import resize_and_crop  # noqa: E402
 from dataloaders.video_io import read_video  # noqa: E402
 from preprocess.cache_size import SizeEstimate, check_free_space, estimate_size  # noqa: E402
 from utils.flags import add_data_flags  # noqa: E402
+from utils import cli  # noqa: E402
 
 SAVE_EVERY = 200  # manifest rewrites (the journal keeps every finished video in between)
 
@@ -145,7 +145,7 @@ def build_cache(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = cli.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_data_flags(parser)
     parser.add_argument("--max_frames", type=int, default=DataConfig.max_frames, help="T of the evaluation frames")
     parser.add_argument("--subsets", nargs="+", default=["test"], choices=["train", "val", "test"])
@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jpeg_subsampling", choices=JPEG_SUBSAMPLINGS, default=None,
                         help=f"jpeg format only (default {DEFAULT_JPEG_SUBSAMPLING}); 444 keeps full chroma: for small frames, "
                              "where 4:2:0 smears colour edges (the README's 32 px table)")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="decoding processes")
     parser.add_argument("--rebuild", action="store_true", help="replace a cache built with other settings")
     args = parser.parse_args(argv)
     if args.frame_cache is None:
@@ -173,10 +173,9 @@ def main(argv: list[str] | None = None) -> int:
         report = build_cache(splits, cfg, args.all_frames, args.workers, args.rebuild, args.frame_cache_format, args.jpeg_quality,
                              args.jpeg_subsampling)
     except FrameCacheError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        raise SystemExit(str(err)) from None  # one line, exit 2 (utils/cli.py)
     return 1 if report.failed else 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

@@ -70,6 +70,14 @@ class ArgumentParser(argparse.ArgumentParser):
         sys.exit(USAGE_ERROR)
 
 
+def require_path(flag: str, path: str | os.PathLike, fix: str) -> Path:
+    """``path`` if it exists; else FileNotFoundError naming the flag, the path and ``fix`` (what to pass instead)."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"{flag} {path}: no such file or folder; {fix}")
+    return path
+
+
 def one_line(message: object) -> str:
     """A message as one line: its lines joined, surrounding blanks dropped."""
     return " ".join(part.strip() for part in str(message).splitlines() if part.strip())

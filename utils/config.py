@@ -19,11 +19,12 @@ from typing import Any
 from dataloaders.config import DataConfig
 from models.dgl import DGLConfig
 from models.losses import LOSSES
+from models.pretrained import resolve_clip_path
 from utils.flags import (
     FIXED_FLAGS, IGNORED_FLAGS, SILENT_FLAGS, add_backbone_flags, add_compat_flags, add_data_flags, add_model_flags,
     dgl_config, optional,
 )
-from utils.cli import ArgumentParser
+from utils.cli import ArgumentParser, require_path
 from utils.validate import check_ranges
 
 logger = logging.getLogger(__name__)
@@ -179,6 +180,30 @@ def build_config(argv: list[str] | None = None) -> RunConfig:
         grad_checkpointing=args.grad_checkpointing,
         ignored_flags=tuple(sorted(f for f in IGNORED_FLAGS if f in given and f not in SILENT_FLAGS)), flags=flags,
     )
+
+
+_INPUT_FLAGS = {  # what each data flag must point at, for the message
+    "--data_path": "the annotations (MSR-VTT: MSRVTT_data.json; the other datasets: their folder)",
+    "--features_path": "the folder of the (compressed) videos",
+    "--val_csv": "MSR-VTT's test list (MSRVTT_JSFUSION_test.csv)",
+    "--train_csv": "MSR-VTT's training list (MSRVTT_train.9k.csv)",
+}
+
+
+def check_inputs(cfg: RunConfig) -> None:
+    """The files the flags name exist (the CLIP weights, the data): a wrong path is reported at once, in one
+    line naming the flag, not after the model is built. The readers check the files' contents later."""
+    resolve_clip_path(cfg.clip_name, cfg.clip_dir)
+    data = cfg.data
+    given = {"--data_path": data.data_path, "--features_path": data.features_path,
+             "--val_csv": data.val_csv, "--train_csv": data.train_csv}
+    needed = ["--data_path"]
+    if data.frame_cache is None:
+        needed.append("--features_path")
+    if data.datatype == "msrvtt":
+        needed += ["--val_csv", "--train_csv"] if cfg.do_train or cfg.eval.qb_norm else ["--val_csv"]
+    for flag in needed:
+        require_path(flag, given[flag], f"pass {flag} {_INPUT_FLAGS[flag]}")
 
 
 def check_flags(args: argparse.Namespace) -> None:

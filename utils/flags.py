@@ -79,9 +79,13 @@ def add_data_flags(parser: argparse.ArgumentParser) -> None:
 def add_backbone_flags(parser: argparse.ArgumentParser, default: str | None = "ViT-B/32") -> None:
     g = parser.add_argument_group("backbone")
     g.add_argument("--pretrained_clip_name", type=optional(), default=default,
-                   help="ViT-B/32, ViT-B/16, ViT-L/14, ViT-L/14@336px, or a CLIP file or folder (OpenAI, Hugging Face, "
-                   "open_clip)" + ("" if default else "; default: the checkpoint's"))
-    g.add_argument("--pretrained_dir", type=optional(), default=None, help="folder holding ViT-B-32.pt / ViT-L-14.pt ...")
+                   help="ViT-B/32, ViT-B/16, ViT-L/14, ViT-L/14@336px (also as open_clip's ViT-B-32 or the Hugging Face "
+                   "id openai/clip-vit-base-patch32), another Hugging Face id, or a CLIP file or folder (OpenAI, Hugging "
+                   "Face, open_clip)" + ("" if default else "; default: the checkpoint's"))
+    g.add_argument("--pretrained_dir", type=optional(), default=None,
+                   help="folder holding ViT-B-32.pt / ViT-L-14.pt ... (default: $DGL_PRETRAINED_DIR, else "
+                   "~/models/pretrained; Hugging Face ids are also looked for in the Hugging Face cache); "
+                   "python -m apps.download NAME fetches OpenAI's files")
 
 
 def add_model_flags(parser: argparse.ArgumentParser, for_checkpoint: bool = False) -> None:
