@@ -148,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = cli.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_data_flags(parser)
     parser.add_argument("--max_frames", type=int, default=DataConfig.max_frames, help="T of the evaluation frames")
-    parser.add_argument("--subsets", nargs="+", default=["test"], choices=["train", "val", "test"])
+    parser.add_argument("--subsets", nargs="+", default=["test"], choices=["train", "val", "test"],
+                        help="splits whose videos are cached")
     parser.add_argument("--all_frames", action="store_true", help="store every frame (serves training too)")
     parser.add_argument("--frame_cache_format", choices=FORMATS, default="raw",
                         help="raw: uint8, bit-exact; jpeg: JPEG stacks, ~1/15 of the bytes, decoded ~10x faster than video")

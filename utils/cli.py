@@ -47,8 +47,8 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         default = action.default
-        if (not action.option_strings or default in (None, False, argparse.SUPPRESS)
-                or "default" in text or isinstance(action, argparse._HelpAction)):
+        if (not action.option_strings or any(default is none for none in (None, False, argparse.SUPPRESS))
+                or "default" in text or isinstance(action, argparse._HelpAction)):  # `is`: a default of 0 is shown
             return text
         return f"{text} (default: %(default)s)" if text else "default: %(default)s"
 
