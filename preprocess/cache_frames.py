@@ -144,7 +144,7 @@ def build_cache(
     return report
 
 
-def main(argv: list[str] | None = None) -> int:
+def build(argv: list[str]) -> int:
     parser = cli.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_data_flags(parser)
     parser.add_argument("--max_frames", type=int, default=DataConfig.max_frames, help="T of the evaluation frames")
@@ -170,13 +170,16 @@ def main(argv: list[str] | None = None) -> int:
         args.image_resolution = DataConfig.image_resolution
     cfg = DataConfig.from_args(args)
     splits = [build_split(cfg, subset) for subset in args.subsets]
-    try:
-        report = build_cache(splits, cfg, args.all_frames, args.workers, args.rebuild, args.frame_cache_format, args.jpeg_quality,
-                             args.jpeg_subsampling)
-    except FrameCacheError as err:
-        raise SystemExit(str(err)) from None  # one line, exit 2 (utils/cli.py)
+    report = build_cache(splits, cfg, args.all_frames, args.workers, args.rebuild, args.frame_cache_format, args.jpeg_quality,
+                         args.jpeg_subsampling)
     return 1 if report.failed else 0
 
 
+def main(argv: list[str] | None = None) -> int:
+    """The exit code: 1 if some videos could not be cached; a user error (a cache of other settings, a full disk)
+    is one line and 2 (utils/cli.py)."""
+    return cli.run(build, argv)
+
+
 if __name__ == "__main__":
-    sys.exit(cli.run(main))
+    sys.exit(main())

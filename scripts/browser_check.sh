@@ -3,6 +3,7 @@
 # Selenium (into the venv, if missing), then runs tests/test_search_page_browser.py, which serves a synthetic
 # index, searches, checks that the results play, opens one with its "more like this" row, and saves
 # assets/search_page.png. Extra arguments go to pytest.
+DGL_TEST_REQUIREMENTS=1  # the test-only packages too (requirements-test.txt)
 source "$(dirname "${BASH_SOURCE[0]}")/_venv.sh"
 cd "$ROOT"
 if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
