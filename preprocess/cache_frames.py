@@ -31,7 +31,7 @@ if __package__ in (None, ""):  # run by path (python preprocess/X.py): make the 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dataloaders import DataConfig, build_split  # noqa: E402
-from dataloaders.frame_cache import CacheEntry, CacheSettings, FrameCache, FrameCacheError, source_stamp  # noqa: E402
+from dataloaders.frame_cache import CacheEntry, CacheSettings, FrameCache, source_stamp  # noqa: E402
 from dataloaders.frame_codec import DEFAULT_JPEG_QUALITY, DEFAULT_JPEG_SUBSAMPLING, FORMATS, JPEG_SUBSAMPLINGS  # noqa: E402
 from dataloaders.parallel import parallel_map  # noqa: E402
 from dataloaders.sampling import segment_centres  # noqa: E402

@@ -124,10 +124,16 @@ def test_main_without_weights_names_the_flag_and_the_download(tmp_path: Path) ->
 
 
 def test_main_without_data_names_the_flag(tmp_path: Path, tiny_clip: Path) -> None:
-    missing = tmp_path / "absent" / "MSRVTT_data.json"
-    line = one_error_line(run(["main.py", "--do_eval", "1", "--output_dir", str(tmp_path / "out"),
-                               "--pretrained_clip_name", str(tiny_clip), "--data_path", str(missing)]))
-    assert line.startswith("main.py: error: --data_path ") and str(missing) in line
+    missing = tmp_path / "absent"
+    line = one_error_line(run(["main.py", "--do_eval", "1", "--output_dir", str(tmp_path / "out"), "--datatype", "vatex",
+                               "--pretrained_clip_name", str(tiny_clip), "--data_path", str(missing / "data"),
+                               "--features_path", str(tmp_path)]))
+    assert line.startswith(f"main.py: error: --data_path {missing / 'data'}: no such file or folder")
+    line = one_error_line(run(["main.py", "--do_train", "1", "--output_dir", str(tmp_path / "out"),
+                               "--pretrained_clip_name", str(tiny_clip), "--val_csv", __file__, "--train_csv", __file__,
+                               "--features_path", str(missing / "videos")]))
+    assert line.startswith(f"main.py: error: --features_path {missing / 'videos'}: no such file or folder")
+    assert not (tmp_path / "out").exists()
 
 
 def test_debug_shows_the_traceback(tmp_path: Path) -> None:

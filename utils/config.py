@@ -197,11 +197,11 @@ def check_inputs(cfg: RunConfig) -> None:
     data = cfg.data
     given = {"--data_path": data.data_path, "--features_path": data.features_path,
              "--val_csv": data.val_csv, "--train_csv": data.train_csv}
-    needed = ["--data_path"]
-    if data.frame_cache is None:
-        needed.append("--features_path")
-    if data.datatype == "msrvtt":
-        needed += ["--val_csv", "--train_csv"] if cfg.do_train or cfg.eval.qb_norm else ["--val_csv"]
+    needed = [] if data.frame_cache is not None else ["--features_path"]
+    if data.datatype != "msrvtt":
+        needed.append("--data_path")
+    else:  # the test split is the --val_csv pairs; training (and QB-Norm's bank) reads the list and the captions
+        needed += ["--val_csv", "--train_csv", "--data_path"] if cfg.do_train or cfg.eval.qb_norm else ["--val_csv"]
     for flag in needed:
         require_path(flag, given[flag], f"pass {flag} {_INPUT_FLAGS[flag]}")
 
