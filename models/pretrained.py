@@ -69,8 +69,6 @@ class CLIPChecksumWarning(UserWarning):
     """A file named like an OpenAI release whose bytes are not that release (own category so it can be filtered)."""
 
 
-
-
 @dataclass(frozen=True)
 class CLIPConfig:
     """Sizes of a ViT CLIP, read from tensor shapes so any width/depth loads; heads and activation come from
@@ -106,26 +104,16 @@ def default_pretrained_dir() -> Path:
 def resolve_clip_path(name_or_path: str, pretrained_dir: str | os.PathLike | None = None) -> Path:
     """The weight file a ``--pretrained_clip_name`` means.
 
+    An existing file, or a folder holding one of `WEIGHT_FILE_NAMES` (a Hugging Face or open_clip download).
     OpenAI's models by any of their names (``ViT-B/32``, open_clip's ``ViT-B-32`` or ``ViT-B-32/openai``, the
     Hugging Face id ``openai/clip-vit-base-patch32``): OpenAI's file (``<pretrained_dir>/ViT-B-32.pt``) or the
-    same weights as a Hugging Face download, whichever the name's own kind is, first. Otherwise an existing
-    file, a folder holding one of `WEIGHT_FILE_NAMES` (a Hugging Face or open_clip download), or a Hugging
-    Face id found under ``pretrained_dir`` or in the Hugging Face cache (`clip_names.hf_folders`).
+    same weights as a Hugging Face download, whichever the name's own kind is, first. Any other Hugging Face id:
+    found under ``pretrained_dir`` or in the Hugging Face cache (`clip_names.hf_folders`).
 
     Nothing is downloaded: training machines are often offline, so a missing file is an error that says
     what to fetch, and how (``python -m apps.download NAME``).
     """
     folder = Path(pretrained_dir).expanduser() if pretrained_dir is not None else default_pretrained_dir()
-    clip_file = openai_file(name_or_path)
-    if clip_file is not None:
-        in_hf_folders = [weight_file(f) for f in hf_folders(clip_file.hf_id, folder)]
-        candidates = [folder / clip_file.filename, *in_hf_folders]
-        if name_or_path.lower() == clip_file.hf_id:
-            candidates = [*in_hf_folders, folder / clip_file.filename]
-        found = next((path for path in candidates if path is not None and path.is_file()), None)
-        if found is None:
-            raise CLIPNotFoundError(_missing_file_message(folder / clip_file.filename, name_or_path))
-        return found
     path = Path(name_or_path).expanduser()
     if path.is_file():
         return path
@@ -133,6 +121,16 @@ def resolve_clip_path(name_or_path: str, pretrained_dir: str | os.PathLike | Non
         found = weight_file(path)
         if found is None:
             raise CLIPNotFoundError(f"{path} is a folder without a CLIP weight file; looked for {', '.join(WEIGHT_FILE_NAMES)}")
+        return found
+    clip_file = openai_file(name_or_path)
+    if clip_file is not None:
+        in_hf_folders = [weight_file(f) for f in hf_folders(clip_file.hf_id, folder)]
+        candidates = [folder / clip_file.filename, *in_hf_folders]
+        if name_or_path.lower() == clip_file.hf_id:
+            candidates = [*in_hf_folders, folder / clip_file.filename]
+        found = next((c for c in candidates if c is not None and c.is_file()), None)
+        if found is None:
+            raise CLIPNotFoundError(_missing_file_message(folder / clip_file.filename, name_or_path))
         return found
     if is_hf_id(name_or_path):
         found = next((f for f in map(weight_file, hf_folders(name_or_path, folder)) if f is not None), None)
