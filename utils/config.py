@@ -20,11 +20,11 @@ from dataloaders.config import DataConfig
 from models.dgl import DGLConfig
 from models.losses import LOSSES
 from models.pretrained import resolve_clip_path
+from utils.cli import ArgumentParser, require_path
 from utils.flags import (
     FIXED_FLAGS, IGNORED_FLAGS, SILENT_FLAGS, add_backbone_flags, add_compat_flags, add_data_flags, add_model_flags,
     dgl_config, optional,
 )
-from utils.cli import ArgumentParser, require_path
 from utils.validate import check_ranges
 
 logger = logging.getLogger(__name__)

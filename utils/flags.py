@@ -24,7 +24,8 @@ MODEL_FLAGS = {
     "unified_transformer_layers": "prompt_layers",
     "visual_output_type": "visual_output_type",
 }
-# Official flags kept only so that old command lines parse: (name, takes a value).
+# Official flags kept only so that old command lines parse: (name, takes a value). The official --debug is not
+# here: every parser has it (utils/cli.py), and it shows the traceback of an error.
 IGNORED_FLAGS = {
     "--cache_dir": True, "--camoe_dsl": True, "--cross_model": True, "--cross_num_hidden_layers": True,
     "--data_dir": True, "--dist_backend": True, "--eval_frame_order": True, "--feature_framerate": True,
