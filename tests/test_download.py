@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import io
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -13,7 +14,7 @@ import pytest
 
 from apps import download
 from apps.download import DownloadError, fetch
-from models.clip_names import OPENAI_CLIP_FILES
+from models.clip_names import OPENAI_CLIP_FILES, ClipFile
 from utils import cli
 
 PAYLOAD = bytes((i * 7 + i // 251) % 256 for i in range(3 * download.CHUNK + 12345))  # several chunks, not aligned
@@ -128,3 +129,23 @@ def test_command_refuses_unknown_names(capsys) -> None:
     assert cli.run(download.main, ["ViT-H/14"]) == cli.USAGE_ERROR
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "'ViT-H/14' is not a known CLIP model" in err[0]
+
+
+def test_download_fetches_once_then_finds_the_file_there(server, tmp_path: Path, capsys) -> None:
+    """The command's path with a release whose SHA256 is the served file's: fetched, then kept on a second run."""
+    url, served = server
+    release = ClipFile("ViT-T/1", "ViT-T-1.pt", SHA, "ViT-T-1", "someone/clip-vit-tiny")
+    assert download.download(release, tmp_path, url, quiet=True) == tmp_path / "ViT-T-1.pt"
+    assert download.download(release, tmp_path, url, quiet=True).read_bytes() == PAYLOAD
+    assert served.ranges == [None]  # the second run did not fetch
+    assert "already there" in capsys.readouterr().err
+
+
+def test_progress_in_a_log_is_a_line_per_tenth() -> None:
+    stream = io.StringIO()
+    progress = download.Progress("ViT-B/32", stream)
+    total = 1000 * download.CHUNK
+    for done in range(0, total + 1, download.CHUNK):
+        progress(done, total)
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 11 and lines[-1].startswith(f"ViT-B/32: {total / 1e6:.1f} of {total / 1e6:.1f} MB (100%)")
