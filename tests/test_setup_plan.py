@@ -131,3 +131,59 @@ def test_test_packages_stay_out_of_the_runtime_requirements() -> None:
 
     test_only = {"pytest", "pytest-xdist", "pytest-randomly", "transformers", "import-linter"}
     assert names("requirements-test.txt") == test_only and not names("requirements.txt") & test_only
+
+
+FAKE_PYTHON = """#!/bin/sh
+# An environment's python for the set-up scripts: pip calls are logged (and fail for an index when asked);
+# torch imports only once "installed".
+env_dir="$(cd "$(dirname "$0")/.." && pwd)"
+if [ "$1" = -m ] && [ "$2" = pip ]; then
+  echo "pip $*" | cut -d' ' -f4- >> "$env_dir/pip.log"
+  case "$*" in *torch==*--index-url*) [ -n "$FAIL_INDEX" ] && exit 1 ;; esac
+  case "$*" in *torch==*) touch "$env_dir/torch" ;; esac
+  exit 0
+fi
+if [ "$1" = -c ] && [ -e "$env_dir/torch" ]; then
+  case "$2" in *__version__*) echo "2.13.0+fake" ;; esac
+  exit 0
+fi
+exit 1
+"""
+
+
+def source_venv(tmp_path: Path, script: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    environment = {k: v for k, v in os.environ.items() if k not in SETUP_VARIABLES}
+    environment.update(PATH=os.pathsep.join([str(tmp_path / "empty_bin"), "/usr/bin", "/bin"]),
+                       PYTHON=sys.executable, **env)
+    return subprocess.run(["bash", "-c", script], env=environment, capture_output=True, text=True, timeout=300, cwd=ROOT)
+
+
+def test_venv_sh_installs_the_chosen_torch_and_only_the_runtime_packages(tmp_path: Path) -> None:
+    """scripts/_venv.sh with a stand-in python: the CPU index first; on failure the stated fall-back; runtime
+    requirements only, unless a test script asks for the test packages too."""
+    env_dir = tmp_path / "env"
+    executable(env_dir / "bin" / "python", FAKE_PYTHON)
+    result = source_venv(tmp_path, "source scripts/_venv.sh && echo \"PY=$PY\"", {"DGL_VENV": str(env_dir), "FAIL_INDEX": "1"})
+    assert result.returncode == 0, result.stderr
+    assert f"PY={env_dir / 'bin' / 'python'}" in result.stdout
+    err = result.stderr
+    assert f"[setup] installing torch==2.13.0, the CPU build from {CPU_INDEX}" in err
+    assert "that index could not be used" in err and "installing torch==2.13.0 from pip's configured index instead" in err
+    pip = (env_dir / "pip.log").read_text().splitlines()
+    assert pip == [f"install -q torch==2.13.0 --index-url {CPU_INDEX}", "install -q torch==2.13.0",
+                   f"install -q -r {ROOT / 'requirements.txt'}"]
+    again = source_venv(tmp_path, "source scripts/_venv.sh", {"DGL_VENV": str(env_dir)})
+    assert again.returncode == 0 and again.stderr == "" and (env_dir / "pip.log").read_text().splitlines() == pip  # set up once
+    tests = source_venv(tmp_path, "DGL_TEST_REQUIREMENTS=1; source scripts/_venv.sh", {"DGL_VENV": str(env_dir)})
+    assert tests.returncode == 0, tests.stderr
+    assert (env_dir / "pip.log").read_text().splitlines()[-1] == \
+        f"install -q -r {ROOT / 'requirements.txt'} -r {ROOT / 'requirements-test.txt'}"
+
+
+def test_venv_sh_stops_when_a_chosen_index_fails(tmp_path: Path) -> None:
+    env_dir = tmp_path / "env"
+    executable(env_dir / "bin" / "python", FAKE_PYTHON)
+    result = source_venv(tmp_path, "source scripts/_venv.sh", {"DGL_VENV": str(env_dir), "FAIL_INDEX": "1",
+                                                               "TORCH_INDEX_URL": "http://mirror.local/cpu"})
+    assert result.returncode == 1 and "[setup] error: installing torch failed" in result.stderr
+    assert (env_dir / "pip.log").read_text().splitlines() == ["install -q torch==2.13.0 --index-url http://mirror.local/cpu"]
