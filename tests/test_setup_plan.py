@@ -41,7 +41,7 @@ def plan(tmp_path: Path, env: dict[str, str] | None = None, bin_dir: Path | None
     environment = {k: v for k, v in os.environ.items() if k not in SETUP_VARIABLES}
     environment["PATH"] = os.pathsep.join([str(bin_dir or tmp_path / "empty_bin"), "/usr/bin", "/bin"])
     environment.update(env or {})
-    shell = (f'eval "$({sys.executable} {SCRIPT} --venv {tmp_path / "venv"})" || exit $?; '
+    shell = (f'plan="$({sys.executable} {SCRIPT} --venv {tmp_path / "venv"})" || exit $?; eval "$plan"; '
              'printf "%s\\n" "$PLAN_PY" "$PLAN_ENV_NOTE" "$PLAN_CREATE_VENV" "$PLAN_TORCH_NEEDED" "$PLAN_TORCH_NOTE" '
              '"$PLAN_TORCH_FALLBACK" "${#PLAN_TORCH_ARGS[@]}" "${PLAN_TORCH_ARGS[@]}"')
     result = subprocess.run(["bash", "-c", shell], env=environment, capture_output=True, text=True, timeout=300)
