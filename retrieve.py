@@ -23,22 +23,24 @@ from pathlib import Path
 import torch
 
 from dataloaders.config import VIDEO_BACKENDS
-from dataloaders.video_io import VideoReadError
 from apps.retrieval import Retriever
 from apps.search_server import make_server
 from apps.search_service import SearchService
 from apps.video_index import add_captions, find_videos
 from apps.video_list import VideoList
+from utils import cli
+from utils.cli import ArgumentParser, require_path
 from utils.flags import add_backbone_flags, add_model_flags, model_overrides
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--video_backend", default="auto", choices=VIDEO_BACKENDS)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="where the model runs")
+    p.add_argument("--video_backend", default="auto", choices=VIDEO_BACKENDS,
+                   help="video decoder; auto: the first installed that reads the file")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
     index = commands.add_parser("index", help="encode the videos of folders/files into an index folder")
@@ -48,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("--video_list", help="index only the videos this file names: one id (file stem) per line, "
                        "or a CSV with a video_id column, e.g. MSRVTT_JSFUSION_test.csv (its sentence column is kept "
                        "as the videos' captions, the search page's examples)")
-    index.add_argument("--batch_size", type=int, default=16)
+    index.add_argument("--batch_size", type=int, default=16, help="videos encoded at once")
     index.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="decoding processes")
     index.add_argument("--max_videos", type=int, help="encode at most this many videos now; run again for the rest")
     index.add_argument("--retry_failed", action="store_true", help="try again files that failed in an earlier run")
@@ -59,16 +61,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_flags(index, for_checkpoint=True)
 
     search = commands.add_parser("search", help="rank the indexed videos for text queries (or captions for a video)")
-    search.add_argument("--index", required=True)
+    search.add_argument("--index", required=True, help="index folder made by `retrieve.py index`")
     search.add_argument("queries", nargs="*", help="text queries, answered together")
-    search.add_argument("--top_k", type=int, default=5)
+    search.add_argument("--top_k", type=int, default=5, help="results per query")
     search.add_argument("--json", action="store_true", help="print JSON instead of tables")
     search.add_argument("--video", help="reverse direction: this video is the query ...")
     search.add_argument("--captions", help="... over the captions in this text file (one per line)")
     _index_model(search)
 
     serve = commands.add_parser("serve", help="a search page (and JSON API) over an index, in the browser")
-    serve.add_argument("--index", required=True)
+    serve.add_argument("--index", required=True, help="index folder made by `retrieve.py index`")
     serve.add_argument("--host", default="127.0.0.1", help="default: this machine only")
     serve.add_argument("--port", type=int, default=8000, help="0: any free port")
     _index_model(serve)
@@ -84,6 +86,9 @@ def _index_model(p: argparse.ArgumentParser) -> None:
 
 
 def open_index(args: argparse.Namespace) -> Retriever:
+    require_path("--index", args.index, "pass the folder `retrieve.py index --out` wrote")
+    if args.checkpoint is not None:
+        require_path("--checkpoint", args.checkpoint, "pass the checkpoint the index was built with, or leave it out")
     return Retriever.from_index(
         args.index, args.checkpoint, args.pretrained_clip_name, args.pretrained_dir, args.device,
         video_backend=args.video_backend, max_words=args.max_words,
@@ -91,6 +96,9 @@ def open_index(args: argparse.Namespace) -> Retriever:
 
 
 def run_index(args: argparse.Namespace) -> None:
+    require_path("--checkpoint", args.checkpoint, "pass a DGL checkpoint (ours, or an official ckpt.pth.tar)")
+    for folder in args.videos:
+        require_path("--videos", folder, "pass folders or video files that exist")
     videos, listed = args.videos, None
     if args.video_list:  # checked before the model loads
         listed = VideoList.read(args.video_list)
@@ -123,6 +131,9 @@ def read_captions(path: str) -> tuple[list[str], list[int]]:
 def run_search(args: argparse.Namespace) -> None:
     if bool(args.video) != bool(args.captions) or bool(args.video) == bool(args.queries):
         raise ValueError("give text queries, or --video FILE with --captions FILE (not both)")
+    if args.video:
+        require_path("--video", args.video, "pass the video to find captions for")
+        require_path("--captions", args.captions, "pass a text file with one caption per line")
     retriever = open_index(args)
     if args.video:
         captions, line_numbers = read_captions(args.captions)
@@ -169,15 +180,15 @@ def run_serve(args: argparse.Namespace) -> None:
         server.server_close()
 
 
-def main(argv: list[str] | None = None) -> int:
+def run(argv: list[str]) -> None:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    try:
-        {"index": run_index, "search": run_search, "serve": run_serve}[args.command](args)
-    except (FileNotFoundError, ValueError, VideoReadError) as err:  # user errors: a message, not a traceback
-        print(f"retrieve.py {args.command}: error: {err}", file=sys.stderr)
-        return 1
-    return 0
+    {"index": run_index, "search": run_search, "serve": run_serve}[args.command](args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The exit code: user errors are one line and 2 (utils/cli.py)."""
+    return cli.run(run, argv, prog="retrieve.py")
 
 
 if __name__ == "__main__":

@@ -22,6 +22,8 @@ from models.attention_maps import VideoAttention, explicit_encode_video
 from models.dgl import DGL
 from apps.figures import attention_figure
 from models.factory import load_dgl
+from utils import cli
+from utils.cli import ArgumentParser, require_path
 from utils.flags import add_backbone_flags, add_model_flags, model_overrides
 
 
@@ -40,18 +42,19 @@ def parse_layer(value: str) -> int | str:
         raise argparse.ArgumentTypeError(f"--layer takes an integer or 'mean', got {value!r}") from None
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(description=__doc__)
     p.add_argument("--checkpoint", required=True, help="our compact checkpoint or an official ckpt.pth.tar")
-    p.add_argument("--video", required=True)
+    p.add_argument("--video", required=True, help="the video file to draw")
     p.add_argument("--out", required=True, help="figure file (.png)")
     p.add_argument("--caption", help="also show the text-video cosine similarity")
     p.add_argument("--layer", type=parse_layer, default="mean", help="vision layer index (negative from the end) or 'mean'")
     p.add_argument("--prompt", type=int, default=0, help="which global prompt's attention to draw")
-    p.add_argument("--max_words", type=int, default=32)
+    p.add_argument("--max_words", type=int, default=32, help="caption tokens kept (with --caption)")
     p.add_argument("--frame_size", type=int, help="displayed frame size in pixels (default: the model's input size)")
-    p.add_argument("--video_backend", default="auto", choices=VIDEO_BACKENDS)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--video_backend", default="auto", choices=VIDEO_BACKENDS,
+                   help="video decoder; auto: the first installed that reads the file")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="where the model runs")
     add_backbone_flags(p, default=None)
     add_model_flags(p, for_checkpoint=True)
     return p
@@ -113,15 +116,21 @@ def run(args: argparse.Namespace) -> dict:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
+def draw(argv: list[str]) -> None:
     args = build_parser().parse_args(argv)
+    require_path("--checkpoint", args.checkpoint, "pass a DGL checkpoint (ours, or an official ckpt.pth.tar)")
+    require_path("--video", args.video, "pass the video file to draw")
     summary = run(args)
     print(f"wrote {args.out} ({summary['size'][0]}x{summary['size'][1]})")
     print("frames", summary["frame_indices"])
     print("mass per frame", " ".join(f"{m:.4f}" for m in summary["frame_mass"]), f"| global prompts {summary['global_mass']:.4f}")
     if summary["similarity"] is not None:
         print(f"cosine similarity {summary['similarity']:.4f}")
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The exit code: user errors are one line and 2 (utils/cli.py)."""
+    return cli.run(draw, argv, prog="visualize.py")
 
 
 if __name__ == "__main__":

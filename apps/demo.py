@@ -10,7 +10,6 @@ model blind to frame order scores 0.5 there, up to the noise of encoding the two
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import subprocess
@@ -27,6 +26,7 @@ from dataloaders.video_io import read_video
 from preprocess import pretrain_tiny_clip
 from preprocess.make_synthetic import SyntheticConfig, make_dataset
 from apps.figures import twin_figure
+from utils import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -234,7 +234,7 @@ def verdict(table: dict, margin: float) -> tuple[bool, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = cli.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="smaller data and models: about a minute")
     p.add_argument("--workdir", default=None, help="default: data/demo (data/demo_quick with --quick)")
     p.add_argument("--seed", type=int, default=0, help="DGL training seed (data and CLIP stay fixed)")
@@ -261,4 +261,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

@@ -11,10 +11,10 @@ Random weights cost what trained ones cost; the results themselves mean nothing.
 """
 from __future__ import annotations
 
-import argparse
 import http.client
 import json
 import statistics
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -31,6 +31,7 @@ from models.clip import CLIP
 from models.dgl import DGL, DGLConfig
 from models.factory import create_model
 from models.pretrained import CLIPConfig
+from utils import cli
 
 # The demo's tiny CLIP (preprocess/pretrain_tiny_clip.py's default recipe) and DGL-Transformer with T = 12.
 DEMO_CLIP = CLIPConfig(embed_dim=128, image_resolution=32, vision_layers=3, vision_width=128, vision_heads=2,
@@ -106,11 +107,11 @@ def ranking_latency(retriever: Retriever, repeats: int, k: int = 12) -> Percenti
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.ArgumentParser(description=__doc__)
     p.add_argument("--videos", type=int, default=1100, help="the demo-sized index")
     p.add_argument("--big", type=int, default=100_000, help="the large index")
-    p.add_argument("--queries", type=int, default=50)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--queries", type=int, default=50, help="timed queries per index")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--shape", choices=sorted(SHAPES), default="demo", help="the model's sizes (random weights)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -135,4 +136,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli.run(main))

@@ -8,15 +8,16 @@ timed alternately, round by round, so that a busy machine slows both alike. Both
 """
 from __future__ import annotations
 
-import argparse
 import random
 import statistics
+import sys
 import time
 from collections.abc import Callable, Sequence
 
 import torch
 
 from models.tokenizer import EOT_ID, PAD_ID, SOT_ID, ClipTokenizer, clean_caption
+from utils import cli
 
 WORDS = (
     "a man woman child dog cat is are playing cooking running talking singing about the on in at with of "
@@ -64,9 +65,9 @@ def captions_per_second(tokenize: Tokenize, captions: Sequence[str], batch: int 
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--captions", type=int, default=5000)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser = cli.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--captions", type=int, default=5000, help="random captions tokenised per round")
+    parser.add_argument("--rounds", type=int, default=5, help="timed rounds (the median is reported)")
     args = parser.parse_args(argv)
     captions = random_captions(args.captions)
     contenders: dict[str, Tokenize] = {"ours (python BPE)": ClipTokenizer()}
@@ -86,4 +87,4 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli.run(main))

@@ -37,10 +37,10 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         if self.video_backend not in VIDEO_BACKENDS:
-            raise ValueError(f"video_backend must be one of {VIDEO_BACKENDS}, got {self.video_backend!r}")
+            raise ValueError(f"--video_backend must be one of {VIDEO_BACKENDS}, got {self.video_backend!r}")
         if self.max_frames < 1 or self.max_words < 2 or self.image_resolution < 1:
             raise ValueError(
-                f"need max_frames >= 1, max_words >= 2, image_resolution >= 1; got {self.max_frames}, "
+                f"need --max_frames >= 1, --max_words >= 2, --image_resolution >= 1; got {self.max_frames}, "
                 f"{self.max_words}, {self.image_resolution}"
             )
 

@@ -17,10 +17,11 @@ class AnnotationError(ValueError):
     """An annotation file is missing or does not have the official layout."""
 
 
-def require_file(path: str | Path, what: str) -> Path:
+def require_file(path: str | Path, what: str, flag: str = "--data_path") -> Path:
+    """``path`` if it is a file; else an error naming ``what`` and the ``flag`` that leads to it."""
     path = Path(path)
     if not path.is_file():
-        raise AnnotationError(f"{what} not found: {path}. Fix: check --data_path / the file name (layouts: docs/data.md).")
+        raise AnnotationError(f"{what} not found: {path}. Fix: check {flag} / the file name (layouts: docs/data.md).")
     return path
 
 
@@ -48,10 +49,10 @@ def read_pickle(path: str | Path, what: str) -> Any:
         raise AnnotationError(f"{what} {path} is not a readable pickle: {err}. Fix: re-download the file.") from err
 
 
-def read_csv_columns(path: str | Path, what: str, columns: Iterable[str]) -> list[dict[str, str]]:
+def read_csv_columns(path: str | Path, what: str, columns: Iterable[str], flag: str = "--data_path") -> list[dict[str, str]]:
     """Rows of a CSV with a header that must contain `columns`, each row holding a value for all of them
     (a short row is an error here, naming the file and line, not a TypeError later in a DataLoader worker)."""
-    path = require_file(path, what)
+    path = require_file(path, what, flag)
     columns = list(columns)
     with open(path, encoding="utf-8", newline="") as f:
         reader = csv.DictReader(f)

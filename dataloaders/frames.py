@@ -54,13 +54,13 @@ class SplitVideos:
     def _attach_cache(self, cache: FrameCache) -> None:
         if cache.settings.resolution != self.resolution:
             raise FrameCacheError(
-                f"frame cache {cache.root} holds {cache.settings.describe()}, but image_resolution is "
+                f"frame cache {cache.root} holds {cache.settings.describe()}, but --image_resolution is "
                 f"{self.resolution}. Fix: build a cache for this resolution in another folder."
             )
         if not cache.serves(self.num_frames, self.train):
             if not self.train:
                 raise FrameCacheError(
-                    f"frame cache {cache.root} holds {cache.settings.describe()}, but max_frames is "
+                    f"frame cache {cache.root} holds {cache.settings.describe()}, but --max_frames is "
                     f"{self.num_frames}. Fix: build a cache for this T (or with --all_frames) in another folder."
                 )
             logger.info("%s: frame cache %s has evaluation frames only; training decodes", self.split.name, cache.root)

@@ -163,7 +163,7 @@ def _compact_model(ckpt: dict, source: str, clip_name: str | None, clip_dir: str
     backbone = ckpt.get("backbone", {})
     name = clip_name or backbone.get("name") or backbone.get("path")
     if not name:
-        raise ValueError(f"{source}: no backbone name inside; pass pretrained_clip_name (--pretrained_clip_name)")
+        raise ValueError(f"{source}: no backbone name inside; pass --pretrained_clip_name")
     activation = backbone.get("config", {}).get("activation")  # as trained; absent in older checkpoints: the file's
     model = create_model(config.backbone, name, clip_dir, config, activation=activation).model
     load_compact_state(model, ckpt, source=source)

@@ -22,6 +22,9 @@ from pathlib import Path
 import torch
 
 from .clip_formats import ACTIVATION_NAMES, NEEDS_VIT, WEIGHT_FILE_NAMES, CLIPLoadError, hf_to_openai, is_hf_clip
+from .clip_names import (
+    FILES_BY_FILENAME, OPENAI_CLIP_FILES, ClipFile, hf_folders, hf_places, is_hf_id, known_names, openai_file, weight_file,
+)
 
 __all__ = [
     "OPENAI_CLIP_FILES",
@@ -67,33 +70,6 @@ class CLIPChecksumWarning(UserWarning):
 
 
 @dataclass(frozen=True)
-class ClipFile:
-    """One of OpenAI's released CLIP files; the SHA256 is part of OpenAI's download URL."""
-
-    name: str
-    filename: str
-    sha256: str
-
-    @property
-    def url(self) -> str:
-        return f"https://openaipublic.azureedge.net/clip/models/{self.sha256}/{self.filename}"
-
-
-OPENAI_CLIP_FILES: dict[str, ClipFile] = {
-    clip_file.name: clip_file
-    for clip_file in (
-        ClipFile("ViT-B/32", "ViT-B-32.pt", "40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af"),
-        ClipFile("ViT-B/16", "ViT-B-16.pt", "5806e77cd80f8b59890b7e101eabd078d9fb84e6937f9e85e4ecb61988df416f"),
-        ClipFile("ViT-L/14", "ViT-L-14.pt", "b8cca3fd41ae0c99ba7e8951adf17d267cdb84cd88be6f7c2e0eca1737a03836"),
-        ClipFile(
-            "ViT-L/14@336px", "ViT-L-14-336px.pt", "3035c92b350959924f9f00213499208652fc7ea050643e8b385c2dac08641f02"
-        ),
-    )
-}
-_FILES_BY_FILENAME = {clip_file.filename: clip_file for clip_file in OPENAI_CLIP_FILES.values()}
-
-
-@dataclass(frozen=True)
 class CLIPConfig:
     """Sizes of a ViT CLIP, read from tensor shapes so any width/depth loads; heads and activation come from
     the file's config where it has one (OpenAI's files: width / 64 and QuickGELU)."""
@@ -126,45 +102,61 @@ def default_pretrained_dir() -> Path:
 
 
 def resolve_clip_path(name_or_path: str, pretrained_dir: str | os.PathLike | None = None) -> Path:
-    """Map "ViT-B/32", "ViT-L/14", ... to ``<pretrained_dir>/ViT-B-32.pt`` etc., or accept an existing file, or
-    a folder holding one of `WEIGHT_FILE_NAMES` (a Hugging Face or open_clip download).
+    """The weight file a ``--pretrained_clip_name`` means.
 
-    Nothing is downloaded: training machines are often offline, so a missing file is an error that
-    says exactly what to fetch and where to put it.
+    An existing file, or a folder holding one of `WEIGHT_FILE_NAMES` (a Hugging Face or open_clip download).
+    OpenAI's models by any of their names (``ViT-B/32``, open_clip's ``ViT-B-32`` or ``ViT-B-32/openai``, the
+    Hugging Face id ``openai/clip-vit-base-patch32``): OpenAI's file (``<pretrained_dir>/ViT-B-32.pt``) or the
+    same weights as a Hugging Face download, whichever the name's own kind is, first. Any other Hugging Face id:
+    found under ``pretrained_dir`` or in the Hugging Face cache (`clip_names.hf_folders`).
+
+    Nothing is downloaded: training machines are often offline, so a missing file is an error that says
+    what to fetch, and how (``python -m apps.download NAME``).
     """
-    clip_file = OPENAI_CLIP_FILES.get(name_or_path)
-    if clip_file is not None:
-        folder = Path(pretrained_dir).expanduser() if pretrained_dir is not None else default_pretrained_dir()
-        path = folder / clip_file.filename
-        if not path.is_file():
-            raise CLIPNotFoundError(_missing_file_message(path))
-        return path
+    folder = Path(pretrained_dir).expanduser() if pretrained_dir is not None else default_pretrained_dir()
     path = Path(name_or_path).expanduser()
     if path.is_file():
         return path
     if path.is_dir():
-        found = next((path / name for name in WEIGHT_FILE_NAMES if (path / name).is_file()), None)
+        found = weight_file(path)
         if found is None:
             raise CLIPNotFoundError(f"{path} is a folder without a CLIP weight file; looked for {', '.join(WEIGHT_FILE_NAMES)}")
         return found
+    clip_file = openai_file(name_or_path)
+    if clip_file is not None:
+        in_hf_folders = [weight_file(f) for f in hf_folders(clip_file.hf_id, folder)]
+        candidates = [folder / clip_file.filename, *in_hf_folders]
+        if name_or_path.lower() == clip_file.hf_id:
+            candidates = [*in_hf_folders, folder / clip_file.filename]
+        found = next((c for c in candidates if c is not None and c.is_file()), None)
+        if found is None:
+            raise CLIPNotFoundError(_missing_file_message(folder / clip_file.filename, name_or_path))
+        return found
+    if is_hf_id(name_or_path):
+        found = next((f for f in map(weight_file, hf_folders(name_or_path, folder)) if f is not None), None)
+        if found is None:
+            raise CLIPNotFoundError(
+                f"Hugging Face model {name_or_path} not found in {', '.join(map(str, hf_places(name_or_path, folder)))}; "
+                f"download it (e.g. huggingface-cli download {name_or_path}) or pass --pretrained_clip_name the folder "
+                f"holding its weights and config.json (known by name: {known_names()})"
+            )
+        return found
     raise CLIPNotFoundError(
-        f"{name_or_path!r} is neither a known CLIP model ({', '.join(OPENAI_CLIP_FILES)}) "
-        f"nor an existing file (looked for {path.absolute()})"
+        f"--pretrained_clip_name {name_or_path!r} is neither a known CLIP model ({known_names()}), nor a Hugging Face "
+        f"id, nor an existing file (looked for {path.absolute()})"
     )
 
 
-def _missing_file_message(path: Path) -> str:
-    clip_file = _FILES_BY_FILENAME.get(path.name)
+def _missing_file_message(path: Path, name: str | None = None) -> str:
+    """One line: what is missing, the command that fetches it, and the flag that points elsewhere."""
+    clip_file = FILES_BY_FILENAME.get(path.name)
     if clip_file is None:
         return f"CLIP weight file not found: {path}"
-    quoted = shlex.quote(str(path))
     return (
-        f"OpenAI CLIP {clip_file.name} weights not found: {path} does not exist.\n"
-        f"Download {clip_file.url}\n"
-        f"(SHA256 {clip_file.sha256}) and save it under that path, e.g.\n"
-        f"  mkdir -p {shlex.quote(str(path.parent))} && curl -L -o {quoted} {clip_file.url}\n"
-        f"  echo '{clip_file.sha256}  {path}' | sha256sum -c -\n"
-        f"or set pretrained_dir / ${PRETRAINED_DIR_ENV} to the folder that holds {clip_file.filename}."
+        f"OpenAI CLIP {clip_file.name} weights not found: no {path} (nor a Hugging Face download of "
+        f"{clip_file.hf_id}); fetch it with `python -m apps.download {shlex.quote(name or clip_file.name)} "
+        f"--pretrained_dir {shlex.quote(str(path.parent))}` (from {clip_file.url}, SHA256 {clip_file.sha256}), "
+        f"or pass --pretrained_dir (or set ${PRETRAINED_DIR_ENV}) to the folder that holds {clip_file.filename}"
     )
 
 
@@ -190,7 +182,7 @@ def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
 
 def _warn_if_not_official(path: Path) -> None:
     """Warn (not fail) on a hash mismatch: fine-tuned or test weights under OpenAI's name are legitimate."""
-    clip_file = _FILES_BY_FILENAME.get(path.name)
+    clip_file = FILES_BY_FILENAME.get(path.name)
     if clip_file is None:
         return
     actual = file_sha256(path)

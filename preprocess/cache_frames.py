@@ -17,7 +17,6 @@ pass --frame_cache CACHE to training/evaluation. Layout and staleness: dataloade
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import sys
@@ -32,7 +31,7 @@ if __package__ in (None, ""):  # run by path (python preprocess/X.py): make the 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dataloaders import DataConfig, build_split  # noqa: E402
-from dataloaders.frame_cache import CacheEntry, CacheSettings, FrameCache, FrameCacheError, source_stamp  # noqa: E402
+from dataloaders.frame_cache import CacheEntry, CacheSettings, FrameCache, source_stamp  # noqa: E402
 from dataloaders.frame_codec import DEFAULT_JPEG_QUALITY, DEFAULT_JPEG_SUBSAMPLING, FORMATS, JPEG_SUBSAMPLINGS  # noqa: E402
 from dataloaders.parallel import parallel_map  # noqa: E402
 from dataloaders.sampling import segment_centres  # noqa: E402
@@ -42,6 +41,7 @@ from dataloaders.video_io import read_video  # noqa: E402
 from preprocess.cache_size import SizeEstimate, check_free_space, estimate_size  # noqa: E402
 from utils.flags import add_data_flags  # noqa: E402
 from utils.progress import progress  # noqa: E402
+from utils import cli  # noqa: E402
 
 SAVE_EVERY = 200  # manifest rewrites (the journal keeps every finished video in between)
 
@@ -145,11 +145,12 @@ def build_cache(
     return report
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def build(argv: list[str]) -> int:
+    parser = cli.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_data_flags(parser)
     parser.add_argument("--max_frames", type=int, default=DataConfig.max_frames, help="T of the evaluation frames")
-    parser.add_argument("--subsets", nargs="+", default=["test"], choices=["train", "val", "test"])
+    parser.add_argument("--subsets", nargs="+", default=["test"], choices=["train", "val", "test"],
+                        help="splits whose videos are cached")
     parser.add_argument("--all_frames", action="store_true", help="store every frame (serves training too)")
     parser.add_argument("--frame_cache_format", choices=FORMATS, default="raw",
                         help="raw: uint8, bit-exact; jpeg: JPEG stacks, ~1/15 of the bytes, decoded ~10x faster than video")
@@ -157,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jpeg_subsampling", choices=JPEG_SUBSAMPLINGS, default=None,
                         help=f"jpeg format only (default {DEFAULT_JPEG_SUBSAMPLING}); 444 keeps full chroma: for small frames, "
                              "where 4:2:0 smears colour edges (docs/benchmarks.md, JPEG on the demo)")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="decoding processes")
     parser.add_argument("--rebuild", action="store_true", help="replace a cache built with other settings")
     args = parser.parse_args(argv)
     if args.frame_cache is None:
@@ -170,13 +171,15 @@ def main(argv: list[str] | None = None) -> int:
         args.image_resolution = DataConfig.image_resolution
     cfg = DataConfig.from_args(args)
     splits = [build_split(cfg, subset) for subset in args.subsets]
-    try:
-        report = build_cache(splits, cfg, args.all_frames, args.workers, args.rebuild, args.frame_cache_format, args.jpeg_quality,
-                             args.jpeg_subsampling)
-    except FrameCacheError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    report = build_cache(splits, cfg, args.all_frames, args.workers, args.rebuild, args.frame_cache_format, args.jpeg_quality,
+                         args.jpeg_subsampling)
     return 1 if report.failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The exit code: 1 if some videos could not be cached; a user error (a cache of other settings, a full disk)
+    is one line and 2 (utils/cli.py)."""
+    return cli.run(build, argv)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ output is upright and carries no rotation (mirror flags, which phones do not wri
 """
 from __future__ import annotations
 
-import argparse
 import itertools
 import os
 import sys
@@ -36,6 +35,7 @@ if __package__ in (None, ""):  # run by path (python preprocess/X.py): make the 
 from dataloaders.parallel import parallel_map  # noqa: E402
 from dataloaders.video_io import VIDEO_EXTENSIONS  # noqa: E402
 from utils.progress import progress as progress_bar  # noqa: E402
+from utils import cli  # noqa: E402
 
 H264_CONTAINERS = (".mp4", ".m4v", ".mov", ".mkv", ".avi")  # keep these names as they are
 DEFAULT_FPS = 3  # the DGL/CLIP4Clip recipe; preprocess/check_dataset.py counts videos above these
@@ -174,13 +174,13 @@ def _run(args: tuple[Job, int, int]) -> tuple[Job, str | None]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--input_root", type=Path, required=True)
-    parser.add_argument("--output_root", type=Path, required=True)
+    parser = cli.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--input_root", type=Path, required=True, help="folder of the original videos (searched recursively)")
+    parser.add_argument("--output_root", type=Path, required=True, help="folder for the compressed copies (same sub-folders)")
     parser.add_argument("--workers", "--num_works", dest="workers", type=int, default=os.cpu_count() or 1,
                         help="parallel encodes (--num_works: the official script's name)")
-    parser.add_argument("--fps", type=int, default=DEFAULT_FPS)
-    parser.add_argument("--short_side", type=int, default=DEFAULT_SHORT_SIDE)
+    parser.add_argument("--fps", type=int, default=DEFAULT_FPS, help="frame rate of the copies")
+    parser.add_argument("--short_side", type=int, default=DEFAULT_SHORT_SIDE, help="pixels of the shorter side (even)")
     args = parser.parse_args(argv)
     input_root, output_root = args.input_root.resolve(), args.output_root.resolve()
     if not input_root.is_dir():
@@ -213,4 +213,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

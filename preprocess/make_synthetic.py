@@ -10,7 +10,6 @@ Usage: python preprocess/make_synthetic.py --out DIR [--seed 0] [--train_videos 
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import sys
@@ -37,6 +36,7 @@ from preprocess.synthetic_world import (  # noqa: E402
     random_attrs,
 )
 from utils.progress import progress  # noqa: E402
+from utils import cli  # noqa: E402
 
 # Re-exported: tests and scripts have imported the world's names from here since before the split.
 __all__ = [
@@ -79,6 +79,19 @@ class SyntheticConfig:
         fewest = min(len(p) for p in MOTION_PHRASES.values()) * len(CAPTION_TEMPLATES)
         if not 1 <= self.captions_per_video <= fewest:
             raise ValueError(f"captions_per_video must be in [1, {fewest}] to keep captions distinct")
+
+
+FLAG_HELP = {  # the command line's help for each SyntheticConfig field
+    "seed": "random seed of the whole world (colours, shapes, motions, captions)",
+    "train_videos": "training videos",
+    "train_twins": "make the training videos time-reversed twin pairs too (see main.py --train_group_size 2)",
+    "test_pairs": "test twin pairs (each a clip and its time reversal)",
+    "frames": "frames per video",
+    "size": "frame width and height in pixels (even, >= 16)",
+    "captions_per_video": "captions per training video",
+    "workers": "processes rendering videos",
+    "crf": "H.264 quality (lower: larger, closer to the rendered frames)",
+}
 
 
 # ------------------------------------------------------------------------------------------------ planning
@@ -201,20 +214,21 @@ def make_dataset(cfg: SyntheticConfig, out_dir: str | Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", required=True)
+    p = cli.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", required=True, help="folder to write the dataset to")
     defaults = SyntheticConfig()
     for name, value in asdict(defaults).items():
         if isinstance(value, bool):
-            p.add_argument(f"--{name}", action="store_true")
+            p.add_argument(f"--{name}", action="store_true", help=FLAG_HELP[name])
         else:
-            p.add_argument(f"--{name}", type=type(value), default=value)
+            p.add_argument(f"--{name}", type=type(value), default=value, help=FLAG_HELP[name])
     args = vars(p.parse_args(argv))
     out = args.pop("out")
+    del args["debug"]
     summary = make_dataset(SyntheticConfig(**args), out)
     print(json.dumps(summary))
     return summary
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli.run(main))

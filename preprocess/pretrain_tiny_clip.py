@@ -51,6 +51,7 @@ from preprocess.tiny_clip.files import cached_summary, openai_state_dict, save  
 from preprocess.tiny_clip.losses import contrastive_loss, paraphrase_loss  # noqa: E402
 from preprocess.tiny_clip.recipe import DEFAULT, QUICK, Recipe, cache_key  # noqa: E402
 from preprocess.tiny_clip.training import train  # noqa: E402
+from utils import cli  # noqa: E402
 
 # Re-exported: the demo, the tests and scripts have used these names from here since before the split.
 __all__ = [
@@ -123,7 +124,7 @@ def pretrain(out: str | os.PathLike, recipe: Recipe = DEFAULT, force: bool = Fal
 
 # ------------------------------------------------------------------------------------------------ command line
 def parse_recipe(argv: list[str] | None = None) -> tuple[argparse.Namespace, Recipe]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
+    parser = cli.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="weight file to write (FILE.json gets the summary)")
     parser.add_argument("--quick", action="store_true", help="small, fast preset (~half a minute) for smoke runs")
     parser.add_argument("--force", action="store_true", help="retrain even if FILE matches the recipe")
@@ -152,4 +153,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli.run(main))

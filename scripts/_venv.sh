@@ -1,6 +1,9 @@
-# Sourced by the scripts: create .venv with what the project needs, once.
-# On a machine without CUDA the CPU build of torch is installed first, so that no
-# later requirement pulls the multi-GB CUDA build.
+# Sourced by the scripts: an environment with what the project needs, set up once. Sets PY and ROOT.
+# scripts/setup_plan.py decides, and says in one line each, which environment is used (an active venv or conda
+# env that has torch, else .venv) and which torch build is installed (see its --help: CPU build without a GPU,
+# pinned CUDA build with one; TORCH_INDEX_URL / DGL_TORCH_INDEX choose another).
+# Runtime packages: requirements.txt. A script that runs the tests sets DGL_TEST_REQUIREMENTS=1 before sourcing,
+# which adds requirements-test.txt.
 # Interpreter: PYTHON (default python3), CPython 3.10-3.13 tested; a chosen PYTHON gets its own
 # .venv-<major.minor> (e.g. `PYTHON=python3.13 bash scripts/test.sh` -> .venv-3.13); DGL_VENV overrides the folder.
 set -euo pipefail
@@ -15,24 +18,34 @@ case "$PY_VERSION" in
   *) echo "[setup] Python $PY_VERSION is newer than the tested 3.10-3.13; trying anyway" >&2 ;;
 esac
 VENV="${DGL_VENV:-$ROOT/.venv${PYTHON:+-$PY_VERSION}}"
-PY="$VENV/bin/python"
-STAMP="$VENV/.dgl-requirements"
-want="$(cat "$ROOT/requirements.txt" "$ROOT/scripts/_venv.sh" | sha256sum | cut -d' ' -f1)"
-if [ ! -x "$PY" ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
-  echo "[setup] preparing $VENV" >&2
-  [ -x "$PY" ] || "$BASE_PY" -m venv "$VENV"
-  "$PY" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-  if ! "$PY" -c "import torch" 2>/dev/null; then
-    if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then
-      "$PY" -m pip install -q torch
-    else
-      # TORCH_INDEX_URL lets users point pip at PyTorch's CPU wheel index.
-      "$PY" -m pip install -q torch==2.13.0 ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}
+plan="$("$BASE_PY" "$ROOT/scripts/setup_plan.py" --venv "$VENV")" || exit $?
+eval "$plan"
+PY="$PLAN_PY"
+requirements=("$ROOT/requirements.txt")
+[ "${DGL_TEST_REQUIREMENTS:-0}" = 1 ] && requirements+=("$ROOT/requirements-test.txt")
+STAMP="$(dirname "$(dirname "$PY")")/.dgl-requirements"
+want="$(cat "${requirements[@]}" "$ROOT/scripts/_venv.sh" "$ROOT/scripts/setup_plan.py" | sha256sum | cut -d' ' -f1)"
+if [ "$PLAN_TORCH_NEEDED" = 1 ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
+  echo "[setup] $PLAN_ENV_NOTE" >&2
+  if [ "$PLAN_CREATE_VENV" = 1 ]; then
+    "$BASE_PY" -m venv "$VENV"
+    "$PY" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+  fi
+  if [ "$PLAN_TORCH_NEEDED" = 1 ]; then
+    echo "[setup] installing $PLAN_TORCH_NOTE" >&2
+    if ! "$PY" -m pip install -q "${PLAN_TORCH_ARGS[@]}"; then
+      if [ "$PLAN_TORCH_FALLBACK" != 1 ]; then
+        echo "[setup] error: installing torch failed (pip's message above); set TORCH_INDEX_URL or DGL_TORCH_INDEX (see scripts/setup_plan.py --help)" >&2
+        exit 1
+      fi
+      echo "[setup] that index could not be used (pip's message above); installing torch==2.13.0 from pip's configured index instead (on Linux PyPI's CUDA build, ~4.7 GB; TORCH_INDEX_URL=a reachable copy of the CPU index avoids it)" >&2
+      "$PY" -m pip install -q torch==2.13.0
     fi
   fi
-  # Test-only: transformers (the peer implementation tests/test_clip_peer.py checks our CLIP against) and
-  # import-linter (the layer contract, tests/test_layers.py); pytest-randomly (shuffled runs, scripts/test.sh).
-  "$PY" -m pip install -q -r "$ROOT/requirements.txt" pytest pytest-xdist pytest-randomly transformers import-linter
+  req_args=()
+  for file in "${requirements[@]}"; do req_args+=(-r "$file"); done
+  "$PY" -m pip install -q "${req_args[@]}"
+  "$PY" -c 'import torch; print("[setup] torch", torch.__version__, "(CUDA " + torch.version.cuda + ")" if torch.version.cuda else "(CPU build)", "in", __import__("sys").prefix)' >&2
   echo "$want" > "$STAMP"
 fi
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"

@@ -5,6 +5,7 @@
 # low-confidence cue of an absurd query, the 12-frame strip, opens one result (title and Close below the sticky
 # header) with its "more like this" row, and saves assets/search_page.png and
 # assets/search_page_low_confidence.png. Extra arguments go to pytest.
+DGL_TEST_REQUIREMENTS=1  # the test-only packages too (requirements-test.txt)
 source "$(dirname "${BASH_SOURCE[0]}")/_venv.sh"
 cd "$ROOT"
 if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then

@@ -65,3 +65,10 @@ def transformer(fixture_dir):
     from models.factory import load_dgl
 
     return load_dgl(fixture_dir / "dgl_transformer_ckpt.pth.tar").eval()
+
+
+@pytest.fixture(autouse=True)
+def empty_hugging_face_cache(tmp_path_factory, monkeypatch):
+    """CLIP names are also looked up in the Hugging Face cache: every test sees an empty one, whatever this
+    machine has downloaded (tests that need a cache set their own)."""
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path_factory.getbasetemp() / "empty_hf_cache"))

@@ -218,3 +218,34 @@ def test_non_vit_and_non_clip_files_are_refused(tmp_path: Path) -> None:
 def test_folder_without_weights_names_what_it_looked_for(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="model.safetensors, pytorch_model.bin, open_clip_model.safetensors"):
         resolve_clip_path(str(tmp_path))
+
+
+def write_hub_cache(cache: Path, repo_id: str, peer: transformers.CLIPModel, revision: str = "0123abcd") -> Path:
+    """The Hugging Face cache layout huggingface_hub writes: blobs named by hash, a snapshot folder of symlinks
+    to them, and refs/main naming the snapshot."""
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    staging = repo / "staging"
+    peer.save_pretrained(staging)
+    snapshot = repo / "snapshots" / revision
+    snapshot.mkdir(parents=True)
+    (repo / "blobs").mkdir()
+    for file in staging.iterdir():
+        blob = repo / "blobs" / f"blob-{file.name}"
+        file.rename(blob)
+        (snapshot / file.name).symlink_to(Path("../..") / "blobs" / blob.name)
+    staging.rmdir()
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(revision)
+    return snapshot
+
+
+def test_hugging_face_id_loads_from_the_hub_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Hub id finds the snapshot in $HF_HOME/hub (symlinks into blobs/) and loads as transformers computes."""
+    size = SIZES["small"]
+    peer = hf_model(size, seed=3)
+    snapshot = write_hub_cache(tmp_path / "hf" / "hub", "someone/tiny-clip", peer)
+    for variable in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    assert resolve_clip_path("someone/tiny-clip", tmp_path / "empty") == snapshot / "model.safetensors"
+    assert_same_embeddings(CLIP.from_pretrained("someone/tiny-clip", tmp_path / "empty"), peer, size)

@@ -180,6 +180,6 @@ def test_cli_index_search_and_reverse(gallery, fixture_dir, tmp_path, capsys):
     assert len(rows) == 2 and {r["line"] for r in rows} <= {1, 3, 4} and rows[0]["score"] >= rows[1]["score"]
     # Another model: an error message naming both checkpoints, no traceback.
     other = fixture_dir / "dgl_transformer_ckpt.pth.tar"
-    assert retrieve.main(["search", "--index", str(out), "x", "--checkpoint", str(other), "--device", "cpu"]) == 1
+    assert retrieve.main(["search", "--index", str(out), "x", "--checkpoint", str(other), "--device", "cpu"]) == 2  # a user error: exit 2, as every CLI (utils/cli.py)
     err = capsys.readouterr().err
     assert "dgl_linear_ckpt.pth.tar" in err and "dgl_transformer_ckpt.pth.tar" in err

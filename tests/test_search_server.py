@@ -255,7 +255,7 @@ def test_serve_refuses_another_models_index(gallery, fixture_dir, tmp_path, caps
     Retriever.from_checkpoint(fixture_dir / "dgl_transformer_ckpt.pth.tar", device="cpu", workers=0).index(
         gallery, out, progress=False)
     other = fixture_dir / "dgl_linear_ckpt.pth.tar"
-    assert retrieve.main(["serve", "--index", str(out), "--checkpoint", str(other), "--device", "cpu", "--port", "0"]) == 1
+    assert retrieve.main(["serve", "--index", str(out), "--checkpoint", str(other), "--device", "cpu", "--port", "0"]) == 2  # a user error: exit 2 (utils/cli.py)
     assert "they differ in" in capsys.readouterr().err
 
 

@@ -19,6 +19,8 @@ from typing import Any
 from dataloaders.config import DataConfig
 from models.dgl import DGLConfig
 from models.losses import LOSSES
+from models.pretrained import resolve_clip_path
+from utils.cli import ArgumentParser, require_path
 from utils.flags import (
     FIXED_FLAGS, IGNORED_FLAGS, SILENT_FLAGS, add_backbone_flags, add_compat_flags, add_data_flags, add_model_flags,
     dgl_config, optional,
@@ -28,6 +30,16 @@ from utils.validate import check_ranges
 logger = logging.getLogger(__name__)
 PRECISIONS = ("amp", "bf16", "fp16", "fp32")
 TF32_CHOICES = ("off", "train", "all")
+TRAIN_FLOAT_FLAGS = {
+    "lr": "peak learning rate of the prompts (linear warm-up, then cosine decay)",
+    "coef_lr": "the CLIP's learning rate is --lr times this (with --freeze_clip 0)",
+    "wd": "AdamW weight decay",
+    "beta1": "AdamW beta1",
+    "beta2": "AdamW beta2",
+    "eps": "AdamW epsilon",
+    "warmup_proportion": "share of all steps spent in the linear warm-up",
+    "clip_grad_norm": "clip the gradient's global norm to this",
+}
 
 
 @dataclass(frozen=True)
@@ -95,12 +107,12 @@ class RunConfig:
     flags: dict[str, Any] = field(default_factory=dict)  # every parsed flag, for config.json and checkpoints
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="DGL: train and evaluate text-video retrieval", allow_abbrev=False)
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(description="DGL: train and evaluate text-video retrieval")
     a = p.add_argument
-    a("--do_train", type=int, default=0)
-    a("--do_eval", type=int, default=0)
-    a("--output_dir", required=True)
+    a("--do_train", type=int, default=0, choices=(0, 1), help="1: train (and evaluate each epoch unless --eval_every_epoch 0)")
+    a("--do_eval", type=int, default=0, choices=(0, 1), help="1: evaluate on the test split (the trained model, or --resume)")
+    a("--output_dir", required=True, help="folder for the log, config.json, checkpoints and results")
     a("--resume", type=optional(), default=None, help="our checkpoint (exact resume) or an official ckpt.*.pth.tar")
     a("--init_model", type=optional(), default=None, help="weights to start from (official): --resume X --load_from_pretrained 1")
     a("--load_from_pretrained", type=int, default=0, help="with --resume: load weights only, start at step 0")
@@ -110,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--overwrite", action="store_true", help="train into an --output_dir that holds another run's checkpoint")
     a("--dist_timeout", type=float, default=RunConfig.dist_timeout,
       help="minutes a rank waits in a collective before the run ends with an error (a stuck or stopped rank)")
-    a("--seed", type=int, default=42)
+    a("--seed", type=int, default=42, help="random seed (initialisation, sampling, shuffling)")
     a("--lmdb_dataset", type=optional(), default=None, help="not supported; decode files or use --frame_cache")
     a("--num_thread_reader", type=int, default=1, help="DataLoader workers per rank")
     add_data_flags(p)
@@ -119,14 +131,14 @@ def build_parser() -> argparse.ArgumentParser:
       help="the CLIP's MLP activation, for files that do not record it (open_clip without open_clip_config.json); "
       "checkpoints remember it")
     add_model_flags(p)
-    a("--freeze_clip", type=int, default=1, choices=(0, 1))
+    a("--freeze_clip", type=int, default=1, choices=(0, 1), help="1: train only the prompts (DGL); 0: also the CLIP, at lr x --coef_lr")
     a("--grad_checkpointing", action="store_true", help="recompute frozen blocks in backward (less memory)")
     t = TrainConfig()
-    a("--epochs", type=int, default=t.epochs)
+    a("--epochs", type=int, default=t.epochs, help="passes over the training set")
     a("--batch_size", type=int, default=t.batch_size, help="per rank")
-    a("--batch_size_val", type=int, default=EvalConfig().batch_size)
-    for name in ("lr", "coef_lr", "wd", "beta1", "beta2", "eps", "warmup_proportion", "clip_grad_norm"):
-        a(f"--{name}", type=float, default=getattr(t, name))
+    a("--batch_size_val", type=int, default=EvalConfig().batch_size, help="videos or captions encoded at once in evaluation")
+    for name, text in TRAIN_FLOAT_FLAGS.items():
+        a(f"--{name}", type=float, default=getattr(t, name), help=text)
     a("--gradient_accumulation_steps", type=int, default=1, help="encode each batch in this many chunks")
     a("--precision", default=t.precision, choices=PRECISIONS,
       help="training compute: amp = bf16 autocast on GPUs of compute capability 8.0 on, fp16 with a loss scaler "
@@ -136,16 +148,16 @@ def build_parser() -> argparse.ArgumentParser:
     a("--tf32", default="train", choices=TF32_CHOICES,
       help="TF32 tensor cores for fp32 matmuls/convolutions: off; train (training steps only, the default); "
            "all (also the evaluation encoders). The similarity matrix never uses TF32")
-    a("--loss", default=t.loss, choices=sorted(LOSSES))
+    a("--loss", default=t.loss, choices=sorted(LOSSES), help="training loss (symmetric InfoNCE, as the paper)")
     a("--train_group_size", type=int, default=1,
       help="keep runs of this many consecutive training samples in one batch (e.g. 2 for twin videos stored side by side)")
     a("--max_steps", type=optional(int), default=None, help="stop (and save) after this many optimiser steps")
-    a("--n_display", type=int, default=t.n_display)
-    a("--tensorboard_path", type=optional(), default=None)
-    a("--eval_every_epoch", type=int, default=1, choices=(0, 1))
+    a("--n_display", type=int, default=t.n_display, help="log the loss every this many steps")
+    a("--tensorboard_path", type=optional(), default=None, help="also write TensorBoard logs to this folder")
+    a("--eval_every_epoch", type=int, default=1, choices=(0, 1), help="1: evaluate after each epoch and keep the best checkpoint")
     a("--dsl", action="store_true", help="also report dual-softmax re-ranked metrics")
     a("--qb_norm", action="store_true", help="also report QB-Norm metrics (query bank from the training set)")
-    a("--qb_norm_bank_size", type=int, default=5000)
+    a("--qb_norm_bank_size", type=int, default=5000, help="training captions in the QB-Norm query bank")
     a("--qb_norm_beta", type=float, default=0.87, help="fixed QB-Norm beta (on logits)")
     a("--save_features", action="store_true", help="write the evaluation features to eval_features.pt")
     a("--baseline", choices=("meanp",), default=None,
@@ -179,6 +191,30 @@ def build_config(argv: list[str] | None = None) -> RunConfig:
         grad_checkpointing=args.grad_checkpointing,
         ignored_flags=tuple(sorted(f for f in IGNORED_FLAGS if f in given and f not in SILENT_FLAGS)), flags=flags,
     )
+
+
+_INPUT_FLAGS = {  # what each data flag must point at, for the message
+    "--data_path": "the annotations (MSR-VTT: MSRVTT_data.json; the other datasets: their folder)",
+    "--features_path": "the folder of the (compressed) videos",
+    "--val_csv": "MSR-VTT's test list (MSRVTT_JSFUSION_test.csv)",
+    "--train_csv": "MSR-VTT's training list (MSRVTT_train.9k.csv)",
+}
+
+
+def check_inputs(cfg: RunConfig) -> None:
+    """The files the flags name exist (the CLIP weights, the data): a wrong path is reported at once, in one
+    line naming the flag, not after the model is built. The readers check the files' contents later."""
+    resolve_clip_path(cfg.clip_name, cfg.clip_dir)
+    data = cfg.data
+    given = {"--data_path": data.data_path, "--features_path": data.features_path,
+             "--val_csv": data.val_csv, "--train_csv": data.train_csv}
+    needed = [] if data.frame_cache is not None else ["--features_path"]
+    if data.datatype != "msrvtt":
+        needed.append("--data_path")
+    else:  # the test split is the --val_csv pairs; training (and QB-Norm's bank) reads the list and the captions
+        needed += ["--val_csv", "--train_csv", "--data_path"] if cfg.do_train or cfg.eval.qb_norm else ["--val_csv"]
+    for flag in needed:
+        require_path(flag, given[flag], f"pass {flag} {_INPUT_FLAGS[flag]}")
 
 
 def check_flags(args: argparse.Namespace) -> None:

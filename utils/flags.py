@@ -26,7 +26,8 @@ MODEL_FLAGS = {
     "unified_transformer_layers": "prompt_layers",
     "visual_output_type": "visual_output_type",
 }
-# Official flags kept only so that old command lines parse: (name, takes a value).
+# Official flags kept only so that old command lines parse: (name, takes a value). The official --debug is not
+# here: every parser has it (utils/cli.py), and it shows the traceback of an error.
 IGNORED_FLAGS = {
     "--cache_dir": True, "--camoe_dsl": True, "--cross_model": True, "--cross_num_hidden_layers": True,
     "--data_dir": True, "--dist_backend": True, "--eval_frame_order": True, "--feature_framerate": True,
@@ -38,7 +39,7 @@ IGNORED_FLAGS = {
     "--visual_num_hidden_layers": True, "--world_size": True, "--log_level": True,
     "--time_embedding": True, "--inference_speed_test": True, "--save_feature_path": True,
     "--loose_type": False, "--do_pretrain": False, "--do_lower_case": False, "--dp": False,
-    "--use_mil": False, "--sampled_use_mil": False, "--use_bn_sync": False, "--debug": False,
+    "--use_mil": False, "--sampled_use_mil": False, "--use_bn_sync": False,
 }
 # Flags the launchers or the official scripts always pass; accepted without a warning.
 SILENT_FLAGS = ("--loose_type", "--optim", "--init_method", "--feature_framerate", "--slice_framepos",
@@ -61,17 +62,18 @@ def add_data_flags(parser: argparse.ArgumentParser) -> None:
     """Where a dataset lives and how it becomes tensors (DataConfig); ``--max_frames`` is a model flag."""
     d = DataConfig()
     g = parser.add_argument_group("data")
-    g.add_argument("--datatype", default=d.datatype, choices=sorted(DATASETS))
+    g.add_argument("--datatype", default=d.datatype, choices=sorted(DATASETS), help="dataset, and so its file layout")
     g.add_argument("--data_path", default=d.data_path, help="annotation file (MSR-VTT) or folder")
     g.add_argument("--features_path", default=d.features_path, help="folder of the (compressed) videos")
     g.add_argument("--train_csv", default=d.train_csv, help="MSR-VTT training video list")
     g.add_argument("--val_csv", default=d.val_csv, help="MSR-VTT test pairs (JSFusion 1k-A)")
-    g.add_argument("--max_words", type=int, default=d.max_words)
+    g.add_argument("--max_words", type=int, default=d.max_words, help="caption tokens kept (longer captions are cut)")
     g.add_argument("--image_resolution", type=optional(int), default=None,
                    help="must equal the backbone's (default: the backbone's)")
     g.add_argument("--expand_msrvtt_sentences", action=argparse.BooleanOptionalAction, default=d.expand_msrvtt_sentences,
                    help="MSR-VTT training: one sample per caption instead of one per video")
-    g.add_argument("--video_backend", default=d.video_backend, choices=VIDEO_BACKENDS)
+    g.add_argument("--video_backend", default=d.video_backend, choices=VIDEO_BACKENDS,
+                   help="video decoder; auto: the first installed that reads the file")
     g.add_argument("--frame_cache", type=optional(), default=None, help="folder made by preprocess/cache_frames.py")
     g.add_argument("--skip_bad_videos", action="store_true",
                    help="drop missing/unreadable videos (and their captions) at start-up instead of failing")
@@ -85,9 +87,13 @@ def add_backbone_flags(parser: argparse.ArgumentParser, default: str | None = "V
                        help="the frozen backbone DGL prompts (official DGL checkpoints: openai-clip)"
                        + ("" if default else "; default: the checkpoint's"))
     g.add_argument("--pretrained_clip_name", type=optional(), default=default,
-                   help="ViT-B/32, ViT-B/16, ViT-L/14, ViT-L/14@336px, or a CLIP file or folder (OpenAI, Hugging Face, "
-                   "open_clip)" + ("" if default else "; default: the checkpoint's"))
-    g.add_argument("--pretrained_dir", type=optional(), default=None, help="folder holding ViT-B-32.pt / ViT-L-14.pt ...")
+                   help="ViT-B/32, ViT-B/16, ViT-L/14, ViT-L/14@336px (also as open_clip's ViT-B-32 or the Hugging Face "
+                   "id openai/clip-vit-base-patch32), another Hugging Face id, or a CLIP file or folder (OpenAI, Hugging "
+                   "Face, open_clip)" + ("" if default else "; default: the checkpoint's"))
+    g.add_argument("--pretrained_dir", type=optional(), default=None,
+                   help="folder holding ViT-B-32.pt / ViT-L-14.pt ... (default: $DGL_PRETRAINED_DIR, else "
+                   "~/models/pretrained; Hugging Face ids are also looked for in the Hugging Face cache); "
+                   "python -m apps.download NAME fetches OpenAI's files")
 
 
 def add_model_flags(parser: argparse.ArgumentParser, for_checkpoint: bool = False) -> None:
@@ -97,12 +103,15 @@ def add_model_flags(parser: argparse.ArgumentParser, for_checkpoint: bool = Fals
     default = (lambda value: None) if for_checkpoint else (lambda value: value)
     title = "DGL config (default: read from the checkpoint)" if for_checkpoint else "DGL model"
     g = parser.add_argument_group(title)
-    g.add_argument("--shared_latent_space", choices=SHARED_LATENT_SPACES, default=default(d.shared_latent_space))
+    g.add_argument("--shared_latent_space", choices=SHARED_LATENT_SPACES, default=default(d.shared_latent_space),
+                   help="how the shared prompts are generated: DGL-Transformer or DGL-Linear")
     g.add_argument("--max_frames", type=int, default=default(d.max_frames),
                    help="T, frames per video (the transformer variant's prompts are frame-specific)")
-    g.add_argument("--text_prompt_length", type=int, default=default(d.text_prompt_length))
-    g.add_argument("--local_each_frame_prompt_length", type=int, default=default(d.local_prompt_length))
-    g.add_argument("--global_visual_prompt_length", type=int, default=default(d.global_prompt_length))
+    g.add_argument("--text_prompt_length", type=int, default=default(d.text_prompt_length), help="text prompt tokens per layer")
+    g.add_argument("--local_each_frame_prompt_length", type=int, default=default(d.local_prompt_length),
+                   help="local prompt tokens per frame and layer")
+    g.add_argument("--global_visual_prompt_length", type=int, default=default(d.global_prompt_length),
+                   help="global prompt tokens per layer (shared by all frames)")
     g.add_argument("--unified_transformer_layers", "--unified_prompt_layers", dest="unified_transformer_layers",
                    type=int, default=None, help="prompted layers (default: every layer of the backbone, the "
                    "official 12 of ViT-B; --unified_prompt_layers is the official scripts' spelling)")

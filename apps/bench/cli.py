@@ -19,6 +19,7 @@ from apps.bench.report import print_report
 from apps.bench.runner import run_config, run_isolated, worker
 from apps.bench.scale import scale_sections
 from apps.bench.spec import RunSpec
+from utils import cli
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -42,14 +43,13 @@ def _variant(name: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="bench.sh", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.ArgumentParser(prog="bench.sh", description=__doc__.split("\n\n")[0])
     p.add_argument("--models", type=_csv(_model_name), default=None, help="comma list of B/32,B/16 (default both)")
-    p.add_argument("--variants", type=_csv(_variant), default=["transformer", "linear"])
+    p.add_argument("--variants", type=_csv(_variant), default=["transformer", "linear"], help="comma list of transformer,linear")
     p.add_argument("--frames", type=int, default=12, help="T (default 12)")
     p.add_argument("--batch_size", type=int, default=None, help="training batch (default 2 on CPU, 32 on GPU)")
-    p.add_argument("--eval_video_batch", type=int, default=4)
-    p.add_argument("--eval_text_batch", type=int, default=64)
+    p.add_argument("--eval_video_batch", type=int, default=4, help="videos per batch in the video-encoding section")
+    p.add_argument("--eval_text_batch", type=int, default=64, help="captions per batch in the text-encoding section")
     p.add_argument("--amp", choices=("auto", "none", "bf16", "fp16"), default="auto",
                    help="autocast dtype (auto: bf16 on CUDA, none on CPU)")
     p.add_argument("--grad_checkpointing", nargs="?", const="on", choices=("off", "on", "both"), default="off",
@@ -68,18 +68,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="ViT-B/32 only, B=2, 2 repeats, 1 warm-up (measured times: docs/benchmarks.md)")
     p.add_argument("--in_process", action="store_true",
                    help="run every configuration in this process (faster start; CPU memory numbers less isolated)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the random weights and inputs")
     data = p.add_argument_group("data loading on your data (section 3; apps/bench/data.py)")
     data.add_argument("--features_path", default=None, help="folder of compressed videos")
     data.add_argument("--frame_cache", default=None, help="frame cache folder")
     data.add_argument("--datatype", default=None, help="msrvtt, ... (DataConfig.datatype)")
-    data.add_argument("--data_path", default=None)
-    data.add_argument("--train_csv", default=None)
-    data.add_argument("--val_csv", default=None)
+    data.add_argument("--data_path", default=None, help="annotations (as main.py's --data_path)")
+    data.add_argument("--train_csv", default=None, help="MSR-VTT training list")
+    data.add_argument("--val_csv", default=None, help="MSR-VTT test list")
     data.add_argument("--video_backend", default=None, help="auto, decord, pyav, torchcodec")
     data.add_argument("--data_subset", default="train", help="split to read (train/val/test)")
-    data.add_argument("--num_workers", type=_csv(int), default=[4])
-    data.add_argument("--loader_batches", type=int, default=20)
+    data.add_argument("--num_workers", type=_csv(int), default=[4], help="comma list of DataLoader worker counts to time")
+    data.add_argument("--loader_batches", type=int, default=20, help="batches timed per worker count")
     scale = p.add_argument_group("data at scale (apps/bench/loader_rows.py, apps/bench/real_size_eval.py)")
     scale.add_argument("--loader_videos", type=int, default=24, help="MSR-VTT-shaped videos for the loader rows")
     scale.add_argument("--eval_videos", type=int, default=1000, help="videos (= captions) of the real-size evaluation")

@@ -10,11 +10,11 @@ workers: one core, torch at one thread), several rounds alternating the sources,
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +30,7 @@ from dataloaders.parallel import parallel_map
 from dataloaders.splits import VideoTextSplit
 from dataloaders.synthetic import write_video
 from preprocess.cache_frames import build_cache
+from utils import cli
 
 SOURCES = ("videos", "raw_cache", "jpeg_cache")
 
@@ -143,9 +144,9 @@ def format_rows(result: dict[str, Any]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--videos", type=int, default=24)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser = cli.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--videos", type=int, default=24, help="MSR-VTT-shaped videos generated")
+    parser.add_argument("--rounds", type=int, default=3, help="timed passes over the videos")
     parser.add_argument("--workers", type=int, default=2, help="processes generating videos and building caches")
     args = parser.parse_args(argv)
     result = run_section(GalleryConfig(videos=args.videos), rounds=args.rounds, workers=args.workers)
@@ -155,4 +156,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli.run(main))

@@ -13,7 +13,6 @@ machine in fp32 (the floor), and FLOPs over the wall time is the run's end-to-en
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import dataclasses
 import json
@@ -38,6 +37,7 @@ from models.dgl import DGLConfig
 from models.flops import Shapes, kept_words, text_flops, video_flops
 from models.pretrained import CLIPConfig
 from preprocess.cache_frames import build_cache
+from utils import cli
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCES = ("videos", "raw_cache", "jpeg_cache")
@@ -192,12 +192,12 @@ def _run_row(run: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--videos", type=int, default=1000)
-    parser.add_argument("--model", default="B/32", choices=sorted(MODEL_PRESETS))
+    parser = cli.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--videos", type=int, default=1000, help="videos (= captions) in the evaluation")
+    parser.add_argument("--model", default="B/32", choices=sorted(MODEL_PRESETS), help="backbone shape (random weights)")
     parser.add_argument("--sources", default=",".join(SOURCES), help="comma list of " + ",".join(SOURCES))
     parser.add_argument("--workdir", type=Path, default=ROOT / "runs" / "bench_eval", help="kept and reused between runs")
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=2, help="processes generating videos and building caches")
     args = parser.parse_args(argv)
     cfg = EvalBenchConfig(GalleryConfig(videos=args.videos), args.model, sources=tuple(args.sources.split(",")))
     result = run_section(cfg, args.workdir, args.workers)
@@ -207,4 +207,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli.run(main))

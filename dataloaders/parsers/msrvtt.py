@@ -14,10 +14,10 @@ def parse(cfg: DataConfig, subset: str) -> VideoTextSplit:
     if subset not in SUBSETS:
         raise ValueError(f"msrvtt subset must be one of {SUBSETS}, got {subset!r}")
     if subset == "train":
-        rows = read_csv_columns(cfg.train_csv, "MSR-VTT training list (train_csv)", ("video_id",))
+        rows = read_csv_columns(cfg.train_csv, "MSR-VTT training list", ("video_id",), "--train_csv")
         pairs, ids_file = _training_pairs(cfg, {row["video_id"] for row in rows}), cfg.train_csv
     else:
-        rows = read_csv_columns(cfg.val_csv, "MSR-VTT test CSV (val_csv)", ("video_id", "sentence"))
+        rows = read_csv_columns(cfg.val_csv, "MSR-VTT test CSV", ("video_id", "sentence"), "--val_csv")
         pairs, ids_file = [(row["video_id"], row["sentence"]) for row in rows], cfg.val_csv
     row_of = {row["video_id"]: number for number, row in enumerate(rows, 1)}
     paths = {v: inside_folder(cfg.features_path, f"{v}.mp4", f"{ids_file} data row {row_of[v]}") for v, _ in pairs}
@@ -31,7 +31,7 @@ def parse(cfg: DataConfig, subset: str) -> VideoTextSplit:
 
 
 def _training_pairs(cfg: DataConfig, listed: set[str]) -> list[tuple[str, str]]:
-    data = read_json(cfg.data_path, "MSR-VTT captions (data_path, MSRVTT_data.json)")
+    data = read_json(cfg.data_path, "MSR-VTT captions (--data_path, MSRVTT_data.json)")
     try:
         sentences = data["sentences"]
         pairs = [(s["video_id"], s["caption"]) for s in sentences if s["video_id"] in listed]

@@ -50,7 +50,7 @@ class Recipe:
         if self.resolution % self.patch:
             raise ValueError(f"resolution {self.resolution} is not a multiple of patch {self.patch}")
         if min(self.steps, self.batch_size, self.layers, self.embed_dim, self.eval_size) < 1 or self.batch_size < 2:
-            raise ValueError("steps, layers, embed_dim, eval_size must be >= 1 and batch_size >= 2")
+            raise ValueError("--steps, --layers, --embed_dim, --eval_size must be >= 1 and --batch_size >= 2")
         if self.context < 8:
             raise ValueError(f"context must be >= 8 tokens, got {self.context}")
         if self.caption_batch < 0 or self.caption_batch % 2:
