@@ -50,7 +50,7 @@ def test_index_only_the_test_split_with_its_captions(gallery, fixture_dir, tmp_p
 def test_a_bad_list_is_one_line_and_writes_nothing(gallery, fixture_dir, tmp_path, capsys, content, name, message):
     listed = tmp_path / name
     listed.write_text(content)
-    assert retrieve_index(gallery, fixture_dir, tmp_path / "index", "--video_list", str(listed)) == 1
+    assert retrieve_index(gallery, fixture_dir, tmp_path / "index", "--video_list", str(listed)) == 2  # a user error (utils/cli.py)
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "index").exists()
     if "not found" in message:
