@@ -34,7 +34,7 @@ if __package__ in (None, ""):  # run by path (python preprocess/X.py): make the 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dataloaders.parallel import parallel_map  # noqa: E402
-from dataloaders.video_io import VIDEO_EXTENSIONS  # noqa: E402
+from dataloaders.video_io import VIDEO_EXTENSIONS, check_complete  # noqa: E402
 
 H264_CONTAINERS = (".mp4", ".m4v", ".mov", ".mkv", ".avi")  # keep these names as they are
 
@@ -92,7 +92,9 @@ def _frame_times(container: av.container.InputContainer, stream: av.video.stream
 
 
 def compress(source: Path, target: Path, fps: int, short_side: int) -> None:
-    """Writes target from source (temporary file, then rename)."""
+    """Writes target from source (temporary file, then rename); a truncated source is refused, not
+    compressed into a short output that later looks whole."""
+    check_complete(source)
     temp = target.with_name(f".{target.stem}.partial-{os.getpid()}{target.suffix}")
     target.parent.mkdir(parents=True, exist_ok=True)
     try:

@@ -8,7 +8,7 @@ import pytest
 from dataloaders.synthetic import write_video
 from dataloaders.video_io import read_video
 from preprocess.compress_video import main, output_size
-from tests.video_utils import corrupt_file, indices_of_frames, quadrant_colours, write_rotated_video
+from tests.video_utils import CUT_CONTAINERS, corrupt_file, write_cut_video, indices_of_frames, quadrant_colours, write_rotated_video
 
 
 def stream_facts(path):
@@ -74,6 +74,18 @@ def test_failures_are_reported_and_exit_nonzero(raw, tmp_path, capsys):
     assert not (out / "c" / "broken.mp4").exists()
     assert not [p for p in out.rglob(".*") if p.is_file()]  # no temporary leftovers
     assert stream_facts(out / "a/land.mp4")[:3] == (56, 32, 3.0)  # the others still done, --short_side honoured
+
+
+def test_cut_matroska_and_webm_are_refused_naming_them(tmp_path, capsys):
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    cut = [write_cut_video(raw / f"cut{k}{suffix}", codec) for k, (suffix, codec) in enumerate(CUT_CONTAINERS)]
+    write_video(raw / "whole.mkv", 30, 64, 48, fps=3)
+    assert main(["--input_root", str(raw), "--output_root", str(out), "--workers", "1", "--short_side", "32"]) == 1
+    err = capsys.readouterr().err
+    assert "3 of 4 videos failed" in err
+    for path in cut:
+        assert f"{path}: TruncatedVideo: truncated: the container says the video lasts 10.00 s" in err
+    assert sorted(p.name for p in out.rglob("*") if p.is_file()) == ["whole.mkv"]
 
 
 def test_output_inside_input_is_refused(raw):

@@ -14,7 +14,7 @@ from dataloaders.sampling import segment_centres
 from dataloaders.synthetic import add_reproducible_stream, gray_level
 from dataloaders.video_io import read_video
 from tests import layouts
-from tests.video_utils import indices_of_frames
+from tests.video_utils import CUT_CONTAINERS, indices_of_frames, write_cut_video
 
 
 def write_gray_video(path: Path, num_frames: int, codec: str = "libx264", options: dict | None = None) -> Path:
@@ -64,6 +64,42 @@ def test_truncated_video_without_skipping_fails_naming_it(msrvtt_with_truncated_
     split = build_split(cfg, "test")
     with pytest.raises(VideoReadError, match=r"video3\.mp4.*truncated"):
         VideoDataset(split, cfg)[0]
+
+
+@pytest.mark.parametrize("suffix, codec", CUT_CONTAINERS)
+def test_cut_matroska_and_webm_are_named_not_used_as_whole(tmp_path, suffix, codec, caplog):
+    """Matroska/WebM list no frame count: the duration they declare (10 s) is held against the frames present."""
+    cfg = layouts.make_vatex(tmp_path)
+    (cfg.features_path / "part1" / "vidC.mp4").unlink()
+    video = write_cut_video(cfg.features_path / "part1" / f"vidC{suffix}", codec)
+    with caplog.at_level(logging.WARNING):
+        split = build_split(dataclasses.replace(cfg, skip_bad_videos=True), "test")
+    assert split.video_ids == ["vidD"] and split.dropped["unreadable video"] == 1
+    assert str(video) in caplog.text and "truncated: the container says the video lasts 10.00 s" in caplog.text
+    for backend in ("auto", "pyav", "decord"):  # decord alone reads the cut file as if whole
+        with pytest.raises(VideoReadError, match=rf"vidC\{suffix}: \w+: truncated"):
+            read_video(video, lambda n: np.array([0, n - 1]), backend=backend)
+
+
+@pytest.mark.parametrize("suffix, codec", CUT_CONTAINERS)
+def test_whole_matroska_and_webm_with_a_longer_audio_track_are_read(tmp_path, suffix, codec):
+    """The duration check is not fooled by a whole file: all 30 frames read, also beside a longer audio track."""
+    path = tmp_path / f"v{suffix}"
+    with av.open(str(path), "w") as container:
+        video = add_reproducible_stream(container, codec, 3, 64, 48)
+        audio = container.add_stream("libopus" if suffix == ".webm" else "aac", rate=48000)
+        for i in range(30):
+            image = np.full((48, 64, 3), gray_level(i), np.uint8)
+            container.mux(video.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(video.encode())
+        samples = np.zeros((1, 960), np.float32)
+        for i in range(13 * 50):  # 13 s of silence in 20 ms frames: longer than the 10 s video
+            frame = av.AudioFrame.from_ndarray(samples, format="flt", layout="mono")
+            frame.sample_rate, frame.pts = 48000, i * 960
+            container.mux(audio.encode(frame))
+        container.mux(audio.encode())
+    frames, n = read_video(path, lambda n: np.arange(n), backend="pyav")
+    assert n == 30 and indices_of_frames(frames).tolist() == list(range(30))
 
 
 def test_decord_is_refused_on_avi_with_b_frames(tmp_path):
