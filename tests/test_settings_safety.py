@@ -110,3 +110,18 @@ def test_new_run_into_a_used_output_dir_is_refused_and_logs_keep_both_runs(works
     assert not stale.exists()
     assert f"removed {stale}" in (out / "log.txt").read_text()
 
+
+
+def test_overwrite_moves_the_previous_runs_outputs_aside_nothing_lost(workspace):
+    """A new run with --overwrite (here without evaluation) leaves no checkpoint_best.pt or eval_metrics of the
+    run before beside its own files: they are moved into previous_runs/<date-time>/, byte for byte."""
+    out = workspace / "overwritten"
+    run(build_config(train_flags(workspace, "overwritten", "--epochs", "1", "--eval_every_epoch", "1", "--do_eval", "1")))
+    old = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name not in ("log.txt", "train_log.jsonl")}
+    assert {"checkpoint_best.pt", "checkpoint_latest.pt", "eval_metrics.json", "eval_metrics_epoch1.json", "config.json"} <= set(old)
+    run(build_config(train_flags(workspace, "overwritten", "--max_steps", "1", "--overwrite")))
+    assert sorted(p.name for p in out.iterdir() if p.is_file()) == ["checkpoint_latest.pt", "config.json", "log.txt", "train_log.jsonl", "train_state.json"]
+    (aside,) = (out / "previous_runs").iterdir()
+    assert {p.name: p.read_bytes() for p in aside.iterdir() if p.is_file()} == old
+    assert "moved the previous run's checkpoint_best.pt, checkpoint_latest.pt, config.json, eval_metrics.json" in (out / "log.txt").read_text()
+    assert torch.load(out / "checkpoint_latest.pt", weights_only=False)["global_step"] == 1
