@@ -1,5 +1,6 @@
 """Bad videos and annotation rows are caught at start-up, naming the file and row; nothing is read short."""
 import csv
+import json
 import dataclasses
 import logging
 from pathlib import Path
@@ -144,3 +145,24 @@ def test_csv_row_missing_a_field_fails_at_parse_time_naming_file_and_line(tmp_pa
         f.write("ret2,msr1,video1\n")  # no sentence
     with pytest.raises(AnnotationError, match=rf"{cfg.val_csv} line 4: no value for \['sentence'\]"):
         build_split(cfg, "test")
+
+
+def test_empty_caption_in_a_csv_is_refused_naming_file_and_row(tmp_path):
+    cfg = layouts.make_msrvtt(tmp_path)
+    rows = list(csv.reader(open(cfg.val_csv)))
+    rows[2][3] = "  "
+    with open(cfg.val_csv, "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    with pytest.raises(AnnotationError, match=rf"^{cfg.val_csv}: 1 empty caption\(s\), at data row 2\. Fix: "):
+        build_split(cfg, "test")
+
+
+def test_empty_captions_in_a_json_are_refused_naming_file_video_and_caption(tmp_path):
+    cfg = layouts.make_vatex(tmp_path)
+    captions_file = cfg.data_path / "ref_captions.json"
+    captions = json.loads(captions_file.read_text())
+    captions["vidC"][1], captions["vidD"][0] = "", ""
+    captions_file.write_text(json.dumps(captions))
+    with pytest.raises(AnnotationError, match=rf"^{captions_file}: 2 empty caption\(s\), at video 'vidC' caption 2, video 'vidD' caption 1\."):
+        build_split(cfg, "test")
+    assert build_split(cfg, "train").num_captions == 3  # the training list holds no empty caption

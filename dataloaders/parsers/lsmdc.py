@@ -25,7 +25,7 @@ def parse(cfg: DataConfig, subset: str) -> VideoTextSplit:
     root, features = Path(cfg.data_path), Path(cfg.features_path)
     relative = read_json(root / "video_path.json", "LSMDC video_path.json (preprocess/generate_video_path.py)")
     annotations = require_file(root / ANNOTATIONS[subset], f"LSMDC {subset} annotations")
-    pairs = []
+    pairs, lines = [], []
     unlisted = 0
     with open(annotations, encoding="utf-8") as f:
         for line_number, line in enumerate(f, 1):
@@ -39,12 +39,13 @@ def parse(cfg: DataConfig, subset: str) -> VideoTextSplit:
                 )
             if fields[0] in relative:
                 pairs.append((fields[0], fields[-1]))
+                lines.append(f"line {line_number}")
             else:
                 unlisted += 1
     if unlisted:
         logger.info("lsmdc/%s: dropped %d rows whose clip is not in video_path.json", subset, unlisted)
     where = root / "video_path.json"
     paths = {clip: inside_folder(features, relative[clip], f"{where} (entry {clip!r})") for clip, _ in pairs}
-    split = split_from_pairs(f"lsmdc/{subset}", pairs, paths, multi_sentence=False)
+    split = split_from_pairs(f"lsmdc/{subset}", pairs, paths, multi_sentence=False, source=annotations, rows=lines)
     split.dropped = {"clip not in video_path.json": unlisted} if unlisted else {}
     return split
