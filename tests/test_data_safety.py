@@ -166,3 +166,21 @@ def test_empty_captions_in_a_json_are_refused_naming_file_video_and_caption(tmp_
     with pytest.raises(AnnotationError, match=rf"^{captions_file}: 2 empty caption\(s\), at video 'vidC' caption 2, video 'vidD' caption 1\."):
         build_split(cfg, "test")
     assert build_split(cfg, "train").num_captions == 3  # the training list holds no empty caption
+
+
+def test_non_utf8_bytes_are_named_with_file_line_and_column(tmp_path):
+    """Past the first read buffer (8 KiB), where Python's own error gives a buffer position and no file."""
+    cfg = layouts.make_msrvtt(tmp_path)
+    rows = list(csv.reader(open(cfg.val_csv)))
+    filler = [[f"ret{k}", "msr0", "video0", "a dog runs " * 10] for k in range(100)]  # ~13 KB
+    with open(cfg.val_csv, "w", newline="") as f:
+        csv.writer(f, lineterminator="\n").writerows(rows + filler)
+    with open(cfg.val_csv, "ab") as f:
+        f.write(b"ret9,msr0,video0,caf\xe9 au lait\n")  # Latin-1, line 104 (header + 2 + 100 + 1)
+    with pytest.raises(AnnotationError, match=rf"^MSR-VTT test CSV \(val_csv\) {cfg.val_csv} line 104, column 21: byte b'\\xe9' is not UTF-8"):
+        build_split(cfg, "test")
+    lsmdc = layouts.make_lsmdc(tmp_path / "lsmdc")
+    annotations = lsmdc.data_path / "LSMDC16_annos_val.csv"
+    annotations.write_bytes(annotations.read_bytes() + b"clip2\t0.0\t1.0\t0.0\t1.0\tSOMEONE \xff\n")
+    with pytest.raises(AnnotationError, match=rf"{annotations} line 2, column 31: byte b'\\xff' is not UTF-8"):
+        build_split(lsmdc, "val")

@@ -1,11 +1,12 @@
 """LSMDC: 6-field tab-separated annotation files + `video_path.json` (clip id -> relative path)."""
 from __future__ import annotations
 
+import io
 import logging
 from pathlib import Path
 
 from dataloaders.config import DataConfig
-from dataloaders.files import AnnotationError, inside_folder, read_json, require_file
+from dataloaders.files import AnnotationError, inside_folder, read_json, read_text
 from dataloaders.parsers.common import check_subset
 from dataloaders.splits import VideoTextSplit, split_from_pairs
 
@@ -24,10 +25,10 @@ def parse(cfg: DataConfig, subset: str) -> VideoTextSplit:
     check_subset("lsmdc", subset)
     root, features = Path(cfg.data_path), Path(cfg.features_path)
     relative = read_json(root / "video_path.json", "LSMDC video_path.json (preprocess/generate_video_path.py)")
-    annotations = require_file(root / ANNOTATIONS[subset], f"LSMDC {subset} annotations")
+    annotations = root / ANNOTATIONS[subset]
     pairs, lines = [], []
     unlisted = 0
-    with open(annotations, encoding="utf-8") as f:
+    with io.StringIO(read_text(annotations, f"LSMDC {subset} annotations")) as f:
         for line_number, line in enumerate(f, 1):
             if not line.strip():
                 continue
