@@ -53,13 +53,24 @@ def read_json(path: str | Path, what: str) -> Any:
         raise AnnotationError(f"{what} {path} is not valid JSON: {err}. Fix: re-download the file.") from err
 
 
+class PlainDataUnpickler(pickle.Unpickler):
+    """Reads only what pickle builds without importing anything: dicts, lists, tuples, sets, strings, bytes,
+    numbers, booleans and None. Any class or function (the way a pickle runs code, e.g. ``os.system`` in a
+    ``__reduce__``) is refused before it is looked up, so a caption file from a stranger cannot run code."""
+
+    def find_class(self, module: str, name: str):
+        raise pickle.UnpicklingError(f"it asks for {module}.{name}; only plain containers, strings and numbers are allowed")
+
+
 def read_pickle(path: str | Path, what: str) -> Any:
+    """A pickle of plain data (`PlainDataUnpickler`), e.g. MSVD's ``raw-captions.pkl`` (a dict of video id ->
+    list of token lists); anything else is refused naming the file."""
     path = require_file(path, what)
     try:
         with open(path, "rb") as f:
-            return pickle.load(f)
+            return PlainDataUnpickler(f).load()
     except (pickle.UnpicklingError, EOFError) as err:
-        raise AnnotationError(f"{what} {path} is not a readable pickle: {err}. Fix: re-download the file.") from err
+        raise AnnotationError(f"{what} {path} is not a readable pickle of plain data: {err}. Fix: re-download the file.") from err
 
 
 def read_csv_columns(path: str | Path, what: str, columns: Iterable[str]) -> list[dict[str, str]]:

@@ -3,6 +3,7 @@ import csv
 import json
 import dataclasses
 import logging
+import pickle
 from pathlib import Path
 
 import av
@@ -184,3 +185,38 @@ def test_non_utf8_bytes_are_named_with_file_line_and_column(tmp_path):
     annotations.write_bytes(annotations.read_bytes() + b"clip2\t0.0\t1.0\t0.0\t1.0\tSOMEONE \xff\n")
     with pytest.raises(AnnotationError, match=rf"{annotations} line 2, column 31: byte b'\\xff' is not UTF-8"):
         build_split(lsmdc, "val")
+
+
+class WritesMarker:
+    """Unpickling this calls ``pathlib.Path.touch`` on the marker: a harmless stand-in for ``os.system``."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return Path.touch, (self.marker,)
+
+
+def test_msvd_captions_pickle_that_would_run_code_is_refused_naming_it(tmp_path):
+    cfg = layouts.make_msvd(tmp_path)
+    captions_file, marker = cfg.data_path / "raw-captions.pkl", tmp_path / "ran"
+    pickle.loads(pickle.dumps(WritesMarker(marker)))  # what plain pickle.load does with it
+    assert marker.exists()
+    marker.unlink()
+    captions = pickle.loads(captions_file.read_bytes())
+    captions["m1"].append(WritesMarker(marker))
+    captions_file.write_bytes(pickle.dumps(captions))
+    with pytest.raises(AnnotationError, match=rf"^MSVD captions {captions_file} is not a readable pickle of plain data: "
+                                              r"it asks for pathlib\.Path\.touch"):
+        build_split(cfg, "train")
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("protocol", [0, 2, pickle.HIGHEST_PROTOCOL])
+def test_msvd_captions_pickle_of_plain_data_loads(tmp_path, protocol):
+    """The real file's shape (video id -> list of token lists), in the oldest, Python 2's and the newest protocol."""
+    cfg = layouts.make_msvd(tmp_path)
+    captions_file = cfg.data_path / "raw-captions.pkl"
+    captions_file.write_bytes(pickle.dumps(pickle.loads(captions_file.read_bytes()), protocol=protocol))
+    split = build_split(cfg, "test")
+    assert split.captions == ["a girl sings", "singing", "a song", "a dog barks", "dog barking"]
