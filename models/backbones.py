@@ -48,6 +48,7 @@ class BackboneEntry:
     tiny: Callable[[], Backbone]  # a small random instance, for the tests that run over the registry
     video_flops: Callable[..., tuple[int, int]]  # (forward, backward) FLOPs of encoding videos (models/flops.py)
     text_flops: Callable[..., tuple[int, int]]
+    context_length: int  # text positions of the named models (--max_words at most this; flags are checked against it)
 
 
 BACKBONES: dict[str, BackboneEntry] = {
@@ -56,7 +57,7 @@ BACKBONES: dict[str, BackboneEntry] = {
         tiny=lambda: CLIP(CLIPConfig(embed_dim=32, image_resolution=32, vision_layers=2, vision_width=128,
                                      vision_heads=2, vision_patch_size=8, grid_size=4, context_length=77,
                                      vocab_size=49408, text_width=64, text_heads=1, text_layers=2)),
-        video_flops=video_flops, text_flops=text_flops,
+        video_flops=video_flops, text_flops=text_flops, context_length=77,
     ),
 }
 DEFAULT_BACKBONE = "openai-clip"

@@ -16,6 +16,8 @@ OUT_OF_RANGE = [  # flag, value, what the one-line error says after "<flag> <val
     ("--epochs", "-3", "must be >= 1"), ("--max_steps", "0", "must be >= 1"), ("--warmup_proportion", "2", "must be <= 1"),
     ("--clip_grad_norm", "-1", "must be > 0 (pass inf to disable clipping)"), ("--lr", "nan", "must be a number"),
     ("--beta2", "1", "must be < 1"), ("--dist_timeout", "0", "must be > 0"),
+    ("--max_words", "100", "must be <= 77 (the backbone's text context length, SOT and EOT included)"),
+    ("--lr", "2", "must be <= 1"), ("--lr", "1e+39", "must be <= 1"),
 ]
 
 
@@ -125,3 +127,19 @@ def test_overwrite_moves_the_previous_runs_outputs_aside_nothing_lost(workspace)
     assert {p.name: p.read_bytes() for p in aside.iterdir() if p.is_file()} == old
     assert "moved the previous run's checkpoint_best.pt, checkpoint_latest.pt, config.json, eval_metrics.json" in (out / "log.txt").read_text()
     assert torch.load(out / "checkpoint_latest.pt", weights_only=False)["global_step"] == 1
+
+
+
+def test_max_words_up_to_the_context_length_is_accepted_and_encodes(workspace):
+    """77 words fill CLIP's context exactly (DGL's text prompts take no positions): a caption that long encodes."""
+    from models.clip import CLIP
+    from models.dgl import DGL
+    from models.tokenizer import ClipTokenizer
+    from tests.tiny_runs import TINY
+
+    cfg = build_config(train_flags(workspace, "context", "--max_words", "77"))
+    model = DGL(CLIP(TINY), cfg.model)
+    ids, _ = ClipTokenizer()(["word " * 200], cfg.data.max_words)
+    assert ids.shape == (1, 77) and model.encode_text(ids).shape == (1, TINY.embed_dim)
+    with pytest.raises(Exception, match="size"):  # what --max_words 78 did at the first long caption
+        model.encode_text(ClipTokenizer()(["word " * 200], 78)[0])

@@ -102,6 +102,9 @@ def run_on(cfg: RunConfig, dist: DistInfo) -> dict | None:
     logger.info("trainable parameters: %d of %d (%.3f %%)", n_train, n_all, 100 * n_train / n_all)
 
     data_cfg = with_resolution(cfg, model.clip.config.image_resolution)
+    if data_cfg.max_words > model.clip.config.context_length:  # a backbone file with a shorter context than its family's
+        raise SystemExit(f"--max_words {data_cfg.max_words}: must be <= {model.clip.config.context_length}, the text "
+                         f"context length of {cfg.clip_name}")
     precision = resolve_precision(cfg.train.precision, dist.device)
     facts = runtime_facts(dist, cfg, precision, data_cfg, backbone)
     logger.info("running: %s", json.dumps(facts))
