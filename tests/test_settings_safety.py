@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from models.checkpoint import CheckpointError
 from tests.tiny_runs import train_flags
 from utils.config import build_config
 from utils.run import run
@@ -143,3 +144,22 @@ def test_max_words_up_to_the_context_length_is_accepted_and_encodes(workspace):
     assert ids.shape == (1, 77) and model.encode_text(ids).shape == (1, TINY.embed_dim)
     with pytest.raises(Exception, match="size"):  # what --max_words 78 did at the first long caption
         model.encode_text(ClipTokenizer()(["word " * 200], 78)[0])
+
+
+def test_nan_in_a_resumed_optimiser_state_is_refused_at_load_naming_the_tensor(workspace):
+    out = workspace / "nan_optimiser"
+    run(build_config(train_flags(workspace, "nan_optimiser", "--max_steps", "1")))
+    ckpt_path = out / "checkpoint_latest.pt"
+    ckpt = torch.load(ckpt_path, weights_only=False)
+    shapes = {name: tuple(value.shape) for name, value in ckpt["state_dict"].items()}
+    # A parameter whose shape no other trainable tensor has: its name follows from the moment's shape alone.
+    pid, moments = next((i, s) for i, s in ckpt["optimizer"]["state"].items()
+                        if list(shapes.values()).count(tuple(s["exp_avg_sq"].shape)) == 1)
+    name = next(n for n, shape in shapes.items() if shape == tuple(moments["exp_avg_sq"].shape))
+    moments["exp_avg_sq"].view(-1)[0] = float("nan")
+    torch.save(ckpt, ckpt_path)
+    before = ckpt_path.read_bytes()
+    with pytest.raises(CheckpointError, match=rf"^{ckpt_path}: non-finite \(NaN or inf\) values in the optimiser state: "
+                                              rf"\['exp_avg_sq of {name}'\]; use an earlier checkpoint"):
+        run(build_config(train_flags(workspace, "nan_optimiser", "--max_steps", "2", "--resume", str(ckpt_path))))
+    assert ckpt_path.read_bytes() == before
