@@ -1,4 +1,5 @@
 """Bad settings and reused output folders: refused with a message naming the flag or file, nothing lost."""
+import hashlib
 import json
 import math
 
@@ -163,3 +164,24 @@ def test_nan_in_a_resumed_optimiser_state_is_refused_at_load_naming_the_tensor(w
                                               rf"\['exp_avg_sq of {name}'\]; use an earlier checkpoint"):
         run(build_config(train_flags(workspace, "nan_optimiser", "--max_steps", "2", "--resume", str(ckpt_path))))
     assert ckpt_path.read_bytes() == before
+
+
+def test_evaluation_only_run_writes_its_own_config_and_metrics_naming_the_checkpoint(workspace, monkeypatch):
+    out = workspace / "evaluated"
+    run(build_config(train_flags(workspace, "evaluated", "--max_steps", "1", "--do_eval", "1")))
+    training = {name: (out / name).read_bytes() for name in ("config.json", "eval_metrics.json")}
+    assert json.loads(training["eval_metrics.json"])["checkpoint"]["model"] == "this training run's at the end of training"
+    ckpt = out / "checkpoint_latest.pt"
+    digest = hashlib.sha256(ckpt.read_bytes()).hexdigest()
+    eval_only = train_flags(workspace, "evaluated", "--do_train", "0", "--do_eval", "1", "--resume", str(ckpt))
+    results = run(build_config(eval_only))
+    assert {name: (out / name).read_bytes() for name in training} == training  # the training run's files untouched
+    tag = f"checkpoint_latest-{digest[:8]}"
+    assert json.loads((out / f"eval_config_{tag}.json").read_text())["args"]["resume"] == str(ckpt)
+    metrics = json.loads((out / f"eval_metrics_{tag}.json").read_text())
+    assert metrics == results and metrics["checkpoint"] == {"path": str(ckpt.resolve()), "sha256": digest}
+    # Interrupted (Ctrl-C) while encoding: still nothing of the training run replaced.
+    monkeypatch.setattr("utils.run.encode_split", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+        run(build_config(eval_only))
+    assert {name: (out / name).read_bytes() for name in training} == training

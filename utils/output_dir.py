@@ -24,7 +24,7 @@ STALE_TEMP_PATTERN = ".*.tmp"
 # What a run writes that a later run into the same folder could be taken for (train_log.jsonl and log.txt
 # are appended to, each run starting with a header, so they stay).
 RUN_OUTPUT_PATTERNS = (*RUN_CHECKPOINTS, "ckpt.best.pth.tar", "config.json", "eval_config*.json", "eval_metrics*.json",
-                       "eval_features.pt", "train_state.json", "tensorboard")
+                       "eval_features*.pt", "train_state.json", "tensorboard")
 PREVIOUS_RUNS = "previous_runs"
 
 

@@ -5,6 +5,8 @@ import dataclasses
 import json
 import logging
 import random
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,6 +19,7 @@ from models.checkpoint import atomic_save, differing_sizes, is_compact_checkpoin
 from models.clip import CLIP
 from models.dgl import DGL
 from models.factory import official_config_from_state, read_checkpoint
+from models.files import atomic_write
 from models.pretrained import file_sha256, resolve_clip_path
 from utils.config import RunConfig, with_resolution, write_run_config
 from utils.distributed import DistInfo, barrier, cleanup, init_distributed, report_stuck_ranks
@@ -75,6 +78,33 @@ def check_official_settings(model: DGL, state: dict[str, torch.Tensor], path: st
         raise SystemExit(f"{path} was trained with other settings; it needs " + ", ".join(wrong))
 
 
+@dataclass(frozen=True)
+class EvalSource:
+    """The model an evaluation scores (recorded in its metrics) and the suffix of its output files: "" in a
+    training run, ``_<checkpoint name>-<sha256[:8]>`` in an evaluation-only run, whose config, metrics and
+    features then never replace a training run's (or another checkpoint's) in the same folder."""
+
+    checkpoint: dict[str, Any]
+    suffix: str
+
+
+def eval_source(cfg: RunConfig) -> EvalSource:
+    if cfg.do_train:
+        return EvalSource({"path": None, "sha256": None, "model": "this training run's"}, "")
+    if cfg.resume is None:
+        return EvalSource({"path": None, "sha256": None, "model": f"{cfg.clip_name} without a checkpoint"}, "_no_checkpoint")
+    path = Path(cfg.resume).resolve()
+    digest = file_sha256(path)
+    stem = path.name
+    for suffix in (".pth.tar", ".tar", ".pth", ".pt", ".bin"):
+        stem = stem.removesuffix(suffix)
+    return EvalSource({"path": str(path), "sha256": digest}, f"_{stem}-{digest[:8]}")
+
+
+def metrics_name(source: EvalSource, epoch: int | None) -> str:
+    return f"eval_metrics{source.suffix}.json" if epoch is None else f"eval_metrics_epoch{epoch}.json"
+
+
 def run(cfg: RunConfig) -> dict | None:
     """Everything the configs ask for; a rank stuck for more than --dist_timeout ends the run with its rank named."""
     dist = init_distributed(timeout_minutes=cfg.dist_timeout)
@@ -108,10 +138,12 @@ def run_on(cfg: RunConfig, dist: DistInfo) -> dict | None:
     precision = resolve_precision(cfg.train.precision, dist.device)
     facts = runtime_facts(dist, cfg, precision, data_cfg, backbone)
     logger.info("running: %s", json.dumps(facts))
+    source = eval_source(cfg)
     if dist.is_main:
-        write_run_config(dataclasses.replace(cfg, data=data_cfg), facts)
+        write_run_config(dataclasses.replace(cfg, data=data_cfg), facts,
+                         "config.json" if cfg.do_train else f"eval_config{source.suffix}.json")
     test_split = build_split(data_cfg, "test")
-    evaluate = make_evaluate(cfg, model, data_cfg, test_split, dist, precision)
+    evaluate = make_evaluate(cfg, model, data_cfg, test_split, dist, precision, source)
 
     results = None
     if cfg.do_train:
@@ -125,14 +157,16 @@ def run_on(cfg: RunConfig, dist: DistInfo) -> dict | None:
             logger.info("best text-to-video R@1 %.1f at epoch %d", state.best_r1, state.best_epoch)
     if cfg.do_eval:
         evaluate()
-        results = json.loads((output_dir / "eval_metrics.json").read_text()) if dist.is_main else None
+        results = json.loads((output_dir / metrics_name(source, None)).read_text()) if dist.is_main else None
     barrier()
     cleanup()
     return results
 
 
-def make_evaluate(cfg: RunConfig, model, data_cfg: DataConfig, test_split, dist: DistInfo, precision: str):
-    """``evaluate(epoch=None) -> T2V R@1``: encode the test split on all ranks, score, log and write the metrics."""
+def make_evaluate(cfg: RunConfig, model, data_cfg: DataConfig, test_split, dist: DistInfo, precision: str,
+                  source: EvalSource):
+    """``evaluate(epoch=None) -> T2V R@1``: encode the test split on all ranks, score, log and write the metrics
+    (with the model they came from: ``source``)."""
     ev = cfg.eval
 
     def evaluate(epoch: int | None = None) -> float:
@@ -145,13 +179,16 @@ def make_evaluate(cfg: RunConfig, model, data_cfg: DataConfig, test_split, dist:
             atomic_save(
                 {"text": feats.text.cpu(), "video": feats.video.cpu(), "logit_scale": model.clip.logit_scale.detach().cpu(),
                  "captions": test_split.captions, "caption_video": test_split.caption_video, "video_ids": test_split.video_ids},
-                cfg.output_dir / "eval_features.pt",
+                cfg.output_dir / f"eval_features{source.suffix}.pt",
             )
         title = f"{test_split.name}: {test_split.num_captions} captions, {test_split.num_videos} videos"
         log_results(results, title if epoch is None else f"epoch {epoch} | {title}")
         if dist.is_main:
-            name = "eval_metrics.json" if epoch is None else f"eval_metrics_epoch{epoch}.json"
-            (cfg.output_dir / name).write_text(json.dumps(results, indent=1))
+            checkpoint = dict(source.checkpoint)
+            if cfg.do_train:
+                checkpoint["model"] += f" after epoch {epoch}" if epoch is not None else " at the end of training"
+            record = {"checkpoint": checkpoint, **results}
+            atomic_write(cfg.output_dir / metrics_name(source, epoch), lambda f: json.dump(record, f, indent=1), mode="w")
         return results[label]["t2v"]["R@1"]
 
     return evaluate
