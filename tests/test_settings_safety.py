@@ -185,3 +185,10 @@ def test_evaluation_only_run_writes_its_own_config_and_metrics_naming_the_checkp
     with pytest.raises(KeyboardInterrupt):
         run(build_config(eval_only))
     assert {name: (out / name).read_bytes() for name in training} == training
+    monkeypatch.undo()
+    # Into a folder of its own: the plain metrics name, still no config.json.
+    fresh = workspace / "evaluated_alone"
+    results = run(build_config(train_flags(workspace, "evaluated_alone", "--do_train", "0", "--do_eval", "1", "--resume", str(ckpt))))
+    assert sorted(p.name for p in fresh.iterdir()) == [f"eval_config_{tag}.json", "eval_metrics.json", "log.txt"]
+    assert json.loads((fresh / "eval_metrics.json").read_text()) == results
+    assert list(results)[-1] == "checkpoint"  # after the results, which readers take as the first entry

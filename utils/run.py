@@ -25,7 +25,7 @@ from utils.config import RunConfig, with_resolution, write_run_config
 from utils.distributed import DistInfo, barrier, cleanup, init_distributed, report_stuck_ranks
 from utils.evaluation import encode_split, evaluate_features, log_results
 from utils.log import setup_logging
-from utils.output_dir import prepare_training_dir
+from utils.output_dir import RUN_CHECKPOINTS, prepare_training_dir
 from utils.resume import accepted_resume_changes
 from utils.runtime import runtime_facts
 from utils.step import autocast_context, resolve_precision
@@ -80,25 +80,30 @@ def check_official_settings(model: DGL, state: dict[str, torch.Tensor], path: st
 
 @dataclass(frozen=True)
 class EvalSource:
-    """The model an evaluation scores (recorded in its metrics) and the suffix of its output files: "" in a
-    training run, ``_<checkpoint name>-<sha256[:8]>`` in an evaluation-only run, whose config, metrics and
-    features then never replace a training run's (or another checkpoint's) in the same folder."""
+    """The model an evaluation scores (recorded in its metrics) and the names of its files. An evaluation-only
+    run writes ``eval_config_<tag>.json`` (tag: the checkpoint's name and SHA256 prefix), never ``config.json``;
+    in a training run's folder its metrics and features also carry the tag (``suffix``), so that nothing of the
+    training run is replaced. Elsewhere they keep their plain names (``eval_metrics.json``)."""
 
     checkpoint: dict[str, Any]
+    tag: str
     suffix: str
 
 
 def eval_source(cfg: RunConfig) -> EvalSource:
     if cfg.do_train:
-        return EvalSource({"path": None, "sha256": None, "model": "this training run's"}, "")
+        return EvalSource({"path": None, "sha256": None, "model": "this training run's"}, "", "")
     if cfg.resume is None:
-        return EvalSource({"path": None, "sha256": None, "model": f"{cfg.clip_name} without a checkpoint"}, "_no_checkpoint")
-    path = Path(cfg.resume).resolve()
-    digest = file_sha256(path)
-    stem = path.name
-    for suffix in (".pth.tar", ".tar", ".pth", ".pt", ".bin"):
-        stem = stem.removesuffix(suffix)
-    return EvalSource({"path": str(path), "sha256": digest}, f"_{stem}-{digest[:8]}")
+        checkpoint, tag = {"path": None, "sha256": None, "model": f"{cfg.clip_name} without a checkpoint"}, "no_checkpoint"
+    else:
+        path = Path(cfg.resume).resolve()
+        digest = file_sha256(path)
+        stem = path.name
+        for suffix in (".pth.tar", ".tar", ".pth", ".pt", ".bin"):
+            stem = stem.removesuffix(suffix)
+        checkpoint, tag = {"path": str(path), "sha256": digest}, f"{stem}-{digest[:8]}"
+    training_folder = any((cfg.output_dir / name).is_file() for name in ("config.json", *RUN_CHECKPOINTS))
+    return EvalSource(checkpoint, tag, f"_{tag}" if training_folder else "")
 
 
 def metrics_name(source: EvalSource, epoch: int | None) -> str:
@@ -141,7 +146,7 @@ def run_on(cfg: RunConfig, dist: DistInfo) -> dict | None:
     source = eval_source(cfg)
     if dist.is_main:
         write_run_config(dataclasses.replace(cfg, data=data_cfg), facts,
-                         "config.json" if cfg.do_train else f"eval_config{source.suffix}.json")
+                         "config.json" if cfg.do_train else f"eval_config_{source.tag}.json")
     test_split = build_split(data_cfg, "test")
     evaluate = make_evaluate(cfg, model, data_cfg, test_split, dist, precision, source)
 
@@ -187,7 +192,7 @@ def make_evaluate(cfg: RunConfig, model, data_cfg: DataConfig, test_split, dist:
             checkpoint = dict(source.checkpoint)
             if cfg.do_train:
                 checkpoint["model"] += f" after epoch {epoch}" if epoch is not None else " at the end of training"
-            record = {"checkpoint": checkpoint, **results}
+            record = {**results, "checkpoint": checkpoint}  # last: readers take the first entry as the results
             atomic_write(cfg.output_dir / metrics_name(source, epoch), lambda f: json.dump(record, f, indent=1), mode="w")
         return results[label]["t2v"]["R@1"]
 
