@@ -42,6 +42,9 @@ class TruncatedVideo(ValueError):
 # A video counts as whole when its frames span the declared length up to this many frame periods plus this
 # share of it: containers round durations (Matroska to 1 ms) and some omit the last frame's duration.
 TRUNCATION_FRAMES, TRUNCATION_SHARE = 2, 0.01
+# Containers whose duration is written in the file (not estimated from the bit rate, as FFmpeg may for MPEG-TS
+# or MPEG-PS): only their duration is held against the frames present.
+STORED_DURATION_FORMATS = frozenset({"matroska", "webm", "mov", "mp4"})
 
 
 def _parse_duration_tag(tag: str) -> float | None:
@@ -56,9 +59,9 @@ def _parse_duration_tag(tag: str) -> float | None:
 
 def demux_complete(container, stream) -> list[tuple[int | None, bool]]:
     """(pts, keyframe) of the video stream's packets in decode order, after checking that the file holds
-    what its container declares: the frame count where the container lists one (MP4, AVI), else the
-    duration (the track's own, or for Matroska/WebM its ``DURATION`` tag, or the whole file's against the
-    end of all its streams). Raises TruncatedVideo otherwise. Only demuxes: nothing is decoded."""
+    what its container declares: the frame count where the container lists one (MP4, AVI), else, in the
+    `STORED_DURATION_FORMATS`, the duration (the track's own, or for Matroska/WebM its ``DURATION`` tag, or the
+    whole file's against the end of all its streams). Raises TruncatedVideo otherwise. Only demuxes."""
     packets, spans = [], {}
     for packet in container.demux():
         if packet.size == 0:  # flush packets
@@ -77,6 +80,8 @@ def demux_complete(container, stream) -> list[tuple[int | None, bool]]:
                 f"truncated: the container lists {declared_frames} frames but holds only {len(packets)}; "
                 "re-copy or re-encode it"
             )
+        return packets
+    if not STORED_DURATION_FORMATS & set(container.format.name.split(",")):
         return packets
     declared, span = None, spans.get(stream.index)
     if stream.duration and stream.time_base:
