@@ -35,7 +35,7 @@ class DistInfo:
 
 
 _MONITOR_GROUP = None  # a gloo group kept apart from the training collectives, to find stuck ranks
-_RANK_PROCESSES: list[tuple[str, int]] = []  # (host name, pid) of every rank, to end stuck ones on this host
+_RANK_PROCESSES: list[tuple[str, int, int]] = []  # (host, pid namespace, pid) of every rank, to end stuck local ones
 MONITOR_WAIT_S = 60.0
 # After a collective timed out, the other ranks get this share of --dist_timeout to answer the check that names
 # the stuck ones. They entered the same collective within a step of each other, so they time out close together;
@@ -66,8 +66,18 @@ def init_distributed(backend: str | None = None, timeout_minutes: float = 10.0) 
         global _MONITOR_GROUP
         _MONITOR_GROUP = dist.new_group(backend="gloo", timeout=timeout)
         _RANK_PROCESSES[:] = [None] * dist.get_world_size()
-        dist.all_gather_object(_RANK_PROCESSES, (socket.gethostname(), os.getpid()), group=_MONITOR_GROUP)
+        dist.all_gather_object(_RANK_PROCESSES, _process_identity(), group=_MONITOR_GROUP)
     return DistInfo(get_rank(), get_world_size(), local_rank, device)
+
+
+def _process_identity() -> tuple[str, int, int]:
+    """(host name, PID namespace, pid): a pid names this process only where the first two are the same (containers
+    on one host may share its name but not its PIDs). The namespace is -1 where /proc has none (not Linux)."""
+    try:
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        namespace = -1
+    return socket.gethostname(), namespace, os.getpid()
 
 
 def _stuck_ranks(wait_s: float) -> str:
@@ -86,12 +96,16 @@ def end_stuck_local_ranks(monitor_line: str) -> str:
     named = re.search(r"Ranks? ([\d, ]+) failed", monitor_line)
     if not named or not _RANK_PROCESSES:
         return ""
-    host, killed = socket.gethostname(), []
+    host, namespace, own_pid = _process_identity()
+    killed = []
     for rank in (int(r) for r in named.group(1).replace(",", " ").split()):
-        if rank < len(_RANK_PROCESSES) and _RANK_PROCESSES[rank][0] == host and _RANK_PROCESSES[rank][1] != os.getpid():
+        if rank >= len(_RANK_PROCESSES):
+            continue
+        rank_host, rank_namespace, pid = _RANK_PROCESSES[rank]
+        if (rank_host, rank_namespace) == (host, namespace) and pid != own_pid:
             try:
-                os.kill(_RANK_PROCESSES[rank][1], signal.SIGKILL)
-                killed.append(f"rank {rank} (pid {_RANK_PROCESSES[rank][1]})")
+                os.kill(pid, signal.SIGKILL)
+                killed.append(f"rank {rank} (pid {pid})")
             except ProcessLookupError:
                 pass
     return f"killed the stuck {', '.join(killed)} on this host so that the run ends now" if killed else ""
