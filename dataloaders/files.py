@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import os
@@ -25,28 +26,52 @@ def require_file(path: str | Path, what: str, flag: str = "--data_path") -> Path
     return path
 
 
+def read_text(path: str | Path, what: str) -> str:
+    """The UTF-8 text of an annotation file; a byte that is not UTF-8 is an error naming the file, line and
+    column (Python's own error gives a position inside a read buffer, without the file)."""
+    data = require_file(path, what).read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        column = err.start - data.rfind(b"\n", 0, err.start)
+        raise AnnotationError(
+            f"{what} {path} line {line}, column {column}: byte {data[err.start:err.start + 1]!r} is not UTF-8 "
+            f"({err.reason}). Fix: re-save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)."
+        ) from None
+
+
 def read_lines(path: str | Path, what: str) -> list[str]:
     """Non-empty, stripped lines of a text file (the official id lists)."""
-    with open(require_file(path, what), encoding="utf-8") as f:
-        return [line.strip() for line in f if line.strip()]
+    return [line.strip() for line in io.StringIO(read_text(path, what)) if line.strip()]
 
 
 def read_json(path: str | Path, what: str) -> Any:
-    path = require_file(path, what)
+    text = read_text(path, what)
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
+        return json.loads(text)
     except json.JSONDecodeError as err:
         raise AnnotationError(f"{what} {path} is not valid JSON: {err}. Fix: re-download the file.") from err
 
 
+class PlainDataUnpickler(pickle.Unpickler):
+    """Reads only what pickle builds without importing anything: dicts, lists, tuples, sets, strings, bytes,
+    numbers, booleans and None. Any class or function (the way a pickle runs code, e.g. ``os.system`` in a
+    ``__reduce__``) is refused before it is looked up, so a caption file from a stranger cannot run code."""
+
+    def find_class(self, module: str, name: str):
+        raise pickle.UnpicklingError(f"it asks for {module}.{name}; only plain containers, strings and numbers are allowed")
+
+
 def read_pickle(path: str | Path, what: str) -> Any:
+    """A pickle of plain data (`PlainDataUnpickler`), e.g. MSVD's ``raw-captions.pkl`` (a dict of video id ->
+    list of token lists); anything else is refused naming the file."""
     path = require_file(path, what)
     try:
         with open(path, "rb") as f:
-            return pickle.load(f)
+            return PlainDataUnpickler(f).load()
     except (pickle.UnpicklingError, EOFError) as err:
-        raise AnnotationError(f"{what} {path} is not a readable pickle: {err}. Fix: re-download the file.") from err
+        raise AnnotationError(f"{what} {path} is not a readable pickle of plain data: {err}. Fix: re-download the file.") from err
 
 
 def read_csv_columns(path: str | Path, what: str, columns: Iterable[str], flag: str = "--data_path") -> list[dict[str, str]]:
@@ -54,7 +79,7 @@ def read_csv_columns(path: str | Path, what: str, columns: Iterable[str], flag: 
     (a short row is an error here, naming the file and line, not a TypeError later in a DataLoader worker)."""
     path = require_file(path, what, flag)
     columns = list(columns)
-    with open(path, encoding="utf-8", newline="") as f:
+    with io.StringIO(read_text(path, what), newline="") as f:
         reader = csv.DictReader(f)
         absent = [c for c in columns if c not in (reader.fieldnames or [])]
         if absent:

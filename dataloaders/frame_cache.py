@@ -2,15 +2,17 @@
 
 Layout of a cache folder:
   manifest.json  settings (resolution, frames per video or "all", storage format) and one entry per
-                 video: the source file, its size and mtime when cached, the frame count n of its
-                 window and the bytes stored.
+                 video: the source file, its size, mtime and SHA256 when cached, the frame count n of
+                 its window and the bytes stored.
   manifest.journal  entries of videos finished since the last manifest save, one JSON line each (an
                  interrupted build resumes from them; `save` folds them into the manifest).
   frames/xx/<key>.npy or .jpgs  [k, 3, S, S] per video: the T evaluation frames (segment centres,
                  k = T) or every frame of the window (k = n), which also serves TSN training; raw
                  uint8 or a JPEG stack (dataloaders/frame_codec.py).
 The key hashes the source path and time window. A source whose size or mtime changed since caching
-makes the cache stale: loaders refuse it, `preprocess/cache_frames.py` re-decodes those videos.
+makes the cache stale: loaders refuse it, `preprocess/cache_frames.py` re-decodes those videos. A file
+replaced by one of the same size and mtime (a copy that keeps times) passes that check; `cache_frames.py
+--verify` also compares each source's SHA256 with the one stored (entries without one are re-decoded).
 Manifests written before the format field existed read as raw.
 """
 from __future__ import annotations
@@ -95,11 +97,18 @@ class CacheEntry:
     mtime_ns: int
     valid_frames: int  # n: frames of the video's window
     bytes: int = 0  # size of the stored file (0 in manifests older than this field)
+    sha256: str = ""  # of the source when cached ("" in manifests older than this field)
 
 
 def source_stamp(path: Path) -> tuple[int, int]:
     stat = path.stat()
     return stat.st_size, stat.st_mtime_ns
+
+
+def source_sha256(path: Path) -> str:
+    """SHA256 of a source video's bytes (read afresh: no per-process memo keyed by size and mtime)."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def cache_key(path: Path, window: Window) -> str:
@@ -162,9 +171,11 @@ class FrameCache:
             )
         return entry
 
-    def is_fresh(self, path: Path, window: Window) -> bool:
+    def is_fresh(self, path: Path, window: Window, verify: bool = False) -> bool:
+        """Cached from the file as it is: same size and mtime, and with ``verify`` the same SHA256."""
         try:
-            return self.lookup(path, window) is not None
+            entry = self.lookup(path, window)
+            return entry is not None and (not verify or entry.sha256 == source_sha256(path))
         except (FrameCacheError, OSError):
             return False
 
@@ -174,14 +185,16 @@ class FrameCache:
         indices = pick(entry.valid_frames) if self.settings.num_frames is None else None
         return read_frames(self.root / entry.file, self.settings.format, indices), entry.valid_frames
 
-    def write_frames(self, path: Path, window: Window, frames: np.ndarray, valid_frames: int, stamp: tuple[int, int]) -> tuple[str, CacheEntry]:
-        """Stores one video's frames (atomically); the manifest is updated by `record` + `save`."""
+    def write_frames(self, path: Path, window: Window, frames: np.ndarray, valid_frames: int, stamp: tuple[int, int],
+                     sha256: str) -> tuple[str, CacheEntry]:
+        """Stores one video's frames (atomically); the manifest is updated by `record` + `save`. ``stamp`` and
+        ``sha256`` are the source's, taken before decoding (a file changed meanwhile then reads as stale)."""
         key = cache_key(path, window)
         relative = f"frames/{key[:2]}/{key}{SUFFIXES[self.settings.format]}"
         content = self.settings.encode(frames)
         atomic_write(self.root / relative, lambda f: f.write(content))
         size, mtime_ns = stamp
-        return key, CacheEntry(relative, str(Path(path).resolve()), size, mtime_ns, valid_frames, len(content))
+        return key, CacheEntry(relative, str(Path(path).resolve()), size, mtime_ns, valid_frames, len(content), sha256)
 
     def record(self, key: str, entry: CacheEntry) -> None:
         """Adds a finished video, also to the journal at once, so an interrupted build keeps it."""

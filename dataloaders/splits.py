@@ -1,11 +1,13 @@
 """The one structure every dataset parser returns: a gallery of videos and the captions about them."""
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+
+from dataloaders.files import AnnotationError
 
 Window = tuple[float | None, float | None]
 
@@ -89,14 +91,29 @@ def split_from_pairs(
     multi_sentence: bool,
     windows: Mapping[str, Window] | None = None,
     sample_one_caption_per_video: bool = False,
+    source: str | Path,
+    rows: Sequence[str] | None = None,
 ) -> VideoTextSplit:
-    """Builds a split from (video id, caption) pairs; videos are ordered by first appearance."""
+    """Builds a split from (video id, caption) pairs; videos are ordered by first appearance.
+
+    ``source`` is the caption file and ``rows`` where in it each pair stands (default: the video id and the
+    caption's number among its captions), named when a caption is empty: an empty caption is refused, as it
+    would be trained on and count as a query in R@k."""
     index: dict[str, int] = {}
     captions: list[str] = []
     caption_video: list[int] = []
-    for video_id, caption in pairs:
+    empty = []
+    for number, (video_id, caption) in enumerate(pairs):
+        if not isinstance(caption, str) or not caption.strip():
+            nth = caption_video.count(index.get(video_id, -1)) + 1
+            empty.append(rows[number] if rows is not None else f"video {video_id!r} caption {nth}")
         captions.append(caption)
         caption_video.append(index.setdefault(video_id, len(index)))
+    if empty:
+        raise AnnotationError(
+            f"{source}: {len(empty)} empty caption(s), at {', '.join(empty[:5])}{' ...' if len(empty) > 5 else ''}. "
+            "Fix: write the caption or remove the row (an empty caption would count as a query in R@k)."
+        )
     video_ids = list(index)
     return VideoTextSplit(
         name=name,

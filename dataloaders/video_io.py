@@ -37,6 +37,83 @@ class VideoReadError(RuntimeError):
     """A video could not be opened or decoded by any of the tried backends."""
 
 
+class TruncatedVideo(ValueError):
+    """The file holds fewer frames than its container declares (an interrupted copy or download). No other
+    backend is tried: the file itself is short, and e.g. decord reads such Matroska files as if whole."""
+
+
+# A video counts as whole when its frames span the declared length up to this many frame periods plus this
+# share of it: containers round durations (Matroska to 1 ms) and some omit the last frame's duration.
+TRUNCATION_FRAMES, TRUNCATION_SHARE = 2, 0.01
+# Containers whose duration is written in the file (not estimated from the bit rate, as FFmpeg may for MPEG-TS
+# or MPEG-PS): only their duration is held against the frames present.
+STORED_DURATION_FORMATS = frozenset({"matroska", "webm", "mov", "mp4"})
+
+
+def _parse_duration_tag(tag: str) -> float | None:
+    """Seconds of a Matroska ``DURATION`` tag (``HH:MM:SS.nnnnnnnnn``, written per track by FFmpeg and
+    mkvmerge); None when it does not parse."""
+    try:
+        hours, minutes, seconds = tag.strip().split(":")
+        return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+    except ValueError:
+        return None
+
+
+def demux_complete(container, stream) -> list[tuple[int | None, bool]]:
+    """(pts, keyframe) of the video stream's packets in decode order, after checking that the file holds
+    what its container declares: the frame count where the container lists one (MP4, AVI), else, in the
+    `STORED_DURATION_FORMATS`, the duration (the track's own, or for Matroska/WebM its ``DURATION`` tag, or the
+    whole file's against the end of all its streams). Raises TruncatedVideo otherwise. Only demuxes."""
+    packets, spans = [], {}
+    for packet in container.demux():
+        if packet.size == 0:  # flush packets
+            continue
+        if packet.stream.index == stream.index:
+            packets.append((packet.pts, packet.is_keyframe))
+        if packet.pts is not None and packet.time_base:
+            start = float(packet.pts * packet.time_base)
+            end = start + float((packet.duration or 0) * packet.time_base)
+            first, last = spans.get(packet.stream.index, (start, end))
+            spans[packet.stream.index] = (min(first, start), max(last, end))
+    declared_frames = stream.frames  # the container's index (0 when it has none, e.g. Matroska)
+    if declared_frames:
+        if 0 < len(packets) < declared_frames:
+            raise TruncatedVideo(
+                f"truncated: the container lists {declared_frames} frames but holds only {len(packets)}; "
+                "re-copy or re-encode it"
+            )
+        return packets
+    if not STORED_DURATION_FORMATS & set(container.format.name.split(",")):
+        return packets
+    declared, span = None, spans.get(stream.index)
+    if stream.duration and stream.time_base:
+        declared = float(stream.duration * stream.time_base)
+    elif stream.metadata.get("DURATION"):
+        declared = _parse_duration_tag(stream.metadata["DURATION"])
+    elif container.duration and spans:  # the whole file: compare with the end of its longest stream
+        declared = container.duration / 1e6
+        span = (min(s for s, _ in spans.values()), max(e for _, e in spans.values()))
+    rate = stream.average_rate or stream.guessed_rate
+    period = 1 / float(rate) if rate else 0.1
+    if declared and span and span[1] - span[0] < declared - TRUNCATION_FRAMES * period - TRUNCATION_SHARE * declared:
+        expected = f" (about {round(declared / period)} frames)" if rate else ""
+        raise TruncatedVideo(
+            f"truncated: the container says the video lasts {declared:.2f} s{expected} but its {len(packets)} "
+            f"frames span only {span[1] - span[0]:.2f} s; re-copy or re-encode it"
+        )
+    return packets
+
+
+def check_complete(path: str | Path) -> None:
+    """Raises TruncatedVideo when ``path`` holds fewer frames than its container declares (PyAV)."""
+    import av
+
+    with av.open(str(path)) as container:
+        if container.streams.video:
+            demux_complete(container, container.streams.video[0])
+
+
 class VideoReader(Protocol):
     num_frames: int
     fps: float
@@ -56,7 +133,7 @@ def upright(frames: np.ndarray, rotation: int) -> np.ndarray:
 
 class DecordReader:
     """decord with one decoding thread (DataLoader workers already run in parallel). decord applies the
-    display rotation itself."""
+    display rotation itself. Truncation is checked with PyAV where it is installed (one extra demux)."""
 
     def __init__(self, path: Path) -> None:
         import decord
@@ -64,6 +141,8 @@ class DecordReader:
         refusal = decord_refusal(path)
         if refusal:
             raise ValueError(refusal)
+        if importlib.util.find_spec("av") is not None:
+            check_complete(path)  # decord reads a cut Matroska/WebM file as if whole
         self._video = decord.VideoReader(str(path), num_threads=1)
         self.num_frames = len(self._video)
         self.fps = float(self._video.get_avg_fps())
@@ -95,7 +174,8 @@ def decord_refusal(path: Path) -> str | None:
 
 class PyAVReader:
     """PyAV. The frame table comes from demuxing the packets (no decoding), never from the
-    container's frame count, which is 0 for e.g. Matroska/WebM (reference bug 36)."""
+    container's frame count, which is 0 for e.g. Matroska/WebM (reference bug 36); a file holding less
+    than its container declares is refused (`demux_complete`)."""
 
     def __init__(self, path: Path) -> None:
         import av
@@ -107,17 +187,11 @@ class PyAVReader:
                 raise ValueError("the file has no video stream")
             self._stream = self._container.streams.video[0]
             self._stream.codec_context.thread_count = 1  # DataLoader workers already run in parallel
-            packets = [(p.pts, p.is_keyframe) for p in self._container.demux(self._stream) if p.size > 0]
+            packets = demux_complete(self._container, self._stream)
         except BaseException:
             self._container.close()
             raise
         self.num_frames = len(packets)
-        declared = self._stream.frames  # the container's index (0 when it has none, e.g. Matroska)
-        if 0 < self.num_frames < declared:
-            self._container.close()
-            raise ValueError(
-                f"truncated: the container lists {declared} frames but holds only {self.num_frames}; re-copy or re-encode it"
-            )
         self._rotation = 0  # read from the decoded frames
         rate = self._stream.average_rate or self._stream.guessed_rate
         self.fps = float(rate) if rate else 0.0
@@ -275,6 +349,8 @@ def _with_reader(path: str | Path, backend: str, use: Callable[[VideoReader], T]
     for name in backend_order(backend):
         try:
             reader = _BACKENDS[name][1](path)
+        except TruncatedVideo as err:
+            raise VideoReadError(f"cannot decode {path}: {name}: {err}") from err
         except Exception as err:  # noqa: BLE001 - each backend raises its own error types
             errors.append(f"{name}: {err}")
             continue

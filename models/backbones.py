@@ -46,6 +46,7 @@ class BackboneEntry:
     official_prefix: str  # the backbone's weights in an official DGL checkpoint: "module." + prefix + its keys
     video_flops: Callable[..., tuple[int, int]]  # (forward, backward) FLOPs of encoding videos (models/flops.py)
     text_flops: Callable[..., tuple[int, int]]
+    context_length: int  # text positions of the named models (--max_words at most this; flags are checked against it)
 
 
 def _load_clip(path: Path, activation: str | None) -> CLIP:
@@ -59,7 +60,8 @@ def _clip_from_state_dict(state: Mapping[str, torch.Tensor], source: str, config
 BACKBONES: dict[str, BackboneEntry] = {
     "openai-clip": BackboneEntry(
         resolve=resolve_clip_path, load=_load_clip, from_state_dict=_clip_from_state_dict, tokenizer=ClipTokenizer,
-        mean=CLIP_MEAN, std=CLIP_STD, official_prefix="clip.", video_flops=video_flops, text_flops=text_flops,
+        mean=CLIP_MEAN, std=CLIP_STD, official_prefix="clip.", context_length=77, video_flops=video_flops,
+        text_flops=text_flops,
     ),
 }
 

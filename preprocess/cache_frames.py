@@ -31,7 +31,7 @@ if __package__ in (None, ""):  # run by path (python preprocess/X.py): make the 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dataloaders import DataConfig, build_split  # noqa: E402
-from dataloaders.frame_cache import CacheEntry, CacheSettings, FrameCache, source_stamp  # noqa: E402
+from dataloaders.frame_cache import CacheEntry, CacheSettings, FrameCache, FrameCacheError, source_sha256, source_stamp  # noqa: E402
 from dataloaders.frame_codec import DEFAULT_JPEG_QUALITY, DEFAULT_JPEG_SUBSAMPLING, FORMATS, JPEG_SUBSAMPLINGS  # noqa: E402
 from dataloaders.parallel import parallel_map  # noqa: E402
 from dataloaders.sampling import segment_centres  # noqa: E402
@@ -43,6 +43,8 @@ from utils.flags import add_data_flags  # noqa: E402
 from utils.progress import progress  # noqa: E402
 from utils import cli  # noqa: E402
 
+logger = logging.getLogger(__name__)
+
 SAVE_EVERY = 200  # manifest rewrites (the journal keeps every finished video in between)
 
 
@@ -53,6 +55,7 @@ class BuildReport:
     videos: int  # listed by the splits
     cached: int = 0  # decoded and written by this build
     up_to_date: int = 0  # already cached from unchanged sources (skipped)
+    verified_changed: int = 0  # with --verify: size and mtime unchanged, content changed (or no hash stored)
     failed: int = 0
     frames: int = 0  # written by this build
     bytes: int = 0  # written by this build
@@ -64,7 +67,8 @@ class BuildReport:
         total = sum(entry.bytes for entry in cache.entries.values())
         lines = [
             f"frame cache {cache.root} ({cache.settings.describe()}): {self.videos} videos, {self.cached} cached now, "
-            f"{self.up_to_date} up to date, {self.failed} failed; {self.frames} frames, {self.bytes / 1e6:.1f} MB written "
+            f"{self.up_to_date} up to date{f' ({self.verified_changed} changed in content only)' if self.verified_changed else ''}, "
+            f"{self.failed} failed; {self.frames} frames, {self.bytes / 1e6:.1f} MB written "
             f"in {self.seconds:.1f} s; the cache holds {len(cache.entries)} videos, {total / 1e6:.1f} MB",
         ]
         if self.estimate is not None and self.estimate.videos:
@@ -85,9 +89,9 @@ def decode_for_cache(settings: CacheSettings, path: Path, window: Window, backen
 
 def cache_video(cache: FrameCache, path: Path, window: Window, backend: str) -> tuple[str, CacheEntry]:
     """Decodes, resizes and crops one video's frames and writes them to the cache folder."""
-    stamp = source_stamp(path)  # taken before decoding: a file changed meanwhile reads as stale
+    stamp, digest = source_stamp(path), source_sha256(path)  # before decoding: a file changed meanwhile reads as stale
     frames, n = decode_for_cache(cache.settings, path, window, backend)
-    return cache.write_frames(path, window, frames, n, stamp)
+    return cache.write_frames(path, window, frames, n, stamp, digest)
 
 
 def _run(args: tuple) -> tuple[Path, tuple[str, CacheEntry] | None, str | None]:
@@ -113,16 +117,22 @@ def jpeg_sample_bytes(settings: CacheSettings, todo: list[tuple[Path, Window]], 
 
 def build_cache(
     splits: list[VideoTextSplit], cfg: DataConfig, all_frames: bool, workers: int = 1, rebuild: bool = False,
-    fmt: str = "raw", jpeg_quality: int | None = None, jpeg_subsampling: str | None = None,
+    fmt: str = "raw", jpeg_quality: int | None = None, jpeg_subsampling: str | None = None, verify: bool = False,
 ) -> BuildReport:
     """Fills cfg.frame_cache with the videos of `splits` (at cfg.max_frames / cfg.image_resolution, stored
-    in `fmt`). Refuses before any work when the estimated size exceeds the free disk space."""
+    in `fmt`). Refuses before any work when the estimated size exceeds the free disk space. ``verify``: a cached
+    video is up to date only if its source also has the SHA256 it had (reads every source once)."""
     started = time.perf_counter()
     settings = CacheSettings.of(cfg.image_resolution, None if all_frames else cfg.max_frames, fmt, jpeg_quality, jpeg_subsampling)
     cache = FrameCache.open_or_create(cfg.frame_cache, settings, rebuild=rebuild)
     videos = {(path, split.window(i)): None for split in splits for i, path in enumerate(split.video_paths)}
-    todo = [(path, window) for path, window in videos if not cache.is_fresh(path, window)]
+    todo = [(path, window) for path, window in videos if not cache.is_fresh(path, window, verify)]
     report = BuildReport(len(videos), up_to_date=len(videos) - len(todo))
+    if verify:
+        changed = [path for path, window in todo if cache.is_fresh(path, window)]  # same size and mtime, other bytes
+        for path in changed:
+            logger.warning("%s: same size and mtime as when cached, but other content (or no hash stored); decoding again", path)
+        report.verified_changed = len(changed)
     report.estimate = estimate_size(todo, settings, jpeg_sample_bytes(settings, todo, cfg.video_backend), workers)
     check_free_space(cache.root, report.estimate)
     cache.save()  # settings on disk from the start, so that the journal of an interrupted build applies
@@ -160,6 +170,9 @@ def build(argv: list[str]) -> int:
                              "where 4:2:0 smears colour edges (docs/benchmarks.md, JPEG on the demo)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="decoding processes")
     parser.add_argument("--rebuild", action="store_true", help="replace a cache built with other settings")
+    parser.add_argument("--verify", action="store_true",
+                        help="also compare each cached source's SHA256 (reads every video once): finds files replaced "
+                             "by others of the same size and mtime, and decodes them again")
     args = parser.parse_args(argv)
     if args.frame_cache is None:
         parser.error("--frame_cache (the folder to fill) is required")
@@ -171,8 +184,12 @@ def build(argv: list[str]) -> int:
         args.image_resolution = DataConfig.image_resolution
     cfg = DataConfig.from_args(args)
     splits = [build_split(cfg, subset) for subset in args.subsets]
-    report = build_cache(splits, cfg, args.all_frames, args.workers, args.rebuild, args.frame_cache_format, args.jpeg_quality,
-                         args.jpeg_subsampling)
+    try:
+        report = build_cache(splits, cfg, args.all_frames, args.workers, args.rebuild, args.frame_cache_format, args.jpeg_quality,
+                             args.jpeg_subsampling, args.verify)
+    except FrameCacheError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     return 1 if report.failed else 0
 
 

@@ -5,9 +5,13 @@
 Every video under RAW becomes OUT/<same sub-folders>/<same name>: H.264 (libx264, yuv420p) at
 --fps (3) with the short side scaled to --short_side (224), aspect ratio kept, both sides even,
 video stream only. Names whose container cannot hold H.264 get ".mp4" appended (xxx.webm ->
-xxx.webm.mp4; the DiDeMo loader matches that). Finished outputs are skipped, each output is written
-to a temporary file and renamed, inputs are only read. Failures are listed with their error and
-the exit status is 1.
+xxx.webm.mp4; the DiDeMo loader matches that). Each output is written to a temporary file and renamed,
+inputs are only read. Failures are listed with their error and the exit status is 1.
+
+The settings each output was made with are appended to OUT/.compress_video.jsonl. A rerun skips the
+outputs made with its own settings; outputs made with other ones (outputs without a record are read
+for their short side and frame rate) are refused, naming them and their settings, unless --redo is
+given: then they are encoded again. A rerun with other settings used to keep the old sizes silently.
 
 Fixes over the official script: portrait videos keep their aspect ratio (the reference scaled
 their width to 224 and squashed the height), sub-folders are mirrored (no name collisions),
@@ -18,6 +22,7 @@ output is upright and carries no rotation (mirror flags, which phones do not wri
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import sys
 from collections.abc import Collection
@@ -33,13 +38,15 @@ if __package__ in (None, ""):  # run by path (python preprocess/X.py): make the 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dataloaders.parallel import parallel_map  # noqa: E402
-from dataloaders.video_io import VIDEO_EXTENSIONS  # noqa: E402
+from dataloaders.video_io import VIDEO_EXTENSIONS, check_complete  # noqa: E402
 from utils.progress import progress as progress_bar  # noqa: E402
 from utils import cli  # noqa: E402
 
 H264_CONTAINERS = (".mp4", ".m4v", ".mov", ".mkv", ".avi")  # keep these names as they are
 DEFAULT_FPS = 3  # the DGL/CLIP4Clip recipe; preprocess/check_dataset.py counts videos above these
 DEFAULT_SHORT_SIDE = 224
+MANIFEST = ".compress_video.jsonl"  # in --output_root: one {"output", "fps", "short_side"} record per encode
+SHOWN = 5  # outputs listed in a refusal
 
 
 # Filters that turn a frame upright, by its display rotation in counter-clockwise quarter turns.
@@ -55,6 +62,50 @@ UPRIGHT_FILTERS: dict[int, tuple[tuple[str, str | None], ...]] = {
 class Job:
     source: Path
     target: Path
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What an output was made with."""
+
+    fps: int
+    short_side: int
+
+    def __str__(self) -> str:
+        return f"--fps {self.fps} --short_side {self.short_side}"
+
+
+def read_manifest(output_root: Path) -> dict[str, Settings]:
+    """Settings by output path (relative to output_root) from the manifest; the last record of a path wins."""
+    path = output_root / MANIFEST
+    if not path.is_file():
+        return {}
+    made = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            made[record["output"]] = Settings(int(record["fps"]), int(record["short_side"]))
+        except (ValueError, KeyError, TypeError) as err:
+            raise SystemExit(f"{path} line {number} is not a settings record ({err!r}); fix or delete that line") from err
+    return made
+
+
+def record_settings(output_root: Path, target: Path, settings: Settings) -> None:
+    with (output_root / MANIFEST).open("a", encoding="utf-8") as f:
+        f.write(json.dumps({"output": target.relative_to(output_root).as_posix(), "fps": settings.fps,
+                            "short_side": settings.short_side}) + "\n")
+
+
+def probed_settings(target: Path) -> Settings | None:
+    """The short side and (rounded) frame rate of an output without a record (written by an older version)."""
+    try:
+        with av.open(str(target)) as container:
+            stream = container.streams.video[0]
+            return Settings(round(float(stream.average_rate)), min(stream.width, stream.height))
+    except (av.FFmpegError, IndexError, TypeError, ZeroDivisionError):
+        return None
 
 
 def output_size(width: int, height: int, short_side: int) -> tuple[int, int]:
@@ -95,7 +146,9 @@ def _frame_times(container: av.container.InputContainer, stream: av.video.stream
 
 
 def compress(source: Path, target: Path, fps: int, short_side: int) -> None:
-    """Writes target from source (temporary file, then rename)."""
+    """Writes target from source (temporary file, then rename); a truncated source is refused, not
+    compressed into a short output that later looks whole."""
+    check_complete(source)
     temp = target.with_name(f".{target.stem}.partial-{os.getpid()}{target.suffix}")
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -181,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="parallel encodes (--num_works: the official script's name)")
     parser.add_argument("--fps", type=int, default=DEFAULT_FPS, help="frame rate of the copies")
     parser.add_argument("--short_side", type=int, default=DEFAULT_SHORT_SIDE, help="pixels of the shorter side (even)")
+    parser.add_argument("--redo", action="store_true",
+                        help="encode again the outputs that were made with other --fps/--short_side (default: refuse)")
     args = parser.parse_args(argv)
     input_root, output_root = args.input_root.resolve(), args.output_root.resolve()
     if not input_root.is_dir():
@@ -194,8 +249,25 @@ def main(argv: list[str] | None = None) -> int:
         for path in remove_stale_partials(output_root):
             print(f"removed {path}, left by an interrupted compression", file=sys.stderr)
     jobs = plan_jobs(input_root, output_root)
+    wanted = Settings(args.fps, args.short_side)
+    recorded = read_manifest(output_root)
     todo = [job for job in jobs if not job.target.exists()]
-    print(f"{len(jobs)} videos under {input_root}: {len(jobs) - len(todo)} already done, {len(todo)} to compress", file=sys.stderr)
+    other = []  # (job, settings it was made with, None: unreadable)
+    for job in jobs:
+        if job.target.exists():
+            made = recorded.get(job.target.relative_to(output_root).as_posix()) or probed_settings(job.target)
+            if made != wanted:
+                other.append((job, made))
+    if other and not args.redo:
+        examples = "\n  ".join(f"{job.target}: {made or 'unreadable'}" for job, made in other[:SHOWN])
+        print(f"{len(other)} outputs under {output_root} were made with other settings than {wanted}, e.g.\n  {examples}\n"
+              "Fix: pass another --output_root, the settings they were made with, or --redo to encode them again.",
+              file=sys.stderr)
+        return 2
+    done = len(jobs) - len(todo) - len(other)
+    todo += [job for job, _ in other]
+    print(f"{len(jobs)} videos under {input_root}: {done} already done with {wanted}, {len(other)} made with other "
+          f"settings to encode again, {len(todo) - len(other)} to compress", file=sys.stderr)
     tasks = [(job, args.fps, args.short_side) for job in todo]
     failures = []
     with progress_bar(total=len(tasks), unit="video") as progress:
@@ -203,6 +275,8 @@ def main(argv: list[str] | None = None) -> int:
             if error is not None:
                 failures.append((job, error))
                 tqdm.write(f"FAILED {job.source}: {error}", file=sys.stderr)
+            else:
+                record_settings(output_root, job.target, wanted)
             progress.update()
     if failures:
         print(f"{len(failures)} of {len(todo)} videos failed:", file=sys.stderr)

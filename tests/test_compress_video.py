@@ -7,8 +7,8 @@ import pytest
 
 from dataloaders.synthetic import write_video
 from dataloaders.video_io import read_video
-from preprocess.compress_video import main, output_size
-from tests.video_utils import corrupt_file, indices_of_frames, quadrant_colours, write_rotated_video
+from preprocess.compress_video import MANIFEST, main, output_size
+from tests.video_utils import CUT_CONTAINERS, corrupt_file, write_cut_video, indices_of_frames, quadrant_colours, write_rotated_video
 
 
 def stream_facts(path):
@@ -46,7 +46,7 @@ def test_compresses_to_3_fps_and_224_short_side_in_mirrored_folders(raw, tmp_pat
     assert main(["--input_root", str(raw), "--output_root", str(out), "--workers", "1"]) == 0
     assert digest(raw) == before  # inputs untouched
     produced = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
-    assert produced == ["a/b/port.mkv", "a/land.mp4", "c/clip.webm.mp4", "c/land.mp4"]
+    assert produced == [MANIFEST, "a/b/port.mkv", "a/land.mp4", "c/clip.webm.mp4", "c/land.mp4"]
     assert stream_facts(out / "a/land.mp4") == (398, 224, 3.0, "h264", "yuv420p", 4)
     assert stream_facts(out / "a/b/port.mkv") == (224, 398, 3.0, "h264", "yuv420p", 4)
     assert stream_facts(out / "c/land.mp4") == (224, 224, 3.0, "h264", "yuv420p", 6)
@@ -57,12 +57,29 @@ def test_compresses_to_3_fps_and_224_short_side_in_mirrored_folders(raw, tmp_pat
     assert n == 6 and indices_of_frames(frames).tolist() == [1, 5, 9, 13, 17, 21]
 
 
-def test_rerun_skips_finished_outputs(raw, tmp_path):
+def test_rerun_skips_outputs_made_with_its_settings_and_refuses_or_redoes_others(raw, tmp_path, capsys):
     out = tmp_path / "out"
-    assert main(["--input_root", str(raw), "--output_root", str(out), "--workers", "1"]) == 0
-    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
-    assert main(["--input_root", str(raw), "--output_root", str(out), "--workers", "1", "--fps", "5"]) == 0
-    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == stamps
+    args = ["--input_root", str(raw), "--output_root", str(out), "--workers", "1"]
+
+    def stamps():
+        return {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.name != MANIFEST}
+
+    assert main(args) == 0
+    first = stamps()
+    assert main(args) == 0 and stamps() == first
+    assert "4 already done with --fps 3 --short_side 224, 0 made with other settings" in capsys.readouterr().err
+    assert main(args + ["--fps", "5"]) == 2 and stamps() == first  # refused, nothing touched
+    err = capsys.readouterr().err
+    assert "4 outputs under" in err and "other settings than --fps 5 --short_side 224" in err
+    assert f"{out / 'a/land.mp4'}: --fps 3 --short_side 224" in err and "--redo" in err
+    assert main(args + ["--fps", "6", "--short_side", "32", "--redo"]) == 0
+    assert stream_facts(out / "c/land.mp4")[:3] + stream_facts(out / "c/land.mp4")[5:] == (32, 32, 6.0, 12)  # 2 s at 6 fps
+    assert stream_facts(out / "a/land.mp4")[:3] == (56, 32, 6.0)
+    # Outputs without a record (an older version wrote them) are read for their settings.
+    (out / MANIFEST).unlink()
+    redone = stamps()
+    assert main(args + ["--fps", "6", "--short_side", "32"]) == 0 and stamps() == redone
+    assert main(args) == 2 and "other settings than --fps 3 --short_side 224" in capsys.readouterr().err
 
 
 def test_failures_are_reported_and_exit_nonzero(raw, tmp_path, capsys):
@@ -72,8 +89,20 @@ def test_failures_are_reported_and_exit_nonzero(raw, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "1 of 5 videos failed" in err and str(raw / "c" / "broken.mp4") in err and "InvalidDataError" in err
     assert not (out / "c" / "broken.mp4").exists()
-    assert not [p for p in out.rglob(".*") if p.is_file()]  # no temporary leftovers
+    assert not [p for p in out.rglob(".*") if p.is_file() and p.name != MANIFEST]  # no temporary leftovers
     assert stream_facts(out / "a/land.mp4")[:3] == (56, 32, 3.0)  # the others still done, --short_side honoured
+
+
+def test_cut_matroska_and_webm_are_refused_naming_them(tmp_path, capsys):
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    cut = [write_cut_video(raw / f"cut{k}{suffix}", codec) for k, (suffix, codec) in enumerate(CUT_CONTAINERS)]
+    write_video(raw / "whole.mkv", 30, 64, 48, fps=3)
+    assert main(["--input_root", str(raw), "--output_root", str(out), "--workers", "1", "--short_side", "32"]) == 1
+    err = capsys.readouterr().err
+    assert "3 of 4 videos failed" in err
+    for path in cut:
+        assert f"{path}: TruncatedVideo: truncated: the container says the video lasts 10.00 s" in err
+    assert sorted(p.name for p in out.rglob("*") if p.is_file()) == [MANIFEST, "whole.mkv"]
 
 
 def test_output_inside_input_is_refused(raw):

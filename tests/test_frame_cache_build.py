@@ -223,3 +223,29 @@ def test_a_jpeg_manifest_without_subsampling_reads_as_420(msrvtt, tmp_path):
     assert FrameCache.open(tmp_path / "cache").settings == CacheSettings.of(32, 4, "jpeg")
     with pytest.raises(FrameCacheError, match="jpeg_subsampling"):
         CacheSettings(32, 4, "raw", jpeg_subsampling="444")
+
+
+def replace_keeping_size_and_mtime(path: Path, frames: int) -> None:
+    """Writes another index video (fewer frames) over ``path``, zero-padded to its size, with its mtime: what a
+    copy that keeps times leaves when the new file happens to have the old one's size."""
+    stat = path.stat()
+    write_video(path, frames, 64, 40)
+    assert path.stat().st_size < stat.st_size
+    with open(path, "ab") as f:
+        f.write(bytes(stat.st_size - path.stat().st_size))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert (path.stat().st_size, path.stat().st_mtime_ns) == (stat.st_size, stat.st_mtime_ns)
+
+
+def test_verify_finds_a_source_replaced_with_the_same_size_and_mtime(msrvtt, tmp_path, capsys):
+    cfg = dataclasses.replace(msrvtt, frame_cache=tmp_path / "cache")
+    split = build_split(cfg, "test")  # video3 (24 frames) and video0 (30 frames)
+    assert build_cache([split], cfg, all_frames=False).cached == 2
+    replace_keeping_size_and_mtime(cfg.features_path / "video3.mp4", 8)
+    assert build_cache([split], cfg, all_frames=False).up_to_date == 2  # size and mtime alone: not seen
+    report = build_cache([split], cfg, all_frames=False, verify=True)
+    assert (report.up_to_date, report.cached, report.verified_changed) == (1, 1, 1)
+    assert "(1 changed in content only)" in capsys.readouterr().err
+    video = VideoDataset(split, cfg)[0]["video"]  # from the cache, as rebuilt: the 8-frame video's centres
+    assert indices_of_video(video.reshape(-1, *video.shape[-3:])).tolist() == [1, 3, 5, 7]
+    assert build_cache([split], cfg, all_frames=False, verify=True).up_to_date == 2

@@ -118,7 +118,7 @@ def test_config_json_records_what_ran(workspace):
                                      "--max_frames", "4", "--unified_transformer_layers", "2", "--precision", "amp",
                                      "--batch_size_val", "8", "--output_dir", str(out)]
     run(build_config(flags))
-    facts = json.loads((out / "config.json").read_text())["runtime"]
+    facts = json.loads((out / "eval_config_no_checkpoint.json").read_text())["runtime"]  # evaluation-only: its own name
     assert facts["precision"] == "fp32"  # --precision amp on a CPU runs fp32
     assert facts["image_resolution"] == TINY.image_resolution and facts["frames"] == 4
     assert facts["world_size"] == 1 and facts["global_batch"] == facts["batch_per_rank"]

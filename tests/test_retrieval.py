@@ -15,7 +15,7 @@ from models.clip import CLIP
 from models.dgl import DGL
 from models.factory import load_dgl
 from models.tokenizer import ClipTokenizer
-from tests.video_utils import corrupt_file
+from tests.video_utils import CUT_CONTAINERS, corrupt_file, write_cut_video
 from apps.retrieval import SHARD_GLOB, IndexModelMismatch, Retriever, VideoIndex
 from utils.flags import dgl_config
 from utils.trainer import rng_state
@@ -126,6 +126,17 @@ def test_bad_files_are_skipped_counted_and_not_retried(gallery, transformer, tmp
     fixed = r.index(videos, out, progress=False)
     assert (fixed.encoded, fixed.known_failures, fixed.total) == (1, 1, 11)
     assert set(VideoIndex.load(out).failed) == {"sub/empty.webm"}
+
+
+def test_cut_matroska_and_webm_are_named_failed_not_indexed(gallery, transformer, tmp_path):
+    videos, out = shutil.copytree(gallery, tmp_path / "videos"), tmp_path / "index"
+    names = [f"cut{k}{suffix}" for k, (suffix, _) in enumerate(CUT_CONTAINERS)]
+    for name, (_, codec) in zip(names, CUT_CONTAINERS):
+        write_cut_video(videos / name, codec)
+    report = retriever(transformer).index(videos, out, progress=False)
+    assert (report.found, report.encoded) == (13, 10)
+    assert sorted(rel for rel, _ in report.failed) == names
+    assert all("truncated: the container says the video lasts 10.00 s" in error for _, error in report.failed)
 
 
 def test_other_model_is_refused(gallery, transformer, fixture_dir, tmp_path):

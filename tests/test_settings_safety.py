@@ -1,10 +1,12 @@
 """Bad settings and reused output folders: refused with a message naming the flag or file, nothing lost."""
+import hashlib
 import json
 import math
 
 import pytest
 import torch
 
+from models.checkpoint import CheckpointError
 from tests.tiny_runs import train_flags
 from utils.config import build_config
 from utils.run import run
@@ -16,6 +18,8 @@ OUT_OF_RANGE = [  # flag, value, what the one-line error says after "<flag> <val
     ("--epochs", "-3", "must be >= 1"), ("--max_steps", "0", "must be >= 1"), ("--warmup_proportion", "2", "must be <= 1"),
     ("--clip_grad_norm", "-1", "must be > 0 (pass inf to disable clipping)"), ("--lr", "nan", "must be a number"),
     ("--beta2", "1", "must be < 1"), ("--dist_timeout", "0", "must be > 0"),
+    ("--max_words", "100", "must be <= 77 (the backbone's text context length, SOT and EOT included)"),
+    ("--lr", "2", "must be <= 1"), ("--lr", "1e+39", "must be <= 1"),
 ]
 
 
@@ -110,3 +114,81 @@ def test_new_run_into_a_used_output_dir_is_refused_and_logs_keep_both_runs(works
     assert not stale.exists()
     assert f"removed {stale}" in (out / "log.txt").read_text()
 
+
+
+def test_overwrite_moves_the_previous_runs_outputs_aside_nothing_lost(workspace):
+    """A new run with --overwrite (here without evaluation) leaves no checkpoint_best.pt or eval_metrics of the
+    run before beside its own files: they are moved into previous_runs/<date-time>/, byte for byte."""
+    out = workspace / "overwritten"
+    run(build_config(train_flags(workspace, "overwritten", "--epochs", "1", "--eval_every_epoch", "1", "--do_eval", "1")))
+    old = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name not in ("log.txt", "train_log.jsonl")}
+    assert {"checkpoint_best.pt", "checkpoint_latest.pt", "eval_metrics.json", "eval_metrics_epoch1.json", "config.json"} <= set(old)
+    run(build_config(train_flags(workspace, "overwritten", "--max_steps", "1", "--overwrite")))
+    assert sorted(p.name for p in out.iterdir() if p.is_file()) == ["checkpoint_latest.pt", "config.json", "log.txt", "train_log.jsonl", "train_state.json"]
+    (aside,) = (out / "previous_runs").iterdir()
+    assert {p.name: p.read_bytes() for p in aside.iterdir() if p.is_file()} == old
+    assert "moved the previous run's checkpoint_best.pt, checkpoint_latest.pt, config.json, eval_metrics.json" in (out / "log.txt").read_text()
+    assert torch.load(out / "checkpoint_latest.pt", weights_only=False)["global_step"] == 1
+
+
+
+def test_max_words_up_to_the_context_length_is_accepted_and_encodes(workspace):
+    """77 words fill CLIP's context exactly (DGL's text prompts take no positions): a caption that long encodes."""
+    from models.clip import CLIP
+    from models.dgl import DGL
+    from models.tokenizer import ClipTokenizer
+    from tests.tiny_runs import TINY
+
+    cfg = build_config(train_flags(workspace, "context", "--max_words", "77"))
+    model = DGL(CLIP(TINY), cfg.model)
+    ids, _ = ClipTokenizer()(["word " * 200], cfg.data.max_words)
+    assert ids.shape == (1, 77) and model.encode_text(ids).shape == (1, TINY.embed_dim)
+    with pytest.raises(Exception, match="size"):  # what --max_words 78 did at the first long caption
+        model.encode_text(ClipTokenizer()(["word " * 200], 78)[0])
+
+
+def test_nan_in_a_resumed_optimiser_state_is_refused_at_load_naming_the_tensor(workspace):
+    out = workspace / "nan_optimiser"
+    run(build_config(train_flags(workspace, "nan_optimiser", "--max_steps", "1")))
+    ckpt_path = out / "checkpoint_latest.pt"
+    ckpt = torch.load(ckpt_path, weights_only=False)
+    shapes = {name: tuple(value.shape) for name, value in ckpt["state_dict"].items()}
+    # A parameter whose shape no other trainable tensor has: its name follows from the moment's shape alone.
+    pid, moments = next((i, s) for i, s in ckpt["optimizer"]["state"].items()
+                        if list(shapes.values()).count(tuple(s["exp_avg_sq"].shape)) == 1)
+    name = next(n for n, shape in shapes.items() if shape == tuple(moments["exp_avg_sq"].shape))
+    moments["exp_avg_sq"].view(-1)[0] = float("nan")
+    torch.save(ckpt, ckpt_path)
+    before = ckpt_path.read_bytes()
+    with pytest.raises(CheckpointError, match=rf"^{ckpt_path}: non-finite \(NaN or inf\) values in the optimiser state: "
+                                              rf"\['exp_avg_sq of {name}'\]; use an earlier checkpoint"):
+        run(build_config(train_flags(workspace, "nan_optimiser", "--max_steps", "2", "--resume", str(ckpt_path))))
+    assert ckpt_path.read_bytes() == before
+
+
+def test_evaluation_only_run_writes_its_own_config_and_metrics_naming_the_checkpoint(workspace, monkeypatch):
+    out = workspace / "evaluated"
+    run(build_config(train_flags(workspace, "evaluated", "--max_steps", "1", "--do_eval", "1")))
+    training = {name: (out / name).read_bytes() for name in ("config.json", "eval_metrics.json")}
+    assert json.loads(training["eval_metrics.json"])["checkpoint"]["model"] == "this training run's at the end of training"
+    ckpt = out / "checkpoint_latest.pt"
+    digest = hashlib.sha256(ckpt.read_bytes()).hexdigest()
+    eval_only = train_flags(workspace, "evaluated", "--do_train", "0", "--do_eval", "1", "--resume", str(ckpt))
+    results = run(build_config(eval_only))
+    assert {name: (out / name).read_bytes() for name in training} == training  # the training run's files untouched
+    tag = f"checkpoint_latest-{digest[:8]}"
+    assert json.loads((out / f"eval_config_{tag}.json").read_text())["args"]["resume"] == str(ckpt)
+    metrics = json.loads((out / f"eval_metrics_{tag}.json").read_text())
+    assert metrics == results and metrics["checkpoint"] == {"path": str(ckpt.resolve()), "sha256": digest}
+    # Interrupted (Ctrl-C) while encoding: still nothing of the training run replaced.
+    monkeypatch.setattr("utils.run.encode_split", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+        run(build_config(eval_only))
+    assert {name: (out / name).read_bytes() for name in training} == training
+    monkeypatch.undo()
+    # Into a folder of its own: the plain metrics name, still no config.json.
+    fresh = workspace / "evaluated_alone"
+    results = run(build_config(train_flags(workspace, "evaluated_alone", "--do_train", "0", "--do_eval", "1", "--resume", str(ckpt))))
+    assert sorted(p.name for p in fresh.iterdir()) == [f"eval_config_{tag}.json", "eval_metrics.json", "log.txt"]
+    assert json.loads((fresh / "eval_metrics.json").read_text()) == results
+    assert list(results)[-1] == "checkpoint"  # after the results, which readers take as the first entry

@@ -1,16 +1,21 @@
-"""A stopped rank ends a 2-process gloo run within --dist_timeout, with an error naming that rank."""
+"""A stopped rank ends a 2-process gloo run within about --dist_timeout, with an error naming that rank."""
 import os
 import signal
 import socket
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from tests.tiny_runs import train_flags
 from utils.distributed import StuckRankError, cleanup, init_distributed, report_stuck_ranks
 
 TIMEOUT_MIN = 2 / 60  # 2 s
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def worker(rank: int, port: int, report: str) -> None:
@@ -46,3 +51,38 @@ def test_stopped_rank_is_named_instead_of_hanging(tmp_path):
     assert float(seconds) < 10  # 2 s timeout + 2 s check, not a hang
     assert message.startswith("rank 0: a collective waited more than --dist_timeout 0.0333333 min; ")
     assert "Ranks 1 failed to pass monitoredBarrier" in message
+
+
+def test_stopped_rank_ends_a_torchrun_training_run_within_its_timeout(workspace):
+    """main.py under torchrun, rank 1 stopped mid-training: the launcher exits about --dist_timeout later (3 s here;
+    the check naming the rank waits a tenth of it), not after torchrun's 30 s SIGTERM grace on top of a second full
+    timeout (41 s here before; 151 s at --dist_timeout 1). The bound leaves 10 s for a loaded machine to tear down."""
+    timeout_s = 3
+    out = workspace / "stopped_rank"
+    flags = train_flags(workspace, "stopped_rank", "--epochs", "200", "--batch_size", "4", "--dist_timeout", str(timeout_s / 60))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+           f"--master_port={port}", str(ROOT / "main.py"), *flags]
+    launcher = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        log, waited = out / "train_log.jsonl", time.monotonic()
+        while not (log.is_file() and log.read_text().count('"step"') >= 2):  # training runs on both ranks
+            assert launcher.poll() is None and time.monotonic() - waited < 300, "the run did not start training"
+            time.sleep(0.1)
+        ranks = [int(pid) for pid in Path(f"/proc/{launcher.pid}/task/{launcher.pid}/children").read_text().split()]
+        (rank1,) = [pid for pid in ranks if b"\0LOCAL_RANK=1\0" in b"\0" + Path(f"/proc/{pid}/environ").read_bytes()]
+        os.kill(rank1, signal.SIGSTOP)
+        stopped = time.monotonic()
+        launcher.wait(timeout=120)
+        elapsed = time.monotonic() - stopped
+    finally:
+        launcher.kill()
+        launcher.wait()
+    assert launcher.returncode != 0
+    assert elapsed < 1.2 * timeout_s + 10, f"the run ended {elapsed:.1f} s after rank 1 stopped"
+    text = (out / "log.txt").read_text()
+    assert f"Ranks 1 failed to pass monitoredBarrier in {100 * timeout_s} ms" in text  # a tenth of --dist_timeout
+    assert f"killed the stuck rank 1 (pid {rank1}) on this host" in text

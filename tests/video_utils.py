@@ -33,6 +33,18 @@ def indices_of_video(video: torch.Tensor) -> np.ndarray:
     return frame_index_of_gray(pixels.flatten(1).mean(dim=1).numpy())
 
 
+# Matroska with H.264, WebM with VP8 and VP9 (PyAV's libvpx): containers that list no frame count.
+CUT_CONTAINERS = [(".mkv", "libx264"), (".webm", "libvpx"), (".webm", "libvpx-vp9")]
+
+
+def write_cut_video(path: Path, codec: str, keep: float = 0.6) -> Path:
+    """A 10 s, 30-frame video (3 fps) cut to its first ``keep`` share of bytes, as an interrupted copy leaves
+    it: the container still says 10 s."""
+    write_video(path, 30, 64, 48, fps=3, pattern="texture", codec=codec)
+    path.write_bytes(path.read_bytes()[: int(keep * path.stat().st_size)])
+    return path
+
+
 def corrupt_file(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"\x00not a video\x00" * 64)

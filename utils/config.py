@@ -261,9 +261,9 @@ def eval_config(args: argparse.Namespace) -> EvalConfig:
                       save_features=args.save_features, precision=args.eval_precision, tf32=args.tf32 == "all")
 
 
-def write_run_config(cfg: RunConfig, runtime: dict[str, Any]) -> None:
+def write_run_config(cfg: RunConfig, runtime: dict[str, Any], name: str = "config.json") -> None:
     """What actually runs (``runtime``: devices, world, batches, precision in effect, backbone file and hash,
-    library versions), the typed configs, the flags and the git commit, next to the logs."""
+    library versions), the typed configs, the flags and the git commit, next to the logs, as ``name``."""
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
@@ -281,4 +281,4 @@ def write_run_config(cfg: RunConfig, runtime: dict[str, Any]) -> None:
         "python": platform.python_version(),
         "command": sys.argv,
     }
-    (cfg.output_dir / "config.json").write_text(json.dumps(info, indent=1, default=str))
+    (cfg.output_dir / name).write_text(json.dumps(info, indent=1, default=str))

@@ -4,8 +4,11 @@ Launch with ``torchrun``: the process group is read from its environment variabl
 """
 from __future__ import annotations
 
+import logging
 import os
 import re
+import signal
+import socket
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -15,6 +18,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import Tensor
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -30,7 +35,12 @@ class DistInfo:
 
 
 _MONITOR_GROUP = None  # a gloo group kept apart from the training collectives, to find stuck ranks
+_RANK_PROCESSES: list[tuple[str, int, int]] = []  # (host, pid namespace, pid) of every rank, to end stuck local ones
 MONITOR_WAIT_S = 60.0
+# After a collective timed out, the other ranks get this share of --dist_timeout to answer the check that names
+# the stuck ones. They entered the same collective within a step of each other, so they time out close together;
+# the check used to wait a whole --dist_timeout (up to 60 s) more.
+MONITOR_WAIT_SHARE = 0.1
 
 
 class StuckRankError(RuntimeError):
@@ -120,7 +130,19 @@ def init_distributed(backend: str | None = None, timeout_minutes: float = 10.0) 
         dist.init_process_group(backend or ("nccl" if device.type == "cuda" else "gloo"), init_method="env://", timeout=timeout)
         global _MONITOR_GROUP
         _MONITOR_GROUP = dist.new_group(backend="gloo", timeout=timeout)
+        _RANK_PROCESSES[:] = [None] * dist.get_world_size()
+        dist.all_gather_object(_RANK_PROCESSES, _process_identity(), group=_MONITOR_GROUP)
     return DistInfo(get_rank(), get_world_size(), env.local_rank, device)
+
+
+def _process_identity() -> tuple[str, int, int]:
+    """(host name, PID namespace, pid): a pid names this process only where the first two are the same (containers
+    on one host may share its name but not its PIDs). The namespace is -1 where /proc has none (not Linux)."""
+    try:
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        namespace = -1
+    return socket.gethostname(), namespace, os.getpid()
 
 
 def _stuck_ranks(wait_s: float) -> str:
@@ -132,6 +154,28 @@ def _stuck_ranks(wait_s: float) -> str:
     return "every rank answered a check afterwards (the slow rank recovered)"
 
 
+def end_stuck_local_ranks(monitor_line: str) -> str:
+    """Kills the ranks named in gloo's ``Ranks 1, 3 failed to pass monitoredBarrier`` line that run on this host,
+    so that the run ends now (torchrun gives a stopped process 30 s to answer SIGTERM before it kills it); returns
+    what it did, or ""."""
+    named = re.search(r"Ranks? ([\d, ]+) failed", monitor_line)
+    if not named or not _RANK_PROCESSES:
+        return ""
+    host, namespace, own_pid = _process_identity()
+    killed = []
+    for rank in (int(r) for r in named.group(1).replace(",", " ").split()):
+        if rank >= len(_RANK_PROCESSES):
+            continue
+        rank_host, rank_namespace, pid = _RANK_PROCESSES[rank]
+        if (rank_host, rank_namespace) == (host, namespace) and pid != own_pid:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                killed.append(f"rank {rank} (pid {pid})")
+            except ProcessLookupError:
+                pass
+    return f"killed the stuck {', '.join(killed)} on this host so that the run ends now" if killed else ""
+
+
 @contextmanager
 def report_stuck_ranks(timeout_minutes: float) -> Iterator[None]:
     """Turns a collective's timeout into a `StuckRankError` naming the ranks that do not answer."""
@@ -141,11 +185,16 @@ def report_stuck_ranks(timeout_minutes: float) -> Iterator[None]:
         timed_out = isinstance(err, dist.DistBackendError) or "timed out" in str(err).lower()
         if not (timed_out and dist.is_initialized()):
             raise
-        raise StuckRankError(
-            f"rank {get_rank()}: a collective waited more than --dist_timeout {timeout_minutes:g} min; "
-            f"{_stuck_ranks(min(MONITOR_WAIT_S, timeout_minutes * 60))}. "
+        stuck = _stuck_ranks(min(MONITOR_WAIT_S, MONITOR_WAIT_SHARE * timeout_minutes * 60))
+        message = (
+            f"rank {get_rank()}: a collective waited more than --dist_timeout {timeout_minutes:g} min; {stuck}. "
             "Fix: see why that rank stopped (its log, memory, a debugger); raise --dist_timeout for very slow steps."
-        ) from err
+        )
+        logger.error(message)  # before any kill: the launcher then ends this process too, maybe before it reports
+        killed = end_stuck_local_ranks(stuck)
+        if killed:
+            logger.error(killed)
+        raise StuckRankError(message) from err
 
 
 def get_rank() -> int:

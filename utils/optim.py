@@ -21,6 +21,27 @@ def is_backbone(name: str, backbone_prefix: str = "clip.", new_modules: Sequence
     return backbone_prefix in name and not any(m in name for m in new_modules)
 
 
+def non_finite_optimizer_state(saved: dict[str, Any], optimizer: torch.optim.Optimizer, model: nn.Module) -> list[str]:
+    """Names of the non-finite (NaN or inf) entries of a saved optimiser state, e.g. ``exp_avg_sq of
+    prompts.text`` or ``lr of group new_decay``: saved ids are matched to ``model``'s parameter names through
+    ``optimizer``'s groups, in order, as ``Optimizer.load_state_dict`` matches them."""
+    name_of = {id(p): name for name, p in model.named_parameters()}
+    param_name = {}
+    for saved_group, group in zip(saved["param_groups"], optimizer.param_groups):
+        param_name.update({i: name_of.get(id(p), f"parameter {i}") for i, p in zip(saved_group["params"], group["params"])})
+    bad = []
+    for i, entries in saved["state"].items():
+        for key, value in entries.items():
+            finite = torch.isfinite(value).all() if torch.is_tensor(value) else math.isfinite(value)
+            if not finite:
+                bad.append(f"{key} of {param_name.get(i, f'parameter {i}')}")
+    for number, group in enumerate(saved["param_groups"]):
+        for key, value in group.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                bad.append(f"{key} of group {group.get('name', number)}")
+    return bad
+
+
 def param_groups(model: nn.Module, lr: float, coef_lr: float, weight_decay: float,
                  backbone_prefix: str = "clip.", new_modules: Sequence[str] = NEW_MODULES) -> list[dict[str, Any]]:
     """The official four groups (backbone/new x decay/no-decay), over trainable parameters only.

@@ -1,12 +1,15 @@
 """The training run's ``--output_dir``: never silently taken over, logs kept per run, crash leftovers cleared.
 
 A new run used to replace another run's ``checkpoint_latest.pt`` without a word and append to its
-``train_log.jsonl``; temporary files of crashed writes stayed forever.
+``train_log.jsonl``; temporary files of crashed writes stayed forever. With ``--overwrite`` the previous
+run's ``checkpoint_best.pt`` and ``eval_metrics*.json`` stayed beside the new run's files, to be taken for
+its own: a new run now moves every such file into ``previous_runs/<date-time>/`` first (nothing is deleted).
 """
 from __future__ import annotations
 
 import json
 import logging
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -18,6 +21,11 @@ logger = logging.getLogger(__name__)
 RUN_CHECKPOINTS = ("checkpoint_latest.pt", "checkpoint_best.pt")
 # atomic_write's temporary files: ".<target name>.<random>.tmp" beside the target.
 STALE_TEMP_PATTERN = ".*.tmp"
+# What a run writes that a later run into the same folder could be taken for (train_log.jsonl and log.txt
+# are appended to, each run starting with a header, so they stay).
+RUN_OUTPUT_PATTERNS = (*RUN_CHECKPOINTS, "ckpt.best.pth.tar", "config.json", "eval_config*.json", "eval_metrics*.json",
+                       "eval_features*.pt", "train_state.json", "tensorboard")
+PREVIOUS_RUNS = "previous_runs"
 
 
 def refuse_foreign_checkpoint(output_dir: Path, resume: str | None, overwrite: bool) -> None:
@@ -33,6 +41,28 @@ def refuse_foreign_checkpoint(output_dir: Path, resume: str | None, overwrite: b
         f"--output_dir {output_dir} already holds another run's checkpoint ({held[0].name}); a new run would replace it. "
         f"Fix: continue that run with --resume {held[0]}, choose another --output_dir, or pass --overwrite."
     )
+
+
+def previous_run_outputs(output_dir: Path) -> list[Path]:
+    """The files (and the tensorboard folder) of `RUN_OUTPUT_PATTERNS` that ``output_dir`` holds."""
+    return sorted({path for pattern in RUN_OUTPUT_PATTERNS for path in output_dir.glob(pattern)})
+
+
+def move_aside_previous_run(output_dir: Path) -> Path | None:
+    """Moves the previous run's outputs into a new ``previous_runs/<YYYYmmdd-HHMMSS>[-N]/`` folder so that a
+    new run's folder holds only its own; returns that folder (None when there was nothing to move)."""
+    outputs = previous_run_outputs(output_dir)
+    if not outputs:
+        return None
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    target, n = output_dir / PREVIOUS_RUNS / stamp, 1
+    while target.exists():
+        n += 1
+        target = output_dir / PREVIOUS_RUNS / f"{stamp}-{n}"
+    target.mkdir(parents=True)
+    for path in outputs:
+        shutil.move(path, target / path.name)
+    return target
 
 
 def remove_stale_temp_files(output_dir: Path) -> list[Path]:
@@ -58,10 +88,18 @@ def start_run_logs(output_dir: Path, resumed_from: str | None) -> None:
 
 def prepare_training_dir(cfg: RunConfig, is_main: bool) -> None:
     """Everything above, before the run writes anything to its output folder (logging already set up): the
-    refusal on every rank (so that all of them stop), the clean-up and run headers on the main rank."""
+    refusal on every rank (so that all of them stop), then on the main rank the clean-up, the previous run's
+    outputs moved aside (unless this run continues it: ``--resume`` of a file in this folder) and run headers."""
     refuse_foreign_checkpoint(cfg.output_dir, cfg.resume, cfg.overwrite)
     if not is_main:
         return
     for path in remove_stale_temp_files(cfg.output_dir):
         logger.warning("removed %s, a temporary file left by an interrupted write", path)
+    continuing = cfg.resume and Path(cfg.resume).resolve().parent == cfg.output_dir.resolve()
+    if not continuing:
+        moved = previous_run_outputs(cfg.output_dir)
+        target = move_aside_previous_run(cfg.output_dir)
+        if target is not None:
+            logger.warning("moved the previous run's %s into %s (a new run starts here)",
+                           ", ".join(p.name for p in moved), target)
     start_run_logs(cfg.output_dir, cfg.resume)

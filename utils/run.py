@@ -5,6 +5,8 @@ import dataclasses
 import json
 import logging
 import random
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,12 +18,13 @@ from models.baseline import MeanPoolCLIP
 from models.checkpoint import atomic_save, differing_sizes, is_compact_checkpoint, load_compact_state, load_official_state, official_state
 from models.dgl import DGL
 from models.factory import Preprocess, create_model, official_config_from_state, read_checkpoint
+from models.files import atomic_write
 from models.pretrained import file_sha256
 from utils.config import RunConfig, with_resolution, write_run_config
 from utils.distributed import DistInfo, barrier, cleanup, init_distributed, report_stuck_ranks
 from utils.evaluation import encode_split, evaluate_features, log_results
 from utils.log import setup_logging
-from utils.output_dir import prepare_training_dir
+from utils.output_dir import RUN_CHECKPOINTS, prepare_training_dir
 from utils.resume import accepted_resume_changes
 from utils.runtime import runtime_facts
 from utils.step import autocast_context, resolve_precision, tf32
@@ -74,6 +77,38 @@ def check_official_settings(model: DGL, state: dict[str, torch.Tensor], path: st
         raise SystemExit(f"{path} was trained with other settings; it needs " + ", ".join(wrong))
 
 
+@dataclass(frozen=True)
+class EvalSource:
+    """The model an evaluation scores (recorded in its metrics) and the names of its files. An evaluation-only
+    run writes ``eval_config_<tag>.json`` (tag: the checkpoint's name and SHA256 prefix), never ``config.json``;
+    in a training run's folder its metrics and features also carry the tag (``suffix``), so that nothing of the
+    training run is replaced. Elsewhere they keep their plain names (``eval_metrics.json``)."""
+
+    checkpoint: dict[str, Any]
+    tag: str
+    suffix: str
+
+
+def eval_source(cfg: RunConfig) -> EvalSource:
+    if cfg.do_train:
+        return EvalSource({"path": None, "sha256": None, "model": "this training run's"}, "", "")
+    if cfg.resume is None:
+        checkpoint, tag = {"path": None, "sha256": None, "model": f"{cfg.clip_name} without a checkpoint"}, "no_checkpoint"
+    else:
+        path = Path(cfg.resume).resolve()
+        digest = file_sha256(path)
+        stem = path.name
+        for suffix in (".pth.tar", ".tar", ".pth", ".pt", ".bin"):
+            stem = stem.removesuffix(suffix)
+        checkpoint, tag = {"path": str(path), "sha256": digest}, f"{stem}-{digest[:8]}"
+    training_folder = any((cfg.output_dir / name).is_file() for name in ("config.json", *RUN_CHECKPOINTS))
+    return EvalSource(checkpoint, tag, f"_{tag}" if training_folder else "")
+
+
+def metrics_name(source: EvalSource, epoch: int | None) -> str:
+    return f"eval_metrics{source.suffix}.json" if epoch is None else f"eval_metrics_epoch{epoch}.json"
+
+
 def run(cfg: RunConfig) -> dict | None:
     """Everything the configs ask for; a rank stuck for more than --dist_timeout ends the run with its rank named."""
     dist = init_distributed(timeout_minutes=cfg.dist_timeout)
@@ -99,13 +134,18 @@ def run_on(cfg: RunConfig, dist: DistInfo) -> dict | None:
     logger.info("trainable parameters: %d of %d (%.3f %%)", n_train, n_all, 100 * n_train / n_all)
 
     data_cfg = with_resolution(cfg, preprocess.resolution)
+    if data_cfg.max_words > model.clip.config.context_length:  # a backbone file with a shorter context than its family's
+        raise SystemExit(f"--max_words {data_cfg.max_words}: must be <= {model.clip.config.context_length}, the text "
+                         f"context length of {cfg.clip_name}")
     precision = resolve_precision(cfg.train.precision, dist.device)
     facts = runtime_facts(dist, cfg, precision, data_cfg, backbone)
     logger.info("running: %s", json.dumps(facts))
+    source = eval_source(cfg)
     if dist.is_main:
-        write_run_config(dataclasses.replace(cfg, data=data_cfg), facts)
+        write_run_config(dataclasses.replace(cfg, data=data_cfg), facts,
+                         "config.json" if cfg.do_train else f"eval_config_{source.tag}.json")
     test_split = build_split(data_cfg, "test")
-    evaluate = make_evaluate(cfg, model, data_cfg, test_split, dist, resolve_precision(cfg.eval.precision, dist.device))
+    evaluate = make_evaluate(cfg, model, data_cfg, test_split, dist, resolve_precision(cfg.eval.precision, dist.device), source)
 
     results = None
     if cfg.do_train:
@@ -119,15 +159,17 @@ def run_on(cfg: RunConfig, dist: DistInfo) -> dict | None:
             logger.info("best text-to-video R@1 %.1f at epoch %d", state.best_r1, state.best_epoch)
     if cfg.do_eval:
         evaluate()
-        results = json.loads((output_dir / "eval_metrics.json").read_text()) if dist.is_main else None
+        results = json.loads((output_dir / metrics_name(source, None)).read_text()) if dist.is_main else None
     barrier()
     cleanup()
     return results
 
 
-def make_evaluate(cfg: RunConfig, model, data_cfg: DataConfig, test_split, dist: DistInfo, precision: str):
-    """``evaluate(epoch=None) -> T2V R@1``: encode the test split on all ranks, score, log and write the metrics.
-    ``precision``: the encoders' (--eval_precision, resolved); features are fp32 whatever it is."""
+def make_evaluate(cfg: RunConfig, model, data_cfg: DataConfig, test_split, dist: DistInfo, precision: str,
+                  source: EvalSource):
+    """``evaluate(epoch=None) -> T2V R@1``: encode the test split on all ranks, score, log and write the metrics
+    (with the model they came from: ``source``). ``precision``: the encoders' (--eval_precision, resolved);
+    features are fp32 whatever it is."""
     ev = cfg.eval
 
     def evaluate(epoch: int | None = None) -> float:
@@ -141,13 +183,16 @@ def make_evaluate(cfg: RunConfig, model, data_cfg: DataConfig, test_split, dist:
             atomic_save(
                 {"text": feats.text.cpu(), "video": feats.video.cpu(), "logit_scale": model.clip.logit_scale.detach().cpu(),
                  "captions": test_split.captions, "caption_video": test_split.caption_video, "video_ids": test_split.video_ids},
-                cfg.output_dir / "eval_features.pt",
+                cfg.output_dir / f"eval_features{source.suffix}.pt",
             )
         title = f"{test_split.name}: {test_split.num_captions} captions, {test_split.num_videos} videos"
         log_results(results, title if epoch is None else f"epoch {epoch} | {title}")
         if dist.is_main:
-            name = "eval_metrics.json" if epoch is None else f"eval_metrics_epoch{epoch}.json"
-            (cfg.output_dir / name).write_text(json.dumps(results, indent=1))
+            checkpoint = dict(source.checkpoint)
+            if cfg.do_train:
+                checkpoint["model"] += f" after epoch {epoch}" if epoch is not None else " at the end of training"
+            record = {**results, "checkpoint": checkpoint}  # last: readers take the first entry as the results
+            atomic_write(cfg.output_dir / metrics_name(source, epoch), lambda f: json.dump(record, f, indent=1), mode="w")
         return results[label]["t2v"]["R@1"]
 
     return evaluate

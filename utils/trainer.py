@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import random
 import time
 from dataclasses import dataclass
@@ -18,12 +19,12 @@ from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
 from dataloaders import TrainPairDataset, VideoTextSplit, collate_trimmed
-from models.checkpoint import atomic_save, compact_checkpoint, export_official_checkpoint
+from models.checkpoint import CheckpointError, atomic_save, compact_checkpoint, export_official_checkpoint
 from models.dgl import DGL
 from models.losses import create_loss
 from utils.config import TrainConfig
 from utils.distributed import DistInfo, all_gather_object
-from utils.optim import WarmupCosine, build_optimizer, param_groups
+from utils.optim import WarmupCosine, build_optimizer, non_finite_optimizer_state, param_groups
 from utils.progress import progress
 from utils.resume import Position, carried_position
 from utils.step import TrainStep, resolve_precision
@@ -226,6 +227,13 @@ class Trainer:
     def restore(self, ckpt: dict, source: str = "<checkpoint>", changes: list[str] | None = None) -> None:
         """Continue exactly where ``ckpt`` (ours, already loaded into the model) stopped; with accepted setting
         ``changes`` (`utils.resume.check_resume`), continue from its data position on the new schedule."""
+        bad = non_finite_optimizer_state(ckpt["optimizer"], self.optimizer, self.model)
+        scale = ckpt["scaler"].get("scale") if ckpt["scaler"] else None
+        if isinstance(scale, float) and not math.isfinite(scale):
+            bad.append("the gradient scaler's scale")
+        if bad:  # the first step would write them on into checkpoint_latest.pt, and the loss check name no cause
+            raise CheckpointError(f"{source}: non-finite (NaN or inf) values in the optimiser state: {bad}; "
+                                  "use an earlier checkpoint")
         fresh_groups = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
         self.optimizer.load_state_dict(ckpt["optimizer"])
         note = restore_scaler(self.step.scaler, ckpt, self.precision)

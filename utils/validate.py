@@ -9,6 +9,8 @@ import argparse
 import math
 from dataclasses import dataclass
 
+from models.backbones import get_backbone
+
 
 @dataclass(frozen=True)
 class Range:
@@ -50,7 +52,9 @@ FLAG_RANGES: dict[str, Range] = {
     "max_steps": AT_LEAST_1,
     "n_display": AT_LEAST_1,
     "max_frames": AT_LEAST_1,
-    "max_words": Range(2),
+    # Only the words take CLIP's positions (DGL's text prompts take none: models/dgl.py, encode_text), so
+    # --max_words may use the whole context; more crashed at the first batch holding a long caption.
+    "max_words": Range(2, get_backbone().context_length),
     "image_resolution": AT_LEAST_1,
     "text_prompt_length": AT_LEAST_1,
     "local_each_frame_prompt_length": AT_LEAST_1,
@@ -60,7 +64,7 @@ FLAG_RANGES: dict[str, Range] = {
     "seed": Range(0, 2**32 - 1 - 1024),  # numpy seeds are < 2**32; each rank adds its rank
     "qb_norm_bank_size": AT_LEAST_1,
     "qb_norm_beta": Range(),
-    "lr": POSITIVE,
+    "lr": Range(0, 1, open_lo=True),  # AdamW moves each weight by about lr per step: above 1 it only diverges
     "coef_lr": POSITIVE,
     "wd": Range(0),
     "beta1": Range(0, 1, open_hi=True),
@@ -70,7 +74,10 @@ FLAG_RANGES: dict[str, Range] = {
     "clip_grad_norm": Range(0, open_lo=True, allow_inf=True),
     "dist_timeout": POSITIVE,
 }
-HINTS = {"clip_grad_norm": " (pass inf to disable clipping)"}
+HINTS = {
+    "clip_grad_norm": " (pass inf to disable clipping)",
+    "max_words": " (the backbone's text context length, SOT and EOT included)",
+}
 
 
 def check_ranges(args: argparse.Namespace, ranges: dict[str, Range] = FLAG_RANGES) -> None:

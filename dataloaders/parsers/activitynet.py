@@ -32,7 +32,8 @@ def parse(cfg: DataConfig, subset: str) -> VideoTextSplit:
     where = root / "video_path.json"
     paths = {v: inside_folder(features, relative[v[2:]], f"{where} (entry {v[2:]!r})") for v in kept}
     windows = {v: (0.0, float(math.ceil(annotations[v]["duration"]))) for v in kept}
-    split = split_from_pairs(f"activity/{subset}", pairs, paths, multi_sentence=False, windows=windows)
+    split = split_from_pairs(f"activity/{subset}", pairs, paths, multi_sentence=False, windows=windows,
+                           source=root / captions_file)
     if len(kept) < len(video_ids):
         split.dropped = {"no captions or path": len(video_ids) - len(kept)}
     return split

@@ -34,7 +34,8 @@ def parse(cfg: DataConfig, subset: str) -> VideoTextSplit:
     pairs = [(v, " ".join(descriptions[v])) for v in kept]
     # A file matches an id exactly or after dropping a 4-character suffix (xxx.3gp -> xxx.3gp.mp4).
     paths = locate_videos(cfg.features_path, kept, keys_of=lambda name: (name, name[:-4]))
-    split = split_from_pairs(f"didemo/{subset}", pairs, paths, multi_sentence=False, windows={v: WINDOW for v in kept})
+    split = split_from_pairs(f"didemo/{subset}", pairs, paths, multi_sentence=False,
+                           windows={v: WINDOW for v in kept}, source=root / f"{subset}_data.json")
     if len(kept) < len(video_ids):
         split.dropped = {"no descriptions": len(video_ids) - len(kept)}
     return split

@@ -1,11 +1,12 @@
 """LSMDC: 6-field tab-separated annotation files + `video_path.json` (clip id -> relative path)."""
 from __future__ import annotations
 
+import io
 import logging
 from pathlib import Path
 
 from dataloaders.config import DataConfig
-from dataloaders.files import AnnotationError, inside_folder, require_file
+from dataloaders.files import AnnotationError, inside_folder, read_text, require_file
 from dataloaders.parsers.common import check_subset, read_video_paths
 from dataloaders.splits import VideoTextSplit, split_from_pairs
 
@@ -25,9 +26,9 @@ def parse(cfg: DataConfig, subset: str) -> VideoTextSplit:
     root, features = Path(cfg.data_path), Path(cfg.features_path)
     relative = read_video_paths(root, features, "lsmdc")
     annotations = require_file(root / ANNOTATIONS[subset], f"LSMDC {subset} annotations")
-    pairs = []
+    pairs, lines = [], []
     unlisted = 0
-    with open(annotations, encoding="utf-8") as f:
+    with io.StringIO(read_text(annotations, f"LSMDC {subset} annotations")) as f:
         for line_number, line in enumerate(f, 1):
             if not line.strip():
                 continue
@@ -39,12 +40,13 @@ def parse(cfg: DataConfig, subset: str) -> VideoTextSplit:
                 )
             if fields[0] in relative:
                 pairs.append((fields[0], fields[-1]))
+                lines.append(f"line {line_number}")
             else:
                 unlisted += 1
     if unlisted:
         logger.info("lsmdc/%s: dropped %d rows whose clip is not in video_path.json", subset, unlisted)
     where = root / "video_path.json"
     paths = {clip: inside_folder(features, relative[clip], f"{where} (entry {clip!r})") for clip, _ in pairs}
-    split = split_from_pairs(f"lsmdc/{subset}", pairs, paths, multi_sentence=False)
+    split = split_from_pairs(f"lsmdc/{subset}", pairs, paths, multi_sentence=False, source=annotations, rows=lines)
     split.dropped = {"clip not in video_path.json": unlisted} if unlisted else {}
     return split

@@ -16,9 +16,11 @@ def parse(cfg: DataConfig, subset: str) -> VideoTextSplit:
     if subset == "train":
         rows = read_csv_columns(cfg.train_csv, "MSR-VTT training list", ("video_id",), "--train_csv")
         pairs, ids_file = _training_pairs(cfg, {row["video_id"] for row in rows}), cfg.train_csv
+        source, pair_rows = cfg.data_path, None
     else:
         rows = read_csv_columns(cfg.val_csv, "MSR-VTT test CSV", ("video_id", "sentence"), "--val_csv")
         pairs, ids_file = [(row["video_id"], row["sentence"]) for row in rows], cfg.val_csv
+        source, pair_rows = cfg.val_csv, [f"data row {number}" for number in range(1, len(rows) + 1)]
     row_of = {row["video_id"]: number for number, row in enumerate(rows, 1)}
     paths = {v: inside_folder(cfg.features_path, f"{v}.mp4", f"{ids_file} data row {row_of[v]}") for v, _ in pairs}
     return split_from_pairs(
@@ -27,6 +29,8 @@ def parse(cfg: DataConfig, subset: str) -> VideoTextSplit:
         paths,
         multi_sentence=False,
         sample_one_caption_per_video=subset == "train" and not cfg.expand_msrvtt_sentences,
+        source=source,
+        rows=pair_rows,
     )
 
 

@@ -21,7 +21,7 @@ def parse(cfg: DataConfig, subset: str) -> VideoTextSplit:
     captions = {v: [" ".join(tokens) for tokens in tokenised[v]] for v in video_ids if v in tokenised}
     pairs = listed_pairs(video_ids, captions, captions_file)
     paths = locate_videos(cfg.features_path, video_ids)
-    return split_from_pairs(f"msvd/{subset}", pairs, paths, multi_sentence=True)
+    return split_from_pairs(f"msvd/{subset}", pairs, paths, multi_sentence=True, source=captions_file)
 
 
 def _list_file(root: Path, subset: str) -> Path:

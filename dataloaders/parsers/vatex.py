@@ -17,4 +17,4 @@ def parse(cfg: DataConfig, subset: str) -> VideoTextSplit:
     captions_file = root / "ref_captions.json"
     pairs = listed_pairs(video_ids, read_json(captions_file, "VATEX captions"), captions_file)
     paths = locate_videos(cfg.features_path, video_ids)
-    return split_from_pairs(f"vatex/{subset}", pairs, paths, multi_sentence=True)
+    return split_from_pairs(f"vatex/{subset}", pairs, paths, multi_sentence=True, source=captions_file)
