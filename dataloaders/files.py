@@ -26,17 +26,18 @@ def require_file(path: str | Path, what: str, flag: str = "--data_path") -> Path
     return path
 
 
-def read_text(path: str | Path, what: str) -> str:
+def read_text(path: str | Path, what: str, flag: str | None = None) -> str:
     """The UTF-8 text of an annotation file; a byte that is not UTF-8 is an error naming the file, line and
     column (Python's own error gives a position inside a read buffer, without the file)."""
-    data = require_file(path, what).read_bytes()
+    data = require_file(path, what, flag or "--data_path").read_bytes()
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as err:
         line = data.count(b"\n", 0, err.start) + 1
         column = err.start - data.rfind(b"\n", 0, err.start)
+        named = f"{what} ({flag})" if flag else what
         raise AnnotationError(
-            f"{what} {path} line {line}, column {column}: byte {data[err.start:err.start + 1]!r} is not UTF-8 "
+            f"{named} {path} line {line}, column {column}: byte {data[err.start:err.start + 1]!r} is not UTF-8 "
             f"({err.reason}). Fix: re-save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)."
         ) from None
 
@@ -79,7 +80,7 @@ def read_csv_columns(path: str | Path, what: str, columns: Iterable[str], flag: 
     (a short row is an error here, naming the file and line, not a TypeError later in a DataLoader worker)."""
     path = require_file(path, what, flag)
     columns = list(columns)
-    with io.StringIO(read_text(path, what), newline="") as f:
+    with io.StringIO(read_text(path, what, flag), newline="") as f:
         reader = csv.DictReader(f)
         absent = [c for c in columns if c not in (reader.fieldnames or [])]
         if absent:

@@ -178,7 +178,7 @@ def test_non_utf8_bytes_are_named_with_file_line_and_column(tmp_path):
         csv.writer(f, lineterminator="\n").writerows(rows + filler)
     with open(cfg.val_csv, "ab") as f:
         f.write(b"ret9,msr0,video0,caf\xe9 au lait\n")  # Latin-1, line 104 (header + 2 + 100 + 1)
-    with pytest.raises(AnnotationError, match=rf"^MSR-VTT test CSV \(val_csv\) {cfg.val_csv} line 104, column 21: byte b'\\xe9' is not UTF-8"):
+    with pytest.raises(AnnotationError, match=rf"^MSR-VTT test CSV \(--val_csv\) {cfg.val_csv} line 104, column 21: byte b'\\xe9' is not UTF-8"):
         build_split(cfg, "test")
     lsmdc = layouts.make_lsmdc(tmp_path / "lsmdc")
     annotations = lsmdc.data_path / "LSMDC16_annos_val.csv"
