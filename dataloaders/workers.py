@@ -1,12 +1,12 @@
 """How worker processes start (DataLoader workers, the pre-processing and indexing pools): never by
 forking the parent.
 
-A fork copies a process that may hold threads (torch's OpenMP pool after any parallel op, PyAV's decoder
-and logging threads) but not the threads themselves, so a lock one of them held stays locked in the child:
-the pre-processing pool hung in its first OpenMP region, and PyAV 19 deadlocked in forked DataLoader
-workers. A fork server is a clean single-threaded process started once that imports the heavy modules
-(`PRELOAD`) and forks each worker from itself, so a worker starts in a fraction of a second; `spawn`
-(a fresh interpreter per worker) is the fallback where fork servers do not exist (Windows).
+A fork copies a process that may hold threads (torch's OpenMP pool after any parallel op, PyAV's threads)
+but not the threads themselves, so a lock one of them held stays locked in the child: the pre-processing
+pool hung in its first OpenMP region, and PyAV 19 deadlocked in forked DataLoader workers. A fork server
+is a clean single-threaded process started once that imports the heavy modules (`PRELOAD`) and forks each
+worker from itself, so a worker starts in a fraction of a second; `spawn` (a fresh interpreter per worker)
+is the fallback where fork servers do not exist (Windows).
 """
 from __future__ import annotations
 
@@ -17,9 +17,10 @@ from typing import Any
 from torch.utils.data import DataLoader, Dataset
 
 # Imported once by the fork server, so that workers inherit them instead of importing them each
-# (together about 3 s on a busy 2-core machine). The only thread they start is OpenBLAS's pool (numpy),
-# which stops itself around a fork.
-PRELOAD = ["torch", "av", "dataloaders.datasets"]
+# (together about 3 s on a busy 2-core machine); one that is not installed is skipped. "__main__" (the
+# running script, Python's default) lets workers use its functions without importing it again. The only
+# thread they start is OpenBLAS's pool (numpy), which shuts itself down around a fork.
+PRELOAD = ["__main__", "torch", "av", "dataloaders.datasets"]
 
 
 def worker_context() -> BaseContext:

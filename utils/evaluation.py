@@ -32,8 +32,8 @@ def _encode(dataset: Dataset, encode, key: str, index_key: str, batch_size: int,
     """Encode this rank's contiguous shard of ``dataset``, then gather all shards in index order (batches
     pinned on CUDA, copied asynchronously)."""
     shard = Subset(dataset, list(shard_indices(len(dataset), get_rank(), get_world_size())))
-    loader = worker_loader(shard, workers, batch_size=batch_size,
-                        pin_memory=torch.device(device).type == "cuda", collate_fn=collate_fn)
+    loader = worker_loader(shard, workers, batch_size=batch_size, pin_memory=torch.device(device).type == "cuda",
+                           collate_fn=collate_fn)
     feats, indices = [], []
     for batch in tqdm(loader, desc=desc, disable=get_rank() != 0, leave=False):
         feats.append(encode(batch[key].to(device, non_blocking=True)).float())
