@@ -11,11 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from utils.progress import progress as progress_bar
 
 from apps.video_index import FileStamp, write_shard
 from dataloaders.frames import read_eval_frames
+from dataloaders.workers import worker_loader
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ def encode_into_shards(
     if not stamps:
         return 0, []
     dataset = VideoFiles([root / s.rel for s in stamps], decode.frames, decode.size, decode.backend)
-    loader = DataLoader(dataset, batch_size=decode.batch_size, num_workers=decode.workers, collate_fn=collate_videos)
+    loader = worker_loader(dataset, decode.workers, batch_size=decode.batch_size, collate_fn=collate_videos)
     done: list[tuple[FileStamp, torch.Tensor]] = []
     failed: list[tuple[FileStamp, str]] = []
     encoded, all_failed = 0, []

@@ -112,8 +112,8 @@ def load_official_state(model: DGL, state: dict[str, torch.Tensor], path: str | 
             )
 
 
-def export_official_checkpoint(model: DGL, path: str | os.PathLike, epoch: int = 0, global_step: int = 0, best_r1: float = 0.0) -> None:
-    """Write ``model`` in the official layout, so the official code (and others' tools) can read our prompts."""
+def official_state_dict(model: DGL) -> dict[str, torch.Tensor]:
+    """``model``'s whole state under the official names and shapes (without ``module.``)."""
     params = dict(model.named_parameters())
     prefix = official_prefix(model)
     state = {f"{prefix}{k}": v.detach().clone() for k, v in model.clip.state_dict().items()}
@@ -123,6 +123,12 @@ def export_official_checkpoint(model: DGL, path: str | os.PathLike, epoch: int =
         if theirs in ("clip.visual.prompt_embeddings", "clip.visual_prompt_embedding"):
             value = value.unsqueeze(0)
         state[theirs] = value
+    return state
+
+
+def export_official_checkpoint(model: DGL, path: str | os.PathLike, epoch: int = 0, global_step: int = 0, best_r1: float = 0.0) -> None:
+    """Write ``model`` in the official layout, so the official code (and others' tools) can read our prompts."""
+    state = official_state_dict(model)
     ckpt = {
         "epoch": epoch,
         "global_step": global_step,

@@ -139,3 +139,16 @@ def test_partial_files_of_dead_runs_are_removed_live_ones_kept(raw, tmp_path, ca
     assert main(["--input_root", str(raw), "--output_root", str(out), "--workers", "1"]) == 0
     assert not stale.exists() and live.read_bytes() == b"half a video"
     assert f"removed {stale}" in capsys.readouterr().err
+
+
+def test_fps_flag_sets_the_output_rate_on_a_fresh_output(tmp_path):
+    """--fps 6 on a 12 fps, 2 s input: a 6 fps output with half the frames (the fps filter may keep one
+    more at an end), each two source frames after the one before."""
+    write_video(tmp_path / "raw" / "clip.mp4", 24, 64, 48, fps=12)
+    assert main(["--input_root", str(tmp_path / "raw"), "--output_root", str(tmp_path / "out"), "--workers", "1",
+                 "--fps", "6", "--short_side", "32"]) == 0
+    width, height, fps, _, _, count = stream_facts(tmp_path / "out" / "clip.mp4")
+    assert (width, height, fps) == (42, 32, 6.0) and abs(count - 12) <= 1
+    frames, n = read_video(tmp_path / "out" / "clip.mp4", lambda total: np.arange(total))
+    steps = np.diff(indices_of_frames(frames))
+    assert n == count and (steps[1:-1] == 2).all(), indices_of_frames(frames).tolist()

@@ -5,7 +5,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from models.checkpoint import export_official_checkpoint, load_official_checkpoint, official_names, read_official_checkpoint
+from models.checkpoint import (
+    export_official_checkpoint, load_official_checkpoint, load_official_state, official_names, official_state_dict,
+    read_official_checkpoint,
+)
 from models.clip import CLIP
 from models.dgl import DGL, DGLConfig, resolve_prompt_layers
 from models.losses import contrastive_loss
@@ -54,6 +57,61 @@ def test_trainable_counts_and_official_names(vit_b32_clip, variant, expected):
     assert set(mapped) == set(official_trainable)
     for name, numel in mapped.items():
         assert numel == torch.Size(official_trainable[name]).numel(), name
+
+
+@pytest.mark.parametrize("variant", ["linear", "transformer"])
+def test_export_has_exactly_the_official_keys_and_shapes(vit_b32_clip, variant):
+    """Every key of the official ViT-B/32 checkpoint, at its listed shape, and no other."""
+    model = DGL(vit_b32_clip, DGLConfig(shared_latent_space=variant, max_frames=12))
+    table = reference_key_table(Path(__file__).parent / "fixtures" / f"ref_keys_vitb32_{variant}.txt")
+    exported = {name: tuple(value.shape) for name, value in official_state_dict(model).items()}
+    assert sorted(set(table) ^ set(exported)) == []
+    assert {name: shape for name, (shape, _) in table.items()} == exported
+
+
+# Our module paths -> the official names, written out from the official source (not from official_names):
+# the tensors most easily confused (same shapes) are among them.
+NAMED = {
+    "linear": {
+        "global_prompts": "clip.visual.prompt_embeddings",
+        "prompt_generator.embedding": "clip.visual_prompt_embedding",
+        "prompt_generator.prefix_proj.weight": "clip.prefix_text_prompt_proj_layer.weight",
+        "prompt_generator.prefix_proj.bias": "clip.prefix_text_prompt_proj_layer.bias",
+        "prompt_generator.postfix_proj.weight": "clip.postfix_text_prompt_proj_layer.weight",
+        "prompt_generator.postfix_proj.bias": "clip.postfix_text_prompt_proj_layer.bias",
+    },
+    "transformer": {
+        "global_prompts": "clip.visual.prompt_embeddings",
+        "prompt_generator.embedding": "clip.unified_prompt_embedding.weight",
+        "prompt_generator.text_mlp.c_fc.weight": "clip.unified_prompt_mlp.c_fc.weight",
+        "prompt_generator.text_mlp.c_proj.bias": "clip.unified_prompt_mlp.c_proj.bias",
+        "prompt_generator.block.attn.in_proj_weight": "clip.PromptTransformer.resblocks.0.attn.in_proj_weight",
+        "prompt_generator.block.ln_1.weight": "clip.PromptTransformer.resblocks.0.ln_1.weight",
+        "prompt_generator.block.ln_2.weight": "clip.PromptTransformer.resblocks.0.ln_2.weight",
+        "prompt_generator.block.mlp.c_fc.bias": "clip.PromptTransformer.resblocks.0.mlp.c_fc.bias",
+        "prompt_generator.block.mlp.c_proj.bias": "clip.PromptTransformer.resblocks.0.mlp.c_proj.bias",
+    },
+}
+
+
+@pytest.mark.parametrize("variant", ["linear", "transformer"])
+def test_official_tensors_load_into_and_export_from_the_parameters_they_name(vit_b32_clip, variant):
+    """Each trainable tensor of an official state filled with its own row number of the key list: loading puts
+    each number in the parameter its official name denotes, and exporting puts it back under that name."""
+    model = DGL(vit_b32_clip, DGLConfig(shared_latent_space=variant, max_frames=12))
+    table = reference_key_table(Path(__file__).parent / "fixtures" / f"ref_keys_vitb32_{variant}.txt")
+    state = {name: torch.full(shape, float(row)) for row, (name, (shape, kind)) in enumerate(table.items())
+             if kind == "trainable"}
+    load_official_state(model, state, "numbered state", check_backbone=False)
+    params = dict(model.named_parameters())
+    exported = official_state_dict(model)
+    for ours, theirs in NAMED[variant].items():
+        row = list(table).index(theirs)
+        assert torch.equal(params[ours], torch.full_like(params[ours], row)), (ours, theirs)
+        assert torch.equal(exported[theirs], state[theirs]), theirs
+    # and every parameter got exactly one official tensor
+    rows = sorted(int(p.flatten()[0]) for p in model.trainable_parameters().values())
+    assert rows == sorted(list(table).index(name) for name in state)
 
 
 def test_deep_prompts_generalise():

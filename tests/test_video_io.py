@@ -74,6 +74,28 @@ def test_backends_decode_identical_pixels(videos):
     assert np.array_equal(decord_frames, pyav_frames)
 
 
+# Pure red, green, blue, then yellow (red + green: catches a swap of red and blue that leaves green alone).
+PRIMARIES = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 0]], dtype=np.uint8)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("ext", ["mp4", "mkv"])
+def test_backends_return_rgb_channel_order(tmp_path, backend, ext):
+    """Grey test videos cannot tell RGB from BGR: coloured frames can."""
+    path = tmp_path / f"colours.{ext}"
+    with av.open(str(path), "w") as container:
+        stream = add_reproducible_stream(container, "libx264", 3, 32, 32)
+        for colour in PRIMARIES:
+            image = np.broadcast_to(colour, (32, 32, 3)).copy()
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode())
+    frames, n = read_video(path, lambda count: np.arange(count), backend=backend)
+    assert n == len(PRIMARIES)
+    means = frames.reshape(n, -1, 3).mean(axis=1)
+    # yuv420p limited range rounds a primary by a few levels; a channel swap moves one by 255
+    assert np.abs(means - PRIMARIES).max() < 12, means.round().tolist()
+
+
 @pytest.mark.parametrize("ext", ["mp4", "mkv"])
 def test_pyav_seeks_across_many_keyframes(tmp_path, ext):
     """Keyframe every 4 frames, B-frames on: random access must still hit the exact frames."""

@@ -7,11 +7,12 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import Dataset, Subset
 from utils.progress import progress
 
 from dataloaders import TextDataset, VideoDataset, VideoTextSplit, collate_trimmed
 from dataloaders.config import DataConfig
+from dataloaders.workers import worker_loader
 from models.dgl import DGL
 from utils.distributed import gather_eval_features, get_rank, get_world_size, shard_indices
 from utils.metrics import format_metrics_table, retrieval_metrics
@@ -32,8 +33,8 @@ def _encode(dataset: Dataset, encode, key: str, index_key: str, batch_size: int,
     """Encode this rank's contiguous shard of ``dataset``, then gather all shards in index order (batches
     pinned on CUDA, copied asynchronously)."""
     shard = Subset(dataset, list(shard_indices(len(dataset), get_rank(), get_world_size())))
-    loader = DataLoader(shard, batch_size=batch_size, num_workers=workers, persistent_workers=False,
-                        pin_memory=torch.device(device).type == "cuda", collate_fn=collate_fn)
+    loader = worker_loader(shard, workers, batch_size=batch_size, pin_memory=torch.device(device).type == "cuda",
+                           collate_fn=collate_fn)
     feats, indices = [], []
     for batch in progress(loader, desc=desc, enabled=get_rank() == 0, leave=False):
         feats.append(encode(batch[key].to(device, non_blocking=True)).float())

@@ -15,10 +15,11 @@ from typing import Any
 import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import Sampler
 from tqdm import tqdm
 
 from dataloaders import TrainPairDataset, VideoTextSplit, collate_trimmed
+from dataloaders.workers import worker_loader
 from models.checkpoint import CheckpointError, atomic_save, compact_checkpoint, export_official_checkpoint
 from models.dgl import DGL
 from models.losses import create_loss
@@ -171,12 +172,12 @@ class Trainer:
         self.sampler = EpochSampler(
             len(dataset), cfg.batch_size, dist.rank, dist.world_size, cfg.seed, cfg.train_group_size
         )
-        self.loader = DataLoader(
+        self.loader = worker_loader(
             dataset,
+            cfg.num_workers,
             batch_size=cfg.batch_size,
             sampler=self.sampler,
             drop_last=True,
-            num_workers=cfg.num_workers,
             pin_memory=dist.device.type == "cuda",
             collate_fn=collate_trimmed,
             persistent_workers=False,

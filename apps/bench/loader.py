@@ -4,12 +4,13 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from dataloaders import build_split
 from dataloaders.config import DataConfig
 from dataloaders.datasets import VideoDataset
 from dataloaders.splits import VideoTextSplit
+from dataloaders.workers import worker_loader
 
 
 def measure_loader(
@@ -30,7 +31,7 @@ def measure_loader(
         if config is None:
             raise ValueError("measure_loader needs a dataset or a DataConfig")
         dataset = VideoDataset(build_split(config, subset), config)
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, persistent_workers=num_workers > 0)
+    loader = worker_loader(dataset, num_workers, batch_size=batch_size, persistent_workers=num_workers > 0)
     videos, batches, start = 0, 0, None
     for _ in range(passes):
         for batch in loader:
