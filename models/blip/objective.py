@@ -1,0 +1,70 @@
+"""One training forward of DGL-BLIP: ITC (momentum distillation, queue) plus weighted ITM on hard negatives.
+
+``DGLBlipObjective`` holds the trained model, its momentum copy and the queue, so that a DDP wrapper around it
+runs every trained parameter inside its forward (ITM included) and checkpoints carry the copy and the queue.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ..losses import gather_with_grad
+from .dgl_video import DGLBlip
+from .losses import (BlipLossConfig, FeatureQueue, MomentumEncoder, clamp_temperature_, itc_loss, itm_loss,
+                     sample_hard_negatives)
+
+
+def alpha_warmup(alpha: float, epoch: int, step: int, steps_per_epoch: int) -> float:
+    """BLIP's distillation ramp: ``alpha · min(1, step / steps_per_epoch)`` in the first epoch, ``alpha`` after."""
+    return alpha if epoch > 0 else alpha * min(1.0, step / steps_per_epoch)
+
+
+class DGLBlipObjective(nn.Module):
+    def __init__(self, model: DGLBlip, config: BlipLossConfig, enc_id: int,
+                 generator: torch.Generator | None = None):
+        super().__init__()
+        self.model, self.config, self.enc_id, self.generator = model, config, enc_id, generator
+        self.momentum = MomentumEncoder(model, config.momentum) if config.needs_momentum_encoder else None
+        self.queue = FeatureQueue(config.queue_size, model.blip.config.embed_dim)
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor, video: Tensor, video_ids: Tensor,
+                alpha: float | None = None) -> dict[str, Tensor]:
+        """``{"itc", "itm" (if weighted), "loss"}`` of one batch; ``alpha`` overrides the config's (warm-up).
+        Updates the momentum copy before, and the queue after, the ITC (BLIP's order)."""
+        cfg, model = self.config, self.model
+        alpha = cfg.alpha if alpha is None else alpha
+        temp = clamp_temperature_(model.temp)
+        text = model.encode_text(input_ids, attention_mask)
+        video_feat, tokens = model.encode_video_with_tokens(video)
+        keys = None
+        if self.momentum is not None:
+            self.momentum.update(model)
+            with torch.no_grad():
+                keys = (self.momentum.model.encode_text(input_ids, attention_mask),
+                        self.momentum.model.encode_video(video))
+        losses = {"itc": itc_loss(text, video_feat, temp, video_ids, keys, self.queue if keys else None, alpha)}
+        if keys is not None:
+            self.queue.enqueue(gather_with_grad(keys[0]), gather_with_grad(keys[1]), gather_with_grad(video_ids))
+        loss = losses["itc"]
+        if cfg.itm_weight:
+            losses["itm"] = self.itm(input_ids, attention_mask, text, video_feat, tokens, video_ids, temp)
+            loss = loss + cfg.itm_weight * losses["itm"]
+        losses["loss"] = loss
+        return losses
+
+    def itm(self, input_ids: Tensor, attention_mask: Tensor, text: Tensor, video: Tensor, tokens: Tensor,
+            video_ids: Tensor, temp: Tensor) -> Tensor:
+        """ITM with one hard negative video per caption and one hard negative caption per video, mined from the
+        gathered batch by the ITC similarity (BLIP's ``negative_all_rank``)."""
+        itm_ids = input_ids.clone()
+        itm_ids[:, 0] = self.enc_id
+        with torch.no_grad():
+            all_ids = gather_with_grad(video_ids)
+            t2v = text @ gather_with_grad(video).t() / temp
+            v2t = video @ gather_with_grad(text).t() / temp
+            negative_video = sample_hard_negatives(t2v, video_ids, all_ids, self.generator)
+            negative_text = sample_hard_negatives(v2t, video_ids, all_ids, self.generator)
+            all_itm_ids, all_mask = gather_with_grad(itm_ids), gather_with_grad(attention_mask)
+        all_tokens = gather_with_grad(tokens)
+        return itm_loss(self.model.itm_logits, itm_ids, attention_mask, tokens, all_tokens[negative_video],
+                        all_itm_ids[negative_text], all_mask[negative_text])
