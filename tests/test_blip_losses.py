@@ -241,10 +241,11 @@ def test_objective_trains_itc_and_itm_and_fills_the_queue(tiny_dgl_blip):
     ids, mask, video = batch()
     video_ids = torch.tensor([0, 1, 2, 0])
     losses = objective(ids, mask, video, video_ids)
-    assert set(losses) == {"itc", "itm", "loss"} and torch.isfinite(losses["loss"])
+    assert set(losses) == {"itc", "itm", "loss", "backward"} and torch.isfinite(losses["loss"])
     assert abs(losses["loss"] - losses["itc"] - losses["itm"]) < 1e-6
+    assert abs(losses["backward"] - losses["loss"]) < 1e-6  # one rank: world · ITC + ITM is the loss
     assert losses["itm"] > 0.1 and math.isfinite(losses["itc"].item())
-    losses["loss"].backward()
+    losses["backward"].backward()
     assert model.blip.itm_head.weight.grad.abs().max() > 0 and model.global_prompts.grad.abs().max() > 0
     assert (int(objective.queue.filled), int(objective.queue.ptr)) == (4, 4)
     assert torch.equal(objective.queue.entries()[2], video_ids)

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -48,6 +49,31 @@ class BlipLossConfig:
     @property
     def needs_momentum_encoder(self) -> bool:
         return self.alpha > 0 or self.queue_size > 0
+
+
+class _GatherSummedGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, x.contiguous())
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)
+        return grad.chunk(dist.get_world_size())[dist.get_rank()]
+
+
+def gather_with_summed_grad(x: Tensor) -> Tensor:
+    """All ranks' ``[B, ...]`` tensors in rank order, every slice differentiable: each rank's gradient with
+    respect to its own slice is the sum over ranks (BLIP's ``all_gather_with_grad``). For a loss that differs
+    per rank (ITM on this rank's pairs, negatives from anywhere): after DDP's average, the gradient of the
+    mean over ranks. ``models.losses.gather_with_grad`` instead keeps other slices constant, right for a loss
+    every rank computes whole (ITC). Every rank must run the backward. One process: ``x``."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return x
+    return _GatherSummedGrad.apply(x)
 
 
 def clamp_temperature_(temp: Tensor) -> Tensor:

@@ -6,12 +6,13 @@ runs every trained parameter inside its forward (ITM included) and checkpoints c
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
 
 from ..losses import gather_with_grad
 from .dgl_video import DGLBlip
-from .losses import (BlipLossConfig, FeatureQueue, MomentumEncoder, clamp_temperature_, itc_loss, itm_loss,
-                     sample_hard_negatives)
+from .losses import (BlipLossConfig, FeatureQueue, MomentumEncoder, clamp_temperature_, gather_with_summed_grad,
+                     itc_loss, itm_loss, sample_hard_negatives)
 
 
 def alpha_warmup(alpha: float, epoch: int, step: int, steps_per_epoch: int) -> float:
@@ -29,8 +30,12 @@ class DGLBlipObjective(nn.Module):
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor, video: Tensor, video_ids: Tensor,
                 alpha: float | None = None) -> dict[str, Tensor]:
-        """``{"itc", "itm" (if weighted), "loss"}`` of one batch; ``alpha`` overrides the config's (warm-up).
-        Updates the momentum copy before, and the queue after, the ITC (BLIP's order)."""
+        """``{"itc", "itm" (if weighted), "loss", "backward"}`` of one batch; ``alpha`` overrides the config's
+        (warm-up). ``loss`` = ITC of the global batch + weight · this rank's ITM, for logging. ``backward`` is what
+        to back-propagate, without further scaling: ``world · ITC + weight · ITM``, whose gradient after DDP's
+        average is that of the global ITC plus the weighted mean over ranks of ITM (models/losses.py's
+        convention for the ITC, BLIP's for ITM). Updates the momentum copy before, and the queue after, the
+        ITC (BLIP's order)."""
         cfg, model = self.config, self.model
         alpha = cfg.alpha if alpha is None else alpha
         temp = clamp_temperature_(model.temp)
@@ -45,11 +50,12 @@ class DGLBlipObjective(nn.Module):
         losses = {"itc": itc_loss(text, video_feat, temp, video_ids, keys, self.queue if keys else None, alpha)}
         if keys is not None:
             self.queue.enqueue(gather_with_grad(keys[0]), gather_with_grad(keys[1]), gather_with_grad(video_ids))
-        loss = losses["itc"]
+        world = dist.get_world_size() if dist.is_initialized() else 1
+        loss, backward = losses["itc"], world * losses["itc"]
         if cfg.itm_weight:
             losses["itm"] = self.itm(input_ids, attention_mask, text, video_feat, tokens, video_ids, temp)
-            loss = loss + cfg.itm_weight * losses["itm"]
-        losses["loss"] = loss
+            loss, backward = loss + cfg.itm_weight * losses["itm"], backward + cfg.itm_weight * losses["itm"]
+        losses.update(loss=loss, backward=backward)
         return losses
 
     def itm(self, input_ids: Tensor, attention_mask: Tensor, text: Tensor, video: Tensor, tokens: Tensor,
@@ -65,6 +71,6 @@ class DGLBlipObjective(nn.Module):
             negative_video = sample_hard_negatives(t2v, video_ids, all_ids, self.generator)
             negative_text = sample_hard_negatives(v2t, video_ids, all_ids, self.generator)
             all_itm_ids, all_mask = gather_with_grad(itm_ids), gather_with_grad(attention_mask)
-        all_tokens = gather_with_grad(tokens)
+        all_tokens = gather_with_summed_grad(tokens)  # negatives' gradients go back to the rank that encoded them
         return itm_loss(self.model.itm_logits, itm_ids, attention_mask, tokens, all_tokens[negative_video],
                         all_itm_ids[negative_text], all_mask[negative_text])
