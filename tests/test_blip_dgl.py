@@ -133,7 +133,8 @@ def test_training_modes_train_what_they_say(blip_files, mode):
     changed = {k for k, v in dgl.state_dict().items() if not torch.equal(v, before[k])}
     assert "global_prompts" in changed
     if mode == "full":
-        assert {"blip.visual.blocks.0.attn.in_proj_weight", "blip.text_encoder.encoder.layer.0.attention.self.query.weight",
+        assert {"blip.visual.blocks.0.attn.in_proj_weight",
+                "blip.text_encoder.encoder.layer.0.attention.self.query.weight",
                 "blip.temp"} <= changed
     else:
         assert changed == {"global_prompts"}

@@ -3,7 +3,9 @@ with a feature queue, and ITM on hard negatives mined from the gathered batch.
 
 The terms need more than ``models.losses``' interface (``loss(text, video, logit_scale)``): video ids (a video
 has several captions, all positives), momentum features and a queue, and for ITM the video tokens and the
-multimodal pass. So they live here, with their own small registry (``BLIP_LOSS_TERMS``).
+multimodal pass; nor do they share one interface among themselves. So they are not registered there, and no
+name table stands here either: ``DGLBlipObjective`` (models/blip/objective.py) is the one door, and
+``BlipLossConfig``'s weights (``alpha``, ``queue_size``, ``itm_weight``) choose the terms.
 
 Conventions follow models/losses.py: each rank computes the loss of the *global* batch for ITC (features
 gathered with ``gather_with_grad``); ITM is each rank's own mean over its ``3·B`` pairs, negatives drawn
@@ -219,7 +221,3 @@ def check_gradient_caching(accumulation_steps: int, itm_weight: float) -> None:
         raise ValueError(f"--gradient_accumulation_steps {accumulation_steps} (chunked encoding) is exact for the "
                          "ITC only: ITM's multimodal pass and cross-chunk negatives are not; set --itm_weight 0, "
                          "or --gradient_accumulation_steps 1")
-
-
-# Loss terms by name, each taking the features (and for ITM the pairs) it needs; ``BlipLossConfig`` weighs them.
-BLIP_LOSS_TERMS: dict[str, Callable[..., Tensor]] = {"itc": itc_loss, "itm": itm_loss}
