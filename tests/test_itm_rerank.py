@@ -1,5 +1,5 @@
 """ITM re-ranking (utils/itm_rerank.py): BLIP's combination rule against a naive per-pair loop, batching, K
-beyond the gallery, two simulated ranks, and the real ITM head of a tiny DGL-BLIP."""
+beyond the gallery, thread-simulated ranks, and the real ITM head of a tiny DGL-BLIP."""
 from __future__ import annotations
 
 import threading
@@ -90,16 +90,16 @@ class FakeWorld:
         return gather
 
 
-@pytest.mark.parametrize("texts,videos", [(7, 5), (6, 4)])  # odd counts leave the last rank short
-def test_two_ranks_equal_one(texts, videos):
+@pytest.mark.parametrize("texts,videos,ranks", [(7, 5, 2), (6, 4, 2), (2, 3, 4)])  # short and empty last ranks
+def test_ranks_equal_one(texts, videos, ranks):
     sim, table = problem(texts, videos, seed=2)
     single = itm_rerank(sim, k=2, score=Table(table))
-    world, results, scorers = FakeWorld(2), [None, None], [Table(table), Table(table)]
+    world, results, scorers = FakeWorld(ranks), [None] * ranks, [Table(table) for _ in range(ranks)]
 
     def run(rank):
-        results[rank] = itm_rerank(sim, k=2, score=scorers[rank], chunk=3, rank=rank, world_size=2,
+        results[rank] = itm_rerank(sim, k=2, score=scorers[rank], chunk=3, rank=rank, world_size=ranks,
                                    gather=world.gather_for(rank))
-    threads = [threading.Thread(target=run, args=(r,)) for r in range(2)]
+    threads = [threading.Thread(target=run, args=(r,)) for r in range(ranks)]
     for t in threads:
         t.start()
     for t in threads:

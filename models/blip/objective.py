@@ -21,6 +21,9 @@ def alpha_warmup(alpha: float, epoch: int, step: int, steps_per_epoch: int) -> f
 
 
 class DGLBlipObjective(nn.Module):
+    """``generator`` draws the ITM negatives: on the model's device, seeded per rank (e.g. seed + rank) so that
+    ranks draw independently; ``enc_id`` is the tokenizer's ``[ENC]`` id, which leads the ids ITM reads."""
+
     def __init__(self, model: DGLBlip, config: BlipLossConfig, enc_id: int,
                  generator: torch.Generator | None = None):
         super().__init__()
