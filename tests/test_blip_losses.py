@@ -9,14 +9,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.blip import load_blip
+from models.blip import BlipLoadError, Overrides, load_blip
 from models.blip.dgl_video import DGLBlip, DGLBlipConfig
 from models.blip.losses import (BlipLossConfig, FeatureQueue, MomentumEncoder,
                                 check_gradient_caching, clamp_temperature_, id_targets, itc_loss, itm_loss,
                                 sample_hard_negatives)
 from models.blip.objective import DGLBlipObjective, alpha_warmup
 from models.losses import contrastive_loss, cosine_logits
-from tests.blip_files import VOCAB, Size, write_hf_folder
+from tests.blip_files import VOCAB, Size, hf_blip, original_state, write_hf_folder, write_vocab
 
 
 def features(n: int, dim: int = 8, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -252,3 +252,29 @@ def test_objective_trains_itc_and_itm_and_fills_the_queue(tiny_dgl_blip):
     objective(ids, mask, video, video_ids, alpha=0.0)
     assert (int(objective.queue.filled), int(objective.queue.ptr)) == (6, 2)
     assert [alpha_warmup(0.4, 0, s, 10) for s in (0, 5, 20)] == [0.0, 0.2, 0.4] and alpha_warmup(0.4, 1, 0, 10) == 0.4
+
+
+@pytest.mark.parametrize("mode", ["full", "prompts"])
+def test_momentum_copy_starts_from_an_original_files_momentum_encoders_in_full_training(tmp_path, mode):
+    state = original_state(hf_blip(SIZE, seed=2))  # its momentum encoders are the model's weights + 0.01
+    torch.save({"model": state}, tmp_path / "model_tiny_retrieval_coco.pth")
+    write_vocab(tmp_path)
+    blip = load_blip(tmp_path / "model_tiny_retrieval_coco.pth", Overrides(vision_heads=2, text_heads=4))
+    assert blip.momentum_state
+    model = DGLBlip(blip, DGLBlipConfig(global_prompt_length=2, training_mode=mode))
+    objective = DGLBlipObjective(model, BlipLossConfig(), enc_id=len(VOCAB) + 1)
+    assert blip.momentum_state == {}  # moved out, not copied into the momentum model
+    online, ema = model.blip.state_dict(), objective.momentum.model.blip.state_dict()
+    shift = 0.01 if mode == "full" else 0.0
+    for name in ("visual.blocks.1.attn.in_proj_weight", "visual.cls_token", "text_proj.bias",
+                 "text_encoder.encoder.layer.0.crossattention.self.key.weight"):
+        assert (ema[name] - online[name] - shift).abs().max() < 1e-6, name
+    assert torch.equal(ema["itm_head.weight"], online["itm_head.weight"]) and torch.equal(ema["temp"], online["temp"])
+    assert torch.equal(objective.momentum.model.global_prompts, model.global_prompts)
+    if mode == "full":
+        del state["visual_encoder_m.blocks.0.mlp.fc1.bias"]
+        torch.save(state, tmp_path / "incomplete.pth")
+        model = DGLBlip(load_blip(tmp_path / "incomplete.pth", Overrides(vision_heads=2, text_heads=4)))
+        with pytest.raises(BlipLoadError, match=r"momentum encoders do not cover the model: missing "
+                                                r"\['visual.blocks.0.mlp.fc1.bias'\]"):
+            DGLBlipObjective(model, BlipLossConfig(), enc_id=len(VOCAB) + 1)

@@ -11,8 +11,12 @@ from torch import Tensor, nn
 
 from ..losses import gather_with_grad
 from .dgl_video import DGLBlip
+from .formats import BlipLoadError, momentum_encoders
 from .losses import (BlipLossConfig, FeatureQueue, MomentumEncoder, clamp_temperature_, gather_with_summed_grad,
                      itc_loss, itm_loss, sample_hard_negatives)
+
+
+MOMENTUM_LACKS = {"itm_head.weight", "itm_head.bias", "temp"}  # BLIP's momentum model has no ITM head, no temperature
 
 
 def alpha_warmup(alpha: float, epoch: int, step: int, steps_per_epoch: int) -> float:
@@ -22,13 +26,28 @@ def alpha_warmup(alpha: float, epoch: int, step: int, steps_per_epoch: int) -> f
 
 class DGLBlipObjective(nn.Module):
     """``generator`` draws the ITM negatives: on the model's device, seeded per rank (e.g. seed + rank) so that
-    ranks draw independently; ``enc_id`` is the tokenizer's ``[ENC]`` id, which leads the ids ITM reads."""
+    ranks draw independently; ``enc_id`` is the tokenizer's ``[ENC]`` id, which leads the ids ITM reads.
+
+    The momentum copy starts as the model, except that in ``full`` training the momentum encoders of an original
+    BLIP file (``model.blip.momentum_state``) replace its BLIP weights, as they do in tokenmix, which loads the
+    whole COCO file. With a frozen backbone they do not: the EMA moves only what trains, so they would never
+    reach the backbone. The file's state moves out of the model either way (its queue is not used: its ids
+    are COCO image ids).
+    """
 
     def __init__(self, model: DGLBlip, config: BlipLossConfig, enc_id: int,
                  generator: torch.Generator | None = None):
         super().__init__()
         self.model, self.config, self.enc_id, self.generator = model, config, enc_id, generator
+        file_momentum, model.blip.momentum_state = model.blip.momentum_state, {}
         self.momentum = MomentumEncoder(model, config.momentum) if config.needs_momentum_encoder else None
+        if self.momentum is not None and model.config.training_mode == "full" and file_momentum:
+            result = self.momentum.model.blip.load_state_dict(
+                momentum_encoders(file_momentum, "the BLIP file's momentum encoders"), strict=False)
+            if result.unexpected_keys or set(result.missing_keys) != MOMENTUM_LACKS:
+                raise BlipLoadError(f"the BLIP file's momentum encoders do not cover the model: missing "
+                                    f"{sorted(set(result.missing_keys) - MOMENTUM_LACKS)[:3]}, unknown "
+                                    f"{result.unexpected_keys[:3]}")
         self.queue = FeatureQueue(config.queue_size, model.blip.config.embed_dim)
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor, video: Tensor, video_ids: Tensor,
