@@ -106,6 +106,11 @@ def test_queue_pointer_wraps_around():
     assert torch.equal(video, -text)
     with pytest.raises(ValueError, match="--queue_size 5 is smaller than the global batch"):
         queue.enqueue(torch.zeros(6, 2), torch.zeros(6, 2), torch.arange(6))
+    restored = FeatureQueue(5, 2)
+    restored.load_state_dict(queue.state_dict())  # a resumed run continues where the saved one stopped
+    assert all(torch.equal(a, b) for a, b in zip(restored.entries(), queue.entries()))
+    restored.enqueue(first[:1], first[:1], torch.tensor([9]))
+    assert int(restored.ptr) == 2 and torch.equal(restored.entries()[2], torch.tensor([5, 9, 2, 3, 4]))
     none = FeatureQueue(0, 2)
     none.enqueue(first, first, torch.arange(3))
     assert none.entries()[0].shape == (0, 2)

@@ -112,9 +112,14 @@ class FeatureQueue(nn.Module):
         self.register_buffer("ids", torch.full((size,), -1, dtype=torch.long))
         self.register_buffer("ptr", torch.zeros((), dtype=torch.long))
         self.register_buffer("filled", torch.zeros((), dtype=torch.long))
+        # A host copy of ``filled`` so that a step never waits on the device to read it; reread after loading.
+        self._filled: int | None = 0
+        self.register_load_state_dict_post_hook(lambda module, _: setattr(module, "_filled", None))
 
     def entries(self) -> tuple[Tensor, Tensor, Tensor]:
-        n = int(self.filled)
+        if self._filled is None:
+            self._filled = int(self.filled)
+        n = self._filled
         return self.text[:n], self.video[:n], self.ids[:n]
 
     @torch.no_grad()
@@ -126,10 +131,12 @@ class FeatureQueue(nn.Module):
         if n > self.size:
             raise ValueError(f"--queue_size {self.size} is smaller than the global batch ({n}): give a queue "
                              "of at least one global batch, or 0 for none")
+        filled = len(self.entries()[2])
         slots = (self.ptr + torch.arange(n, device=self.ptr.device)) % self.size
         self.text[slots], self.video[slots], self.ids[slots] = text.to(self.text.dtype), video.to(self.video.dtype), ids
         self.ptr.copy_((self.ptr + n) % self.size)
         self.filled.copy_(torch.clamp(self.filled + n, max=self.size))
+        self._filled = min(filled + n, self.size)
 
 
 class MomentumEncoder(nn.Module):
