@@ -283,3 +283,27 @@ def test_momentum_copy_starts_from_an_original_files_momentum_encoders_in_full_t
         with pytest.raises(BlipLoadError, match=r"momentum encoders do not cover the model: missing "
                                                 r"\['visual.blocks.0.mlp.fc1.bias'\]"):
             DGLBlipObjective(model, BlipLossConfig(), enc_id=len(VOCAB) + 1)
+
+
+def test_objective_resumes_exactly_from_its_state_dict(tiny_dgl_blip):
+    """Model, momentum copy and queue travel in the objective's state dict; with the generator's state, the
+    next step of a resumed objective equals the uninterrupted one's."""
+    config = BlipLossConfig(alpha=0.4, queue_size=6, momentum=0.9)
+
+    def build(seed: int) -> DGLBlipObjective:
+        return DGLBlipObjective(tiny_dgl_blip(global_prompt_length=2), config, enc_id=len(VOCAB) + 1,
+                                generator=torch.Generator().manual_seed(seed))
+
+    running = build(0)
+    video_ids = torch.tensor([0, 1, 2, 3])
+    optimizer = torch.optim.AdamW(running.model.param_groups(1e-3, 1e-2, 0.05))
+    running(*batch(seed=3), video_ids)["backward"].backward()
+    optimizer.step()
+    saved, generator = running.state_dict(), running.generator.get_state()
+    assert any(k.startswith("momentum.model.") for k in saved) and "queue.filled" in saved
+    resumed = build(1)
+    resumed.load_state_dict(saved)
+    resumed.generator.set_state(generator)
+    after = [objective(*batch(seed=4), video_ids) for objective in (running, resumed)]
+    assert all(torch.equal(after[0][k], after[1][k]) for k in ("itc", "itm", "backward"))
+    assert torch.equal(running.queue.entries()[1], resumed.queue.entries()[1])
