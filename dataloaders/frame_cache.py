@@ -35,7 +35,7 @@ from dataloaders.frame_codec import (
     read_frames,
 )
 from dataloaders.splits import Window
-from models.files import atomic_write
+from models.files import atomic_write, sha256_of_file
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -107,8 +107,7 @@ def source_stamp(path: Path) -> tuple[int, int]:
 
 def source_sha256(path: Path) -> str:
     """SHA256 of a source video's bytes (read afresh: no per-process memo keyed by size and mtime)."""
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+    return sha256_of_file(path)
 
 
 def cache_key(path: Path, window: Window) -> str:

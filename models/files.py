@@ -1,13 +1,23 @@
-"""Writing files so that readers never see half of one."""
+"""Writing files so that readers never see half of one, and hashing them."""
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
+
+
+def sha256_of_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """SHA256 of a file's bytes, read in chunks (``hashlib.file_digest`` needs Python 3.11; we support 3.10)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def atomic_write(target: str | os.PathLike, write: Callable[[IO[Any]], object], mode: str = "wb") -> None:

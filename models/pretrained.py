@@ -9,7 +9,6 @@ TorchScript archives, ``torch.save``'d state dicts, Hugging Face CLIP folders (`
 from __future__ import annotations
 
 import functools
-import hashlib
 import math
 import os
 import shlex
@@ -25,6 +24,7 @@ from .clip_formats import ACTIVATION_NAMES, NEEDS_VIT, WEIGHT_FILE_NAMES, CLIPLo
 from .clip_names import (
     FILES_BY_FILENAME, OPENAI_CLIP_FILES, ClipFile, hf_folders, hf_places, is_hf_id, known_names, openai_file, weight_file,
 )
+from .files import sha256_of_file
 
 __all__ = [
     "OPENAI_CLIP_FILES",
@@ -57,7 +57,6 @@ _BLOCK_KEYS = (
     "ln_2.weight", "ln_2.bias",
 )
 _HEAD_WIDTH = 64  # every OpenAI CLIP uses 64-wide attention heads
-_HASH_CHUNK = 1 << 20
 _LISTED_KEYS = 6  # how many key names an error message spells out
 
 
@@ -173,11 +172,7 @@ def file_sha256(path: str | os.PathLike) -> str:
 @functools.lru_cache(maxsize=16)
 def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
     del size, mtime_ns  # only part of the cache key: a rewritten file is hashed again
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for chunk in iter(lambda: file.read(_HASH_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return sha256_of_file(path)
 
 
 def _warn_if_not_official(path: Path) -> None:

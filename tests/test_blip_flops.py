@@ -8,8 +8,9 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from models.blip import BlipConfig, BlipRetrieval
-from models.blip.flops import itm_flops, layer_flops, text_flops, vision_flops
+from models.blip.flops import itm_flops, layer_flops, rerank_flops, text_flops, video_tokens, vision_flops
 from models.flops import block_flops
+from utils.itm_rerank import blip_pair_scorer, itm_rerank
 
 # Vision: width 8, 2 layers, MLP 16, patch 4 at 8 px (grid 2: 5 tokens), embed 4; text: width 6, 1 layer, MLP 12.
 CFG = BlipConfig(embed_dim=4, image_resolution=8, vision_layers=2, vision_width=8, vision_heads=2, vision_patch_size=4,
@@ -48,3 +49,23 @@ def test_equals_torch_flop_counter_without_attention_products():
 @pytest.mark.parametrize("backward", [False, True])
 def test_layer_is_the_projects_block_at_4x_mlp(backward):
     assert layer_flops(50, 64, 256, 2500, backward) == block_flops(50, 64, 2500, backward)
+
+
+def test_rerank_hand_count():
+    # A DGL-BLIP video of 2 frames with 2 global prompts: 2 + 2*5 = 12 vision tokens.
+    assert video_tokens(CFG, frames=2, global_prompts=2) == 12
+    # Per pair (5 ids on 12 tokens): self part 3480; cross q+out 4*5*36 = 720, k+v 4*12*8*6 = 2304,
+    # attention 4*6*5*12 = 1440; itm_head 24 -> 7968. 3 texts x min(4, 2) + 2 videos x min(4, 3) = 12 pairs.
+    assert rerank_flops(CFG, texts=3, videos=2, k=4, tokens=5, memory=12) == 12 * 7968
+    assert rerank_flops(CFG, texts=3, videos=2, k=1, tokens=5, memory=12) == 5 * 7968
+
+
+def test_rerank_equals_torch_flop_counter_without_attention_products():
+    torch.manual_seed(0)
+    model = BlipRetrieval(CFG).eval()
+    texts, videos, memory = 4, 3, video_tokens(CFG, frames=2, global_prompts=2)
+    ids, mask = torch.randint(0, 20, (texts, 5)), torch.ones(texts, 5, dtype=torch.long)
+    scorer = blip_pair_scorer(model.itm_logits, ids, mask, torch.randn(videos, memory, CFG.vision_width))
+    sim = torch.rand(texts, videos)
+    assert counted(lambda: itm_rerank(sim, k=2, score=scorer, chunk=3)) == rerank_flops(
+        CFG, texts, videos, k=2, tokens=5, memory=memory, attention=False)

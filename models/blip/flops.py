@@ -13,6 +13,8 @@ Text (per caption of L ids, pairs = L^2): layers_t * layer + head 2*D_t*E (``tex
 ITM (per pair: L ids cross-attending to N_i image tokens of width D_v; the image tokens are the vision
 tower's, counted there): layers_t * (layer(L, D_t, M_t, L^2) + cross) + head 2*D_t*2, where
     cross = 4*L*D_t^2 (queries, out-proj) + 4*N_i*D_v*D_t (keys, values of the image tokens) + 4*D_t*L*N_i.
+For a DGL-BLIP video, N_i = G + T*(1 + grid^2) (``video_tokens``). ITM re-ranking (``rerank_flops``) runs the
+ITM forward on each text's top-K videos and each video's top-K texts; the top-K selection is no matrix product.
 """
 from __future__ import annotations
 
@@ -46,10 +48,11 @@ def text_flops(cfg: BlipConfig, captions: int, tokens: int, attention: bool = Tr
     return captions * fwd, captions * bwd
 
 
-def itm_flops(cfg: BlipConfig, pairs: int, tokens: int, attention: bool = True) -> tuple[int, int]:
+def itm_flops(cfg: BlipConfig, pairs: int, tokens: int, attention: bool = True,
+              memory: int | None = None) -> tuple[int, int]:
     """(forward, backward) FLOPs of the multimodal pass and ITM head over ``pairs`` (caption, image) pairs of
-    ``tokens`` ids each, cross-attending to all ``1 + grid²`` image tokens."""
-    d, dv, image = cfg.text_width, cfg.vision_width, 1 + cfg.grid_size**2
+    ``tokens`` ids each, cross-attending to ``memory`` vision tokens (default an image's ``1 + grid²``)."""
+    d, dv, image = cfg.text_width, cfg.vision_width, memory or 1 + cfg.grid_size**2
     self_pairs, cross_pairs = (tokens * tokens, tokens * image) if attention else (0, 0)
     cross_gemm = 4 * tokens * d * d + 4 * image * dv * d
     head = 2 * d * 2
@@ -58,3 +61,16 @@ def itm_flops(cfg: BlipConfig, pairs: int, tokens: int, attention: bool = True) 
     bwd = cfg.text_layers * (layer_flops(tokens, d, cfg.text_mlp_width, self_pairs, backward=True) + cross_gemm
                              + 8 * d * cross_pairs) + head
     return pairs * fwd, pairs * bwd
+
+
+def video_tokens(cfg: BlipConfig, frames: int, global_prompts: int) -> int:
+    """Vision tokens of one DGL-BLIP video, what its ITM cross-attends to: ``G + T·(1 + grid²)``."""
+    return global_prompts + frames * (1 + cfg.grid_size**2)
+
+
+def rerank_flops(cfg: BlipConfig, texts: int, videos: int, k: int, tokens: int, memory: int,
+                 attention: bool = True) -> int:
+    """Forward FLOPs of ITM re-ranking a ``[texts, videos]`` similarity: ``texts·min(k, videos)`` plus
+    ``videos·min(k, texts)`` pairs of ``tokens`` ids on ``memory`` vision tokens (``video_tokens``)."""
+    pairs = texts * min(k, videos) + videos * min(k, texts)
+    return itm_flops(cfg, pairs, tokens, attention, memory)[0]

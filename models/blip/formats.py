@@ -98,7 +98,8 @@ def split_original(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.T
     return model, {k: v for k, v in state.items() if MOMENTUM.search(k)}
 
 
-def rename(state: Mapping[str, torch.Tensor], rules: list[tuple[str, str]], source: str) -> dict[str, torch.Tensor]:
+def rename(state: Mapping[str, torch.Tensor], rules: list[tuple[str, str]], source: str,
+           required: tuple[str, ...] = REQUIRED) -> dict[str, torch.Tensor]:
     """``state`` under our names; derived buffers dropped, the [1, ..] CLS and position tables squeezed."""
     out, unknown = {}, []
     for key, value in state.items():
@@ -118,10 +119,20 @@ def rename(state: Mapping[str, torch.Tensor], rules: list[tuple[str, str]], sour
     if unknown:
         raise BlipLoadError(f"{source}: {len(unknown)} tensors no BLIP retrieval model has, e.g. {unknown[:3]}; "
                             f"expected {EXPECTED}")
-    missing = [k for k in REQUIRED if k not in out]
+    missing = [k for k in required if k not in out]
     if missing:
         raise BlipLoadError(f"{source}: missing {missing}; expected {EXPECTED}")
     return out
+
+
+MOMENTUM_ENCODERS = re.compile(r"^(visual_encoder|text_encoder|vision_proj|text_proj)_m\.")
+
+
+def momentum_encoders(momentum: Mapping[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
+    """An original file's momentum encoders (``visual_encoder_m.*``, ``text_encoder_m.*``, ``vision_proj_m.*``,
+    ``text_proj_m.*``) under ``BlipRetrieval``'s names: every tensor but ``itm_head`` and ``temp``."""
+    encoders = {MOMENTUM_ENCODERS.sub(r"\1.", k): v for k, v in momentum.items() if MOMENTUM_ENCODERS.match(k)}
+    return rename(encoders, ORIGINAL_RULES, source, required=())
 
 
 def _count(state: Mapping[str, torch.Tensor], pattern: str) -> int:

@@ -1,0 +1,98 @@
+"""One training forward of DGL-BLIP: ITC (momentum distillation, queue) plus weighted ITM on hard negatives.
+
+``DGLBlipObjective`` holds the trained model, its momentum copy and the queue, so that a DDP wrapper around it
+runs every trained parameter inside its forward (ITM included) and checkpoints carry the copy and the queue.
+"""
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from ..losses import gather_with_grad
+from .dgl_video import DGLBlip
+from .formats import BlipLoadError, momentum_encoders
+from .losses import (BlipLossConfig, FeatureQueue, MomentumEncoder, clamp_temperature_, gather_with_summed_grad,
+                     itc_loss, itm_loss, sample_hard_negatives)
+
+
+MOMENTUM_LACKS = {"itm_head.weight", "itm_head.bias", "temp"}  # BLIP's momentum model has no ITM head, no temperature
+
+
+def alpha_warmup(alpha: float, epoch: int, step: int, steps_per_epoch: int) -> float:
+    """BLIP's distillation ramp: ``alpha · min(1, step / steps_per_epoch)`` in the first epoch, ``alpha`` after."""
+    return alpha if epoch > 0 else alpha * min(1.0, step / steps_per_epoch)
+
+
+class DGLBlipObjective(nn.Module):
+    """``generator`` draws the ITM negatives: on the model's device, seeded per rank (e.g. seed + rank) so that
+    ranks draw independently; ``enc_id`` is the tokenizer's ``[ENC]`` id, which leads the ids ITM reads.
+
+    The momentum copy starts as the model, except that in ``full`` training the momentum encoders of an original
+    BLIP file (``model.blip.momentum_state``) replace its BLIP weights, as they do in tokenmix, which loads the
+    whole COCO file. With a frozen backbone they do not: the EMA moves only what trains, so they would never
+    reach the backbone. The file's state moves out of the model either way (its queue is not used: its ids
+    are COCO image ids).
+    """
+
+    def __init__(self, model: DGLBlip, config: BlipLossConfig, enc_id: int,
+                 generator: torch.Generator | None = None):
+        super().__init__()
+        self.model, self.config, self.enc_id, self.generator = model, config, enc_id, generator
+        file_momentum, model.blip.momentum_state = model.blip.momentum_state, {}
+        self.momentum = MomentumEncoder(model, config.momentum) if config.needs_momentum_encoder else None
+        if self.momentum is not None and model.config.training_mode == "full" and file_momentum:
+            result = self.momentum.model.blip.load_state_dict(
+                momentum_encoders(file_momentum, "the BLIP file's momentum encoders"), strict=False)
+            if result.unexpected_keys or set(result.missing_keys) != MOMENTUM_LACKS:
+                raise BlipLoadError(f"the BLIP file's momentum encoders do not cover the model: missing "
+                                    f"{sorted(set(result.missing_keys) - MOMENTUM_LACKS)[:3]}, unknown "
+                                    f"{result.unexpected_keys[:3]}")
+        self.queue = FeatureQueue(config.queue_size, model.blip.config.embed_dim)
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor, video: Tensor, video_ids: Tensor,
+                alpha: float | None = None) -> dict[str, Tensor]:
+        """``{"itc", "itm" (if weighted), "loss", "backward"}`` of one batch; ``alpha`` overrides the config's
+        (warm-up). ``loss`` = ITC of the global batch + weight · this rank's ITM, for logging. ``backward`` is what
+        to back-propagate, without further scaling: ``world · ITC + weight · ITM``, whose gradient after DDP's
+        average is that of the global ITC plus the weighted mean over ranks of ITM (models/losses.py's
+        convention for the ITC, BLIP's for ITM). Updates the momentum copy before, and the queue after, the
+        ITC (BLIP's order)."""
+        cfg, model = self.config, self.model
+        alpha = cfg.alpha if alpha is None else alpha
+        temp = clamp_temperature_(model.temp)
+        text = model.encode_text(input_ids, attention_mask)
+        video_feat, tokens = model.encode_video_with_tokens(video)
+        keys = None
+        if self.momentum is not None:
+            self.momentum.update(model)
+            with torch.no_grad():
+                keys = (self.momentum.model.encode_text(input_ids, attention_mask),
+                        self.momentum.model.encode_video(video))
+        losses = {"itc": itc_loss(text, video_feat, temp, video_ids, keys, self.queue if keys else None, alpha)}
+        if keys is not None:
+            self.queue.enqueue(gather_with_grad(keys[0]), gather_with_grad(keys[1]), gather_with_grad(video_ids))
+        world = dist.get_world_size() if dist.is_initialized() else 1
+        loss, backward = losses["itc"], world * losses["itc"]
+        if cfg.itm_weight:
+            losses["itm"] = self.itm(input_ids, attention_mask, text, video_feat, tokens, video_ids, temp)
+            loss, backward = loss + cfg.itm_weight * losses["itm"], backward + cfg.itm_weight * losses["itm"]
+        losses.update(loss=loss, backward=backward)
+        return losses
+
+    def itm(self, input_ids: Tensor, attention_mask: Tensor, text: Tensor, video: Tensor, tokens: Tensor,
+            video_ids: Tensor, temp: Tensor) -> Tensor:
+        """ITM with one hard negative video per caption and one hard negative caption per video, mined from the
+        gathered batch by the ITC similarity (BLIP's ``negative_all_rank``)."""
+        itm_ids = input_ids.clone()
+        itm_ids[:, 0] = self.enc_id
+        with torch.no_grad():
+            all_ids = gather_with_grad(video_ids)
+            t2v = text @ gather_with_grad(video).t() / temp
+            v2t = video @ gather_with_grad(text).t() / temp
+            negative_video = sample_hard_negatives(t2v, video_ids, all_ids, self.generator)
+            negative_text = sample_hard_negatives(v2t, video_ids, all_ids, self.generator)
+            all_itm_ids, all_mask = gather_with_grad(itm_ids), gather_with_grad(attention_mask)
+        all_tokens = gather_with_summed_grad(tokens)  # negatives' gradients go back to the rank that encoded them
+        return itm_loss(self.model.itm_logits, itm_ids, attention_mask, tokens, all_tokens[negative_video],
+                        all_itm_ids[negative_text], all_mask[negative_text])
