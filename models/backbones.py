@@ -57,6 +57,10 @@ def _load_clip(path: Path, activation: str | None) -> CLIP:
     return CLIP.from_pretrained(str(path), activation=activation)
 
 
+def _clip_tokenizer(backbone: Backbone | None = None) -> ClipTokenizer:
+    return ClipTokenizer()  # OpenAI's BPE vocabulary ships with the code, whatever the weights
+
+
 def _clip_from_state_dict(state: Mapping[str, torch.Tensor], source: str, config: CLIPConfig | None) -> CLIP:
     return CLIP.from_state_dict(dict(state), source=source, config=config)
 
@@ -64,7 +68,7 @@ def _clip_from_state_dict(state: Mapping[str, torch.Tensor], source: str, config
 BACKBONES: dict[str, BackboneEntry] = {
     "openai-clip": BackboneEntry(
         resolve=resolve_clip_path, load=_load_clip, from_state_dict=_clip_from_state_dict,
-        tokenizer=lambda backbone=None: ClipTokenizer(),
+        tokenizer=_clip_tokenizer,
         mean=CLIP_MEAN, std=CLIP_STD, official_prefix="clip.", context_length=77, video_flops=video_flops,
         text_flops=text_flops,
     ),
