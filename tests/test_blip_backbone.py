@@ -29,7 +29,8 @@ def test_a_folder_leads_to_its_weight_file_as_given_or_in_pretrained_dir(folder)
     weights = folder / "model.safetensors"
     assert resolve(str(folder), None) == weights and resolve(str(weights), None) == weights
     assert resolve(folder.name, folder.parent) == weights
-    with pytest.raises(FileNotFoundError, match=r"--pretrained_clip_name nowhere: no BLIP weights at nowhere or .*nowhere"):
+    missing = r"--pretrained_clip_name nowhere: no BLIP weights at nowhere or .*/nowhere;"
+    with pytest.raises(FileNotFoundError, match=missing):
         resolve("nowhere", folder.parent)
 
 
@@ -50,7 +51,8 @@ def test_tokenizer_comes_with_the_loaded_weights(folder):
     ids, mask = built.tokenizer(CAPTIONS, 35)
     assert torch.equal(ids, get_tokenizer("blip", built.model.clip)(CAPTIONS, 35)[0])
     assert torch.equal(built.model.clip.text_end(ids), mask.sum(dim=-1) - 1)
-    in_memory = create_model("blip", built.model.clip.state_dict(), baseline="meanp", backbone_config=built.model.clip.config)
+    blip = built.model.clip
+    in_memory = create_model("blip", blip.state_dict(), baseline="meanp", backbone_config=blip.config)
     assert in_memory.tokenizer is None
     with pytest.raises(ValueError, match="backbone 'blip' reads its vocabulary beside its weights file"):
         get_tokenizer("blip")

@@ -62,8 +62,8 @@ def encode_split(
         prompts = model.prompts()
         tokenizer = get_tokenizer(data_cfg.backbone, model.clip)  # some read files beside the loaded weights (BLIP)
         text = _encode(
-            TextDataset(split, data_cfg, tokenizer), lambda ids: model.encode_text(ids, prompts), "input_ids", "caption_index",
-            batch_size, workers, device, f"encode {split.name} captions", collate_fn=collate_trimmed,
+            TextDataset(split, data_cfg, tokenizer), lambda ids: model.encode_text(ids, prompts), "input_ids",
+            "caption_index", batch_size, workers, device, f"encode {split.name} captions", collate_fn=collate_trimmed,
         )
         video = _encode(
             VideoDataset(split, data_cfg), lambda v: model.encode_video(v, prompts), "video", "video_index",

@@ -21,11 +21,13 @@ def resolve(name: str, pretrained_dir: str | os.PathLike | None) -> Path:
     """The weights file of ``name`` (a Hugging Face folder, its weight file or an original ``.pth``), as given or
     inside ``pretrained_dir``: a folder leads to its weight file, whose SHA256 identifies the weights."""
     given = Path(name).expanduser()
-    candidates = [given] if given.is_absolute() or pretrained_dir is None else [given, Path(pretrained_dir).expanduser() / name]
+    candidates = [given]
+    if not given.is_absolute() and pretrained_dir is not None:
+        candidates.append(Path(pretrained_dir).expanduser() / name)
     path = next((p for p in candidates if p.exists()), None)
     if path is None:
-        raise FileNotFoundError(f"--pretrained_clip_name {name}: no BLIP weights at {' or '.join(map(str, candidates))}; "
-                                f"expected {EXPECTED}")
+        looked = " or ".join(map(str, candidates))
+        raise FileNotFoundError(f"--pretrained_clip_name {name}: no BLIP weights at {looked}; expected {EXPECTED}")
     if path.is_dir():
         weights = next((path / f for f in HF_WEIGHT_FILES if (path / f).is_file()), None)
         if weights is None:
@@ -46,7 +48,8 @@ def load(path: Path, activation: str | None) -> BlipRetrieval:
 
 def from_state_dict(state: Mapping[str, torch.Tensor], source: str, config: BlipConfig | None) -> BlipRetrieval:
     if config is None:  # heads, eps and activations are not in our state dict's shapes
-        raise ValueError(f"{source}: a BLIP state dict in memory needs its BlipConfig (heads and eps are not in the tensors)")
+        raise ValueError(f"{source}: a BLIP state dict in memory needs its BlipConfig "
+                         "(heads and eps are not in the tensors)")
     return BlipRetrieval.from_state_dict(dict(state), config)
 
 
