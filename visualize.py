@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> dict:
         if args.caption is not None:
             from models.backbones import get_tokenizer
 
-            ids, _ = get_tokenizer(model.config.backbone)([args.caption], args.max_words)
+            ids, _ = get_tokenizer(model.config.backbone, model.clip)([args.caption], args.max_words)
             text = model.encode_text(ids.to(device), prompts)
             similarity = float(F.cosine_similarity(text.float(), result.features.float()).item())
             logit = float(model.logits(text, result.features).item())

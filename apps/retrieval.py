@@ -100,7 +100,7 @@ class Retriever:
         self.source = {**NO_SOURCE, **(source or {})}
         self.batch_size, self.workers, self.video_backend, self.max_words = batch_size, workers, video_backend, max_words
         self.identity = model_identity(model)
-        self.tokenizer = get_tokenizer(model.config.backbone)
+        self.tokenizer = get_tokenizer(model.config.backbone, model.clip)
         with torch.no_grad():
             self.prompts = self.model.prompts()  # frozen model: computed once
         self.gallery: VideoIndex | None = None

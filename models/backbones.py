@@ -18,6 +18,8 @@ from typing import Any, Protocol
 import torch
 
 from .backbone import DEFAULT_BACKBONE, Backbone
+from .blip import BLIP_MEAN, BLIP_STD
+from .blip import registry as blip_entry
 from .clip import CLIP, CLIP_MEAN, CLIP_STD
 from .flops import text_flops, video_flops
 from .pretrained import CLIPConfig, resolve_clip_path
@@ -40,7 +42,9 @@ class BackboneEntry:
     load: Callable[[Path, str | None], Backbone]  # (weights file, --clip_activation or None) -> backbone
     # (weights, name for errors, its config or None: as the weights' shapes tell) -> backbone
     from_state_dict: Callable[[Mapping[str, torch.Tensor], str, Any], Backbone]
-    tokenizer: Callable[[], Tokenizer]
+    # (a loaded backbone, or None) -> its tokenizer; None where the vocabulary is a file beside the weights (BLIP's
+    # vocab.txt) and the backbone has none (built in memory)
+    tokenizer: Callable[[Backbone | None], Tokenizer | None]
     mean: tuple[float, float, float]  # RGB, on [0, 1] pixels
     std: tuple[float, float, float]
     official_prefix: str  # the backbone's weights in an official DGL checkpoint: "module." + prefix + its keys
@@ -53,15 +57,25 @@ def _load_clip(path: Path, activation: str | None) -> CLIP:
     return CLIP.from_pretrained(str(path), activation=activation)
 
 
+def _clip_tokenizer(backbone: Backbone | None = None) -> ClipTokenizer:
+    return ClipTokenizer()  # OpenAI's BPE vocabulary ships with the code, whatever the weights
+
+
 def _clip_from_state_dict(state: Mapping[str, torch.Tensor], source: str, config: CLIPConfig | None) -> CLIP:
     return CLIP.from_state_dict(dict(state), source=source, config=config)
 
 
 BACKBONES: dict[str, BackboneEntry] = {
     "openai-clip": BackboneEntry(
-        resolve=resolve_clip_path, load=_load_clip, from_state_dict=_clip_from_state_dict, tokenizer=ClipTokenizer,
+        resolve=resolve_clip_path, load=_load_clip, from_state_dict=_clip_from_state_dict,
+        tokenizer=_clip_tokenizer,
         mean=CLIP_MEAN, std=CLIP_STD, official_prefix="clip.", context_length=77, video_flops=video_flops,
         text_flops=text_flops,
+    ),
+    "blip": BackboneEntry(
+        resolve=blip_entry.resolve, load=blip_entry.load, from_state_dict=blip_entry.from_state_dict,
+        tokenizer=blip_entry.tokenizer, mean=BLIP_MEAN, std=BLIP_STD, official_prefix="clip.",
+        context_length=512, video_flops=video_flops, text_flops=blip_entry.dgl_text_flops,
     ),
 }
 
@@ -72,5 +86,10 @@ def get_backbone(name: str = DEFAULT_BACKBONE) -> BackboneEntry:
     return BACKBONES[name]
 
 
-def get_tokenizer(name: str = DEFAULT_BACKBONE) -> Tokenizer:
-    return get_backbone(name).tokenizer()
+def get_tokenizer(name: str = DEFAULT_BACKBONE, backbone: Backbone | None = None) -> Tokenizer:
+    """The tokenizer of backbone ``name``; ``backbone``: the loaded one, whose files some tokenizers read."""
+    tokenizer = get_backbone(name).tokenizer(backbone)
+    if tokenizer is None:
+        raise ValueError(f"backbone {name!r} reads its vocabulary beside its weights file: load it from that file "
+                         "(--pretrained_clip_name) and pass the loaded backbone")
+    return tokenizer

@@ -45,7 +45,7 @@ class Preprocess:
 
 class CreatedModel(NamedTuple):
     model: DGL | MeanPoolCLIP
-    tokenizer: Tokenizer
+    tokenizer: Tokenizer | None  # None: the backbone's vocabulary is a file beside weights that came from memory
     preprocess: Preprocess
     weights: Path | None  # the backbone's file (None: built from weights in memory)
 
@@ -79,7 +79,7 @@ def create_model(
         net = entry.load(weights, activation)
     model = MeanPoolCLIP(net) if baseline else DGL(net, dgl_config or DGLConfig(backbone=backbone))
     preprocess = Preprocess(entry.mean, entry.std, net.config.image_resolution)
-    return CreatedModel(model, entry.tokenizer(), preprocess, weights)
+    return CreatedModel(model, entry.tokenizer(net), preprocess, weights)
 
 
 def official_config_from_state(

@@ -48,7 +48,7 @@ def test_backbone_has_the_interface_dgl_uses(name, tmp_path):
     tokens = backbone.embed_frames(images)
     assert tokens.shape == (2, 1 + cfg.grid_size ** 2, cfg.vision_width)
     assert backbone.project_frames(tokens[:, traits.vision_cls_index]).shape == (2, cfg.embed_dim)
-    ids, mask = entry.tokenizer()(CAPTIONS, 16)
+    ids, mask = entry.tokenizer(backbone)(CAPTIONS, 16)
     assert ids.shape == mask.shape == (3, 16)
     assert torch.equal(backbone.text_end(ids), mask.sum(dim=-1) - 1)  # the last token is where the mask ends
     assert backbone.embed_text(ids).shape == (3, 16, cfg.text_width)
@@ -78,7 +78,7 @@ def test_backbone_flop_counts_equal_torch_flop_counter(name):
     model = DGL(tiny_backbone(name), DGLConfig(backbone=name, max_frames=FRAMES, prompt_layers=2)).eval()
     res = model.clip.config.image_resolution
     video = torch.randint(0, 256, (2, FRAMES, 3, res, res), dtype=torch.uint8)
-    ids, mask = entry.tokenizer()(CAPTIONS, 16)  # captions of several lengths: the count follows the longest
+    ids, mask = entry.tokenizer(model.clip)(CAPTIONS, 16)  # captions of several lengths: the count follows the longest
     shapes = Shapes.of(model, FRAMES)
     with torch.no_grad():
         prompts = model.prompts()

@@ -3,15 +3,22 @@ entry loads: for the tests that run over the registry (tests/test_registries.py 
 one)."""
 from __future__ import annotations
 
+import atexit
+import re
+import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import torch
 
 from models.backbone import Backbone
+from models.blip import BlipConfig, BlipRetrieval
 from models.clip import CLIP
 from models.pretrained import CLIPConfig
+from tests.blip_files import VOCAB, write_vocab
 
 
 @dataclass(frozen=True)
@@ -25,7 +32,53 @@ def _write_state_dict(backbone: Backbone, folder: Path) -> Path:
     return folder / "weights.pt"
 
 
+# BLIP in its original release layout (.pth, vocab.txt beside it), whose heads (width / 64), eps and activation
+# are BLIP's own: our names back to the original ones (models/blip/formats.py ORIGINAL_RULES, inverted).
+TINY_BLIP = BlipConfig(embed_dim=16, image_resolution=32, vision_layers=2, vision_width=64, vision_heads=1,
+                       vision_patch_size=8, grid_size=4, context_length=40, vocab_size=len(VOCAB) + 2, text_width=64,
+                       text_heads=1, text_layers=2, vision_mlp_width=256, text_mlp_width=256, vision_eps=1e-6,
+                       text_eps=1e-12)
+TO_ORIGINAL = [(r"^visual\.blocks\.(\d+)\.ln_(\d)\.", r"visual_encoder.blocks.\1.norm\2."),
+               (r"^visual\.blocks\.(\d+)\.attn\.in_proj_", r"visual_encoder.blocks.\1.attn.qkv."),
+               (r"^visual\.blocks\.(\d+)\.attn\.out_proj\.", r"visual_encoder.blocks.\1.attn.proj."),
+               (r"^visual\.patch_embed\.", "visual_encoder.patch_embed.proj."), (r"^visual\.", "visual_encoder.")]
+
+
+@cache
+def _vocab_folder() -> Path:
+    folder = Path(tempfile.mkdtemp(prefix="tiny_blip_vocab"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    write_vocab(folder)
+    return folder
+
+
+def _build_blip() -> BlipRetrieval:
+    model = BlipRetrieval(TINY_BLIP)
+    with torch.no_grad():  # BLIP's zero-initialised biases and unit norms would hide a misplaced tensor
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+        model.temp.fill_(0.05)
+    model.vocab_file = _vocab_folder() / "vocab.txt"
+    return model
+
+
+def _write_blip_original(backbone: Backbone, folder: Path) -> Path:
+    state = {}
+    for key, value in backbone.state_dict().items():
+        for pattern, new in TO_ORIGINAL:
+            key, hits = re.subn(pattern, new, key)
+            if hits:
+                break
+        state[key] = value.clone()
+    state["visual_encoder.cls_token"] = state["visual_encoder.cls_token"].view(1, 1, -1)
+    state["visual_encoder.pos_embed"] = state["visual_encoder.pos_embed"].unsqueeze(0)
+    torch.save(state, folder / "model_tiny_retrieval.pth")
+    write_vocab(folder)
+    return folder / "model_tiny_retrieval.pth"
+
+
 TINY_BACKBONES: dict[str, TinyBackbone] = {
+    "blip": TinyBackbone(build=_build_blip, write=_write_blip_original),
     "openai-clip": TinyBackbone(
         build=lambda: CLIP(CLIPConfig(embed_dim=32, image_resolution=32, vision_layers=2, vision_width=128,
                                       vision_heads=2, vision_patch_size=8, grid_size=4, context_length=77,

@@ -13,6 +13,7 @@ from utils.progress import progress
 from dataloaders import TextDataset, VideoDataset, VideoTextSplit, collate_trimmed
 from dataloaders.config import DataConfig
 from dataloaders.workers import worker_loader
+from models.backbones import get_tokenizer
 from models.dgl import DGL
 from utils.distributed import gather_eval_features, get_rank, get_world_size, shard_indices
 from utils.metrics import format_metrics_table, retrieval_metrics
@@ -59,9 +60,10 @@ def encode_split(
     model.eval()
     with autocast or nullcontext():
         prompts = model.prompts()
+        tokenizer = get_tokenizer(data_cfg.backbone, model.clip)  # some read files beside the loaded weights (BLIP)
         text = _encode(
-            TextDataset(split, data_cfg), lambda ids: model.encode_text(ids, prompts), "input_ids", "caption_index",
-            batch_size, workers, device, f"encode {split.name} captions", collate_fn=collate_trimmed,
+            TextDataset(split, data_cfg, tokenizer), lambda ids: model.encode_text(ids, prompts), "input_ids",
+            "caption_index", batch_size, workers, device, f"encode {split.name} captions", collate_fn=collate_trimmed,
         )
         video = _encode(
             VideoDataset(split, data_cfg), lambda v: model.encode_video(v, prompts), "video", "video_index",

@@ -14,6 +14,7 @@ import torch
 
 from dataloaders import TrainPairDataset, build_split
 from dataloaders.config import DataConfig
+from models.backbones import get_tokenizer
 from models.baseline import MeanPoolCLIP
 from models.checkpoint import atomic_save, differing_sizes, is_compact_checkpoint, load_compact_state, load_official_state, official_state
 from models.dgl import DGL
@@ -150,7 +151,7 @@ def run_on(cfg: RunConfig, dist: DistInfo) -> dict | None:
     results = None
     if cfg.do_train:
         train_split = build_split(data_cfg, "train")
-        dataset = TrainPairDataset(train_split, data_cfg)
+        dataset = TrainPairDataset(train_split, data_cfg, get_tokenizer(data_cfg.backbone, model.clip))
         trainer = Trainer(model, train_split, dataset, cfg.train, dist, backbone, output_dir, cfg.flags)
         if resume_ckpt is not None and not cfg.load_from_pretrained:
             trainer.restore(resume_ckpt, cfg.resume, resume_changes)

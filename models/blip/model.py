@@ -7,18 +7,29 @@ BLIP's (``vision_proj``, ``text_proj``, ``itm_head``, ``temp``); models/blip/for
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..backbone import Traits
 from .config import BlipConfig
 from .text import BlipTextEncoder
 from .vision import BlipVisionTransformer
 
 INITIAL_TEMPERATURE = 0.07  # BLIP's initial ``temp``; used where a file does not carry the trained value
+PAD_ID = 0  # BERT's [PAD], the first line of its vocab.txt (models/backbones.py refuses a vocabulary without it there)
 
 
 class BlipRetrieval(nn.Module):
+    # The Backbone interface (models/backbone.py): bidirectional BERT read at [CLS]; CLS first in every frame;
+    # BERT takes no prompts among its words here, the ViT takes DGL's frame and global prompts.
+    traits = Traits(text_pooling="cls", causal_text=False, vision_cls_index=0, text_prompts=False,
+                    frame_prompts=True, global_prompts=True)
+    fingerprint_keys = ("visual.cls_token", "visual.pos_embed", "text_encoder.embeddings.position_embeddings.weight",
+                        "vision_proj.weight", "text_proj.weight")
+
     def __init__(self, cfg: BlipConfig, temperature: float = INITIAL_TEMPERATURE):
         super().__init__()
         self.config = cfg
@@ -35,6 +46,7 @@ class BlipRetrieval(nn.Module):
         # Momentum encoders and ITC queues of an original training file (``*_m`` keys, ``*_queue``), by their
         # original names; not parameters of this model, kept for training that distils from them.
         self.momentum_state: dict[str, torch.Tensor] = {}
+        self.vocab_file: Path | None = None  # the vocab.txt beside the weights it was loaded from (the tokenizer's)
 
     @classmethod
     def from_state_dict(cls, state: dict[str, torch.Tensor], config: BlipConfig) -> "BlipRetrieval":
@@ -64,8 +76,12 @@ class BlipRetrieval(nn.Module):
         """Every normed output token ``[N, 1 + grid², vision width]``: what ITM cross-attends to."""
         return self.visual(images)
 
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        """``vision_proj(CLS)``, not normalised (the meanP baseline normalises each frame, then averages)."""
+        return self.vision_proj(self.image_tokens(images)[:, 0])
+
     def image_features(self, images: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.vision_proj(self.image_tokens(images)[:, 0]), dim=-1)
+        return F.normalize(self.encode_image(images), dim=-1)
 
     # Text.
     @property
@@ -77,15 +93,24 @@ class BlipRetrieval(nn.Module):
         embedding norm; unlike CLIP, the text blocks are post-LN and take a padding mask)."""
         return self.text_encoder.embeddings(input_ids)
 
+    def text_end(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """``[N]`` position of each caption's last id before the padding (its [SEP])."""
+        words = (input_ids != PAD_ID).long()
+        return input_ids.shape[1] - 1 - words.flip(-1).argmax(dim=-1)
+
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """CLS (position 0) hidden state ``[N, text width]`` of the bidirectional, text-only pass."""
-        return self.text_encoder(input_ids, attention_mask)[:, 0]
+        """``text_proj`` of the CLS (position 0) hidden state of the bidirectional, text-only pass, not
+        normalised. Without ``attention_mask`` the keys after each caption's ``text_end`` (its padding) are hidden."""
+        if attention_mask is None:
+            positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+            attention_mask = positions <= self.text_end(input_ids).unsqueeze(1)
+        return self.project_text(self.text_encoder(input_ids, attention_mask)[:, 0])
 
     def project_text(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.text_proj(tokens)
 
     def text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        return F.normalize(self.project_text(self.encode_text(input_ids, attention_mask)), dim=-1)
+        return F.normalize(self.encode_text(input_ids, attention_mask), dim=-1)
 
     # Matching.
     def itm_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,

@@ -77,9 +77,14 @@ class BertLayer(nn.Module):
         self.intermediate = BertIntermediate(width, mlp_width, act)
         self.output = BertOutput(mlp_width, width, eps)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
-                image: torch.Tensor | None = None) -> torch.Tensor:
-        x = self.attention(x, mask)
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, image: torch.Tensor | None = None,
+                is_causal: bool = False) -> torch.Tensor:
+        """``attn_mask``: bool ``[N, 1, 1, L]``, True = a key the queries see (DGL calls the text blocks of every
+        backbone as ``block(x, is_causal=..., attn_mask=...)``; BERT is bidirectional, so ``is_causal`` must be
+        False)."""
+        if is_causal:
+            raise ValueError("BLIP's BERT text encoder is bidirectional: it has no causal mode")
+        x = self.attention(x, attn_mask)
         if image is not None:
             x = self.crossattention(x, context=image)  # every image token is attended (BLIP's all-ones mask)
         return self.output(self.intermediate(x), x)
