@@ -85,7 +85,9 @@ def eval_flops(cfg: EvalBenchConfig, captions: list[str], max_words: int = DataC
     shapes = Shapes.of_configs(clip_config(cfg.model), DGLConfig(max_frames=cfg.frames, prompt_layers=layers), layers, cfg.frames)
     ids, _ = get_tokenizer()(captions, max_words)
     text = sum(text_flops(shapes, len(batch), kept_words(batch))[0] for batch in ids.split(cfg.batch_size_val))
-    return video_flops(shapes, cfg.gallery.videos)[0] + text, shapes
+    full, rest = divmod(cfg.gallery.videos, cfg.batch_size_val)  # the prompts' share is counted once per batch
+    video = full * video_flops(shapes, cfg.batch_size_val)[0] + (video_flops(shapes, rest)[0] if rest else 0)
+    return video + text, shapes
 
 
 def prepare(workdir: Path, cfg: EvalBenchConfig, workers: int) -> dict[str, Any]:

@@ -1,7 +1,6 @@
 """Wall-clock timing that waits for the device, the machine's matrix-product limit, and the section statistics."""
 from __future__ import annotations
 
-import contextlib
 import statistics
 import time
 from collections.abc import Callable
@@ -48,17 +47,6 @@ def matmul_limit(m: int, k: int, n: int, device: torch.device, min_time: float =
         samples.append(time.perf_counter() - start)
         spent += samples[-1]
     return 2 * m * k * n / statistics.median(samples)
-
-
-@contextlib.contextmanager
-def first_input_length(module: torch.nn.Module):
-    """Records ``shape[1]`` of the first input ``module`` sees (the sequence length actually processed)."""
-    seen: list[int] = []
-    handle = module.register_forward_pre_hook(lambda _mod, args: seen.append(args[0].shape[1]) if not seen else None)
-    try:
-        yield seen
-    finally:
-        handle.remove()
 
 
 def section_stats(timing: tuple[list[float], list[float]], items: int, flops: int, limit: float) -> dict[str, Any]:
