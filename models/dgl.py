@@ -250,6 +250,9 @@ class DGL(nn.Module):
         ends = self.clip.text_end(input_ids)
         if input_ids.device.type == "cpu":  # reading is free here; on a GPU it would wait for the queue
             input_ids = input_ids[:, : int(ends.max()) + 1]
+            if traits.causal_text and not bool((input_ids[:, 0] == input_ids[0, 0]).all()):
+                raise ValueError("captions must all start with the start-of-text id (as the tokenizer writes them): "
+                                 f"first ids {sorted(set(input_ids[:, 0].tolist()))[:4]} differ")
         words = self.clip.embed_text(input_ids)
         n = words.shape[0]
         prefix = text_prompts[:, :prefix_len].to(words.dtype)
