@@ -31,11 +31,13 @@ def time_fn(fn: Callable[[], Any], device: torch.device, warmup: int, repeats: i
     return times, cpu
 
 
-def matmul_limit(m: int, k: int, n: int, device: torch.device, min_time: float = 0.3) -> float:
-    """FLOP/s of a plain fp32 ``[m, k] x [k, n]`` product: the practical GEMM limit of the machine right now."""
+def matmul_limit(m: int, k: int, n: int, device: torch.device, min_time: float = 0.3,
+                 dtype: torch.dtype = torch.float32) -> float:
+    """FLOP/s of a plain ``[m, k] x [k, n]`` product in ``dtype`` (the sections' autocast dtype): the practical
+    GEMM limit of the machine right now."""
     gen = torch.Generator().manual_seed(0)
-    a = torch.randn(m, k, generator=gen).to(device)
-    b = torch.randn(k, n, generator=gen).to(device)
+    a = torch.randn(m, k, generator=gen).to(device, dtype)
+    b = torch.randn(k, n, generator=gen).to(device, dtype)
     for _ in range(2):
         torch.mm(a, b)
     sync_device(device)
