@@ -63,6 +63,11 @@ class DGLConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         PROMPT_GENERATORS[self.shared_latent_space].check_config(self)
 
+    @property
+    def frame_specific_prompts(self) -> bool:
+        """Whether the generator makes one set of local prompts per frame (else one set for every frame)."""
+        return PROMPT_GENERATORS[self.shared_latent_space].frame_specific
+
     def to_dict(self) -> dict:
         return asdict(self)
 

@@ -86,6 +86,7 @@ class Shapes:
     variant: str
     pooled_tokens: int = 1
     backbone: str = DEFAULT_BACKBONE  # whose registry entry counts the towers (models/step_flops.py)
+    local_prompt_sets: int = 1  # distinct local-prompt sets: T for a frame-specific generator, else 1
 
     @classmethod
     def of(cls, model: Any, frames: int) -> "Shapes":
@@ -98,18 +99,12 @@ class Shapes:
         pooled = _POOLED_TOKENS[cfg.visual_output_type](cfg.global_prompt_length, frames)
         return cls(ccfg.vision_width, ccfg.vision_layers, ccfg.vision_patch_size, ccfg.grid_size, ccfg.text_width,
                    ccfg.text_layers, ccfg.embed_dim, frames, cfg.global_prompt_length, cfg.local_prompt_length,
-                   cfg.text_prompt_length, prompt_layers, cfg.shared_latent_space, pooled, cfg.backbone)
+                   cfg.text_prompt_length, prompt_layers, cfg.shared_latent_space, pooled, cfg.backbone,
+                   frames if cfg.frame_specific_prompts else 1)
 
     @property
     def tokens_per_frame(self) -> int:
         return 1 + self.local_prompts + self.grid**2
-
-    @property
-    def local_prompt_sets(self) -> int:
-        """Distinct local-prompt sets: one per frame if the generator is frame-specific, else one for all."""
-        from .prompts import PROMPT_GENERATORS  # prompts.py counts its own FLOPs with this module's block_flops
-
-        return self.frames if PROMPT_GENERATORS[self.variant].frame_specific else 1
 
     @property
     def video_tokens(self) -> int:

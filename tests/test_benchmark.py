@@ -39,7 +39,7 @@ def test_flop_formula_by_hand():
     assert video_flops(s) == (16 + 80 + 240 + 120 + 24 + 8, 16 + 80 + 240 + 240 + 8) == (488, 584)
     assert video_flops(s, videos=3) == (3 * 472 + 16, 3 * 568 + 16)  # the prompts' share once per call
     # The transformer variant has one prompt set per frame: F = T = 2.
-    assert video_flops(dataclasses.replace(s, variant="transformer")) == (488 + 16, 584 + 16)
+    assert video_flops(dataclasses.replace(s, variant="transformer", local_prompt_sets=2)) == (488 + 16, 584 + 16)
     # Two prompted layers: layer 0's prompts are replaced by layer 1's, so layer 0 has the L' = 5 rows:
     # 24*5*4 = 480 GEMM + pairs T*S'*(G+S) + G*L = 2*2*4 + 7 = 23 -> 4*2*23 = 184 (backward 480 + 368), + 16 prompts.
     two = dataclasses.replace(s, vision_layers=2, prompt_layers=2)

@@ -74,7 +74,7 @@ def test_gpu_check_dry_run_collects_skips_and_writes_the_json(bare_env, tmp_path
     assert collected >= 40  # every GPU-check file contributes; a file that failed to import would have errored
     if not __import__("torch").cuda.is_available():
         assert "SKIPPED" in out and "no CUDA device" in out
-    assert (tmp_path / "out" / "gpu_check.log").read_text().strip() == out.strip()
+    assert "gpu_check.json: every part came back" in (tmp_path / "out" / "gpu_check.log").read_text()
     report = json.loads((tmp_path / "out" / "gpu_check.json").read_text())
     assert set(report) == {"schema", "tiny", "machine", "tests", "train", "encode", "eval_real_size"}
     assert report["schema"] == "gpu_check/1" and report["tiny"] is True
