@@ -9,6 +9,11 @@ frame-major. Global-local attention (paper Fig. 3) runs as two fused
 attention calls per block: the frames as ``B·T`` sequences of ``S`` queries over ``G + S`` keys (the video's
 globals plus their own frame), and the globals as ``B`` sequences of ``G`` queries over the whole video.
 This equals one masked attention over the ``G + T·S`` tokens at ~1/T of its cost.
+
+Work that does not depend on the input is done once per batch, and rows nobody reads are not computed: local
+prompts that the next layer replaces are keys and values only, and the causal text tower's SOT and prefix prompts
+(which see only each other) run once for all captions. ``tests/test_exact_savings.py`` checks both against every
+row computed.
 """
 from __future__ import annotations
 
@@ -124,7 +129,8 @@ def global_local_attention(
         shared = shared.expand(batch, frames, -1, -1, -1)
         return torch.cat([own[:, :, :fixed_at], shared, own[:, :, fixed_at:]], dim=2)
 
-    k_frames, v_frames = (own_frames(t, None if fixed is None else f) for t, f in zip((k, v), fixed or (None, None)))
+    shared_k, shared_v = (None, None) if fixed is None else fixed
+    k_frames, v_frames = own_frames(k, shared_k), own_frames(v, shared_v)
     if fixed is not None:
         k, v = (torch.cat([t[:, :num_global], f.flatten(1, 2)], dim=1) for t, f in ((k, k_frames), (v, v_frames)))
 
@@ -243,8 +249,8 @@ class DGL(nn.Module):
         nothing after the batch's last EOT can reach an EOT row: leaving them out gives the same features and
         the same gradients (the postfix prompts' are exactly zero either way, as the generator still makes
         them) for fewer tokens. Causal text runs SOT and the prefix prompts once for the batch (`_causal_text`):
-        every caption starts with the same SOT id. Ids on an accelerator are taken as given (finding the last EOT there would
-        make the host wait): callers trim them on the host first (`dataloaders.collate_trimmed`).
+        every caption starts with the same SOT id. Ids on an accelerator are taken as given (finding the last EOT
+        there would make the host wait): callers trim them on the host first (`dataloaders.collate_trimmed`).
 
         Other backbones (``self.clip.traits``): without text prompts the words go alone; bidirectional text
         attention sees the words and prompts, not the padding; CLS pooling reads position 0.
