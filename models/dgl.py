@@ -189,7 +189,8 @@ def causal_head_block(
     if not head_rows:
         return words, head[:, :0]
     q_head = attn.query(normed[:, :head_rows]).transpose(1, 2)
-    out = F.scaled_dot_product_attention(q_head, k_head.transpose(1, 2), v_head.transpose(1, 2), is_causal=True)
+    k_seen, v_seen = (t[:, :head_rows].transpose(1, 2) for t in (k_head, v_head))  # causal: rows see no later keys
+    out = F.scaled_dot_product_attention(q_head, k_seen, v_seen, is_causal=True)
     head = head[:, :head_rows] + attn.merge(out.transpose(1, 2))
     return words, head + block.mlp(block.ln_2(head))
 

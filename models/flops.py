@@ -35,8 +35,9 @@ the prefix prompts; the postfix prompts and the padding cannot reach the EOT row
 causal mask the head H sees only itself, so it runs once per call:
     words   = n * layers_t * (24*W*D_t^2 + 4*D_t*W*(H + W))   (pairs: the dense W x (H + W) rectangle, although
               the causal kernel may skip some; < 2 % of text FLOPs)
-    head    = sum over layers of 4*H*D_t^2 (keys, values) + r*(20*D_t^2 + 4*D_t*H), r the head rows read again:
-              1 (SOT) where the next layer replaces the prompts, H where they carry on, 0 after the last layer
+    head    = sum over layers of 4*H*D_t^2 (keys, values) + r*(20*D_t^2 + 4*D_t*r), r the head rows read again
+              (they see the r head keys up to theirs): 1 (SOT) where the next layer replaces the prompts, H where
+              they carry on, 0 after the last layer
     forward = words + head + n * 2*D_t*E;  backward = the same with 8*D_t instead of 4*D_t on the pairs, less
     n * 6*W*D_t^2: the words enter as frozen embeddings, so layer 0's Q, K, V of them get no input gradient.
 Prompt generator (once per step, training only; its weights train, so backward = 2x forward):
@@ -158,7 +159,7 @@ def text_flops(s: Shapes, captions: int, kept_words: int, attention: bool = True
     bwd = captions * (s.text_layers * words[1] - 6 * W * D * D + head_proj)
     for layer in range(s.text_layers):
         read = 0 if layer == s.text_layers - 1 else 1 if layer + 1 < s.prompt_layers else H
-        head = _fwd_bwd(4 * H * D * D + 20 * read * D * D, att * read * H, D)
+        head = _fwd_bwd(4 * H * D * D + 20 * read * D * D, att * read * read, D)
         fwd, bwd = fwd + head[0], bwd + head[1]
     return fwd, bwd
 

@@ -45,7 +45,7 @@ def test_eval_flops_counts_each_caption_batch_to_its_longest_caption():
     flops, shapes = bench_eval.eval_flops(cfg, ["a", "a man", "a man plays the guitar"])
     assert (shapes.vision_width, shapes.grid, shapes.frames, shapes.prompt_layers) == (768, 7, 12, 12)
     head = 1 + shapes.text_prompts // 2  # SOT and the prefix prompts: once per batch, SOT's row read on 11 layers
-    once = 12 * 4 * head * 512**2 + 11 * (20 * 512**2 + 4 * 512 * head)
+    once = 12 * 4 * head * 512**2 + 11 * (20 * 512**2 + 4 * 512 * 1)  # SOT's row sees its own key only
     by_hand = sum(n * (12 * (24 * (k - 1) * 512**2 + 4 * 512 * (k - 1) * (head + k - 1)) + 2 * 512 * 512) + once
                   for n, k in ((2, 4), (1, 7)))
     assert flops - video_flops(shapes, 2)[0] - video_flops(shapes, 1)[0] == by_hand  # videos in batches of 2

@@ -56,11 +56,11 @@ def test_flop_formula_by_hand():
     # embeddings get no gradient) + 2*64. Head (the last layer: none of its rows is read again): keys/values
     # 4*H*D^2 = 32 both ways; projection 2*D*E = 8.
     assert text_flops(s, 1, 3) == (192 + 64 + 32 + 8, 192 - 48 + 128 + 32 + 8) == (296, 312)
-    # Two text layers, both prompted: layer 0's head computes only SOT's row (its prompts are replaced):
-    # 32 + 20*D^2 = 80 + 4*D*1*H = 16 (backward 32 + 80 + 32); layer 1 as above.
+    # Two text layers, both prompted: layer 0's head computes only SOT's row (its prompts are replaced), which
+    # sees only its own key: 32 + 20*D^2 = 80 + 4*D*1*1 = 8 (backward 32 + 80 + 16); layer 1 as above.
     two_text = dataclasses.replace(s, text_layers=2, prompt_layers=2)
-    assert text_flops(two_text, 1, 3) == (296 + 256 + 128, 312 + 320 + 144)
-    # ... with one prompted layer, layer 0's prefix rows carry on: all H = 2 head rows (160 + 2*16 = 32 pairs).
+    assert text_flops(two_text, 1, 3) == (296 + 256 + 120, 312 + 320 + 128)
+    # ... with one prompted layer, layer 0's prefix rows carry on: all H = 2 head rows, 2*2 pairs (160 + 4*D*4 = 32).
     assert text_flops(dataclasses.replace(two_text, prompt_layers=1), 1, 3) == (296 + 256 + 224, 312 + 320 + 256)
     # linear prompt maps: 2 maps * NL * P_local * 2*D_v*D_t = 16; trainable: backward 2x
     assert prompt_flops(s) == (16, 32)
