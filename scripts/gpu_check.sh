@@ -43,12 +43,13 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 tests=(tests/test_cuda.py tests/test_cuda_sync.py tests/test_dgl.py tests/test_exact_savings.py tests/test_benchmark.py
        tests/test_bench_limit.py tests/test_reference_parity.py tests/test_reference_sharpness.py)
 cuda_tests=(tests/test_cuda.py tests/test_cuda_sync.py)
+# Each step's time limit (seconds): tests, training, encoding, evaluation; 8 minutes at most in all on a GPU.
 if [ "$tiny" = 1 ]; then
   size=(--models tiny --frames 2 --batch_size 2 --repeats 1 --warmup 0 --in_process)
-  encode=(--eval_video_batch 2 --eval_text_batch 4) eval_videos=4 limit=300
+  encode=(--eval_video_batch 2 --eval_text_batch 4) eval_videos=4 limits=(300 300 300 300)
 else
   size=(--models B/32 --frames 12 --batch_size 128 --amp bf16)
-  encode=(--eval_video_batch 128 --eval_text_batch 1024) eval_videos=1000 limit=150
+  encode=(--eval_video_batch 128 --eval_text_batch 1024) eval_videos=1000 limits=(150 140 80 110)
 fi
 workers=$(( $(nproc) < 8 ? $(nproc) : 8 ))
 
@@ -74,21 +75,21 @@ if [ "$dry_run" = 1 ]; then
   { "$PY" -m pytest -q -p no:cacheprovider -p no:randomly --collect-only "${tests[@]}" &&
     "$PY" -m pytest -q -p no:cacheprovider -p no:randomly -rs "${cuda_tests[@]}"; } > "$PARTS/tests.txt" 2>&1
 else
-  timeout 240 "$PY" -m pytest -q -p no:cacheprovider "${tests[@]}" > "$PARTS/tests.txt" 2>&1
+  timeout "${limits[0]}" "$PY" -m pytest -q -p no:cacheprovider "${tests[@]}" > "$PARTS/tests.txt" 2>&1
 fi
 echo $? > "$PARTS/tests.rc"
 cat "$PARTS/tests.txt"
 
 # 2-3. The benchmark (each configuration in its own process on the GPU, so its memory peak is its own).
-timeout "$limit" "$PY" -m apps.bench "${size[@]}" --variants transformer,linear --grad_checkpointing both \
+timeout "${limits[1]}" "$PY" -m apps.bench "${size[@]}" --variants transformer,linear --grad_checkpointing both \
   --sections train --json_out "$PARTS/bench_train.json"
-timeout "$limit" "$PY" -m apps.bench "${size[@]}" "${encode[@]}" --variants transformer,linear --sections video,text \
+timeout "${limits[2]}" "$PY" -m apps.bench "${size[@]}" "${encode[@]}" --variants transformer,linear --sections video,text \
   --json_out "$PARTS/bench_encode.json"
 
 # 4. The real-size evaluation, where the image can decode video and tokenize.
 if missing=$("$PY" -c "import av, ftfy, regex" 2>&1); then
   model=$([ "$tiny" = 1 ] && echo tiny || echo B/32)
-  timeout 150 "$PY" -m apps.bench.real_size_eval --videos "$eval_videos" --model "$model" --sources raw_cache \
+  timeout "${limits[3]}" "$PY" -m apps.bench.real_size_eval --videos "$eval_videos" --model "$model" --sources raw_cache \
     --workers "$workers" --workdir "$PARTS/eval_work" 2>&1 | tee "$PARTS/eval.txt"
 else
   echo "PyAV, ftfy and regex are needed to generate and read the videos: carry them as wheels (see the header): ${missing##*$'\n'}" \
