@@ -9,6 +9,11 @@ frame-major. Global-local attention (paper Fig. 3) runs as two fused
 attention calls per block: the frames as ``B·T`` sequences of ``S`` queries over ``G + S`` keys (the video's
 globals plus their own frame), and the globals as ``B`` sequences of ``G`` queries over the whole video.
 This equals one masked attention over the ``G + T·S`` tokens at ~1/T of its cost.
+
+Work that does not depend on the input is done once per batch, and rows nobody reads are not computed: local
+prompts that the next layer replaces are keys and values only, and the causal text tower's SOT and prefix prompts
+(which see only each other) run once for all captions. ``tests/test_exact_savings.py`` checks both against every
+row computed.
 """
 from __future__ import annotations
 
@@ -63,6 +68,11 @@ class DGLConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         PROMPT_GENERATORS[self.shared_latent_space].check_config(self)
 
+    @property
+    def frame_specific_prompts(self) -> bool:
+        """Whether the generator makes one set of local prompts per frame (else one set for every frame)."""
+        return PROMPT_GENERATORS[self.shared_latent_space].frame_specific
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -92,12 +102,16 @@ def frame_rows(x: torch.Tensor, num_global: int, frames: int, rows: int) -> torc
 
 
 def global_local_attention(
-    attn: SplitAttention, x: torch.Tensor, num_global: int, frames: int, queries_per_frame: int | None = None
+    attn: SplitAttention, x: torch.Tensor, num_global: int, frames: int, queries_per_frame: int | None = None,
+    fixed: tuple[torch.Tensor, torch.Tensor] | None = None, fixed_at: int = 1,
 ) -> torch.Tensor:
     """Attention of ``x = [globals, frame-major frame tokens]`` (``[B, G + T·S, D]``, already normed).
 
     ``queries_per_frame``: only the globals and the first this-many tokens of each frame ask (keys and values
     still come from every token), giving ``[B, G + T·queries_per_frame, D]``; default: every token asks.
+    ``fixed``: keys and values ``[T or 1, P, heads, head_dim]`` of tokens that are the same in every video and
+    whose outputs nobody reads (this layer's local prompts): they answer at frame position ``fixed_at`` but
+    ask nothing, and ``x`` holds the frames without them.
     """
     batch, length, _ = x.shape
     tokens_per_frame = (length - num_global) // frames
@@ -108,17 +122,28 @@ def global_local_attention(
         q, (k, v) = attn.query(frame_rows(x, num_global, frames, asking)), attn.key_value(x)
     heads, head_dim = q.shape[-2:]
 
+    def own_frames(t: torch.Tensor, shared: torch.Tensor | None) -> torch.Tensor:  # -> [B, T, S (+ P), h, hd]
+        own = t[:, num_global:].unflatten(1, (frames, tokens_per_frame))
+        if shared is None:
+            return own
+        shared = shared.expand(batch, frames, -1, -1, -1)
+        return torch.cat([own[:, :, :fixed_at], shared, own[:, :, fixed_at:]], dim=2)
+
+    shared_k, shared_v = (None, None) if fixed is None else fixed
+    k_frames, v_frames = own_frames(k, shared_k), own_frames(v, shared_v)
+    if fixed is not None:
+        k, v = (torch.cat([t[:, :num_global], f.flatten(1, 2)], dim=1) for t, f in ((k, k_frames), (v, v_frames)))
+
     # Global prompts see the whole video.
     out_global = F.scaled_dot_product_attention(q[:, :num_global].transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
 
     # Frame tokens see the video's global prompts and their own frame.
-    def frame_keys(t: torch.Tensor) -> torch.Tensor:  # [B, L, h, hd] -> [B·T, h, G + S, hd]
+    def frame_keys(t: torch.Tensor, per_frame: torch.Tensor) -> torch.Tensor:  # -> [B·T, h, G + S, hd]
         shared = t[:, :num_global].unsqueeze(1).expand(batch, frames, num_global, heads, head_dim)
-        own = t[:, num_global:].unflatten(1, (frames, tokens_per_frame))
-        return torch.cat([shared, own], dim=2).flatten(0, 1).transpose(1, 2)
+        return torch.cat([shared, per_frame], dim=2).flatten(0, 1).transpose(1, 2)
 
     frame_queries = q[:, num_global:].unflatten(1, (frames, asking)).flatten(0, 1).transpose(1, 2)
-    out_frames = F.scaled_dot_product_attention(frame_queries, frame_keys(k), frame_keys(v))
+    out_frames = F.scaled_dot_product_attention(frame_queries, frame_keys(k, k_frames), frame_keys(v, v_frames))
     out = torch.cat(
         [out_global.transpose(1, 2), out_frames.transpose(1, 2).reshape(batch, -1, heads, head_dim)], dim=1
     )
@@ -126,14 +151,48 @@ def global_local_attention(
 
 
 def global_local_block(
-    block: PromptableBlock, x: torch.Tensor, num_global: int, frames: int, queries_per_frame: int | None = None
+    block: PromptableBlock, x: torch.Tensor, num_global: int, frames: int, queries_per_frame: int | None = None,
+    fixed: torch.Tensor | None = None, fixed_at: int = 1,
 ) -> torch.Tensor:
-    """One frozen block with global-local attention; with ``queries_per_frame`` only the rows that ask come out."""
-    attended = global_local_attention(block.attn, block.ln_1(x), num_global, frames, queries_per_frame)
+    """One frozen block with global-local attention; with ``queries_per_frame`` only the rows that ask come out.
+
+    ``fixed`` ``[T or 1, P, D]``: tokens shared by every video whose outputs are discarded (local prompts that the
+    next layer replaces): their keys and values are computed once for the batch and inserted at frame position
+    ``fixed_at``; no query, attention output or MLP row is computed for them.
+    """
+    fixed_kv = None if fixed is None else block.attn.key_value(block.ln_1(fixed))
+    attended = global_local_attention(block.attn, block.ln_1(x), num_global, frames, queries_per_frame, fixed_kv, fixed_at)
     if queries_per_frame is not None:
         x = frame_rows(x, num_global, frames, queries_per_frame)
     x = x + attended
     return x + block.mlp(block.ln_2(x))
+
+
+def causal_head_block(
+    block: PromptableBlock, words: torch.Tensor, head: torch.Tensor, head_rows: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One causal text block over ``[head, words]`` where the head ``[1, H, D]`` (SOT and prefix prompts) is the
+    same for every caption: it cannot see the words, so it runs once for the batch.
+
+    The words ``[N, W, D]`` ask over the head's keys and their own (causally); only the first ``head_rows`` head
+    rows ask and come out (0: none is read again).
+    """
+    attn, size = block.attn, head.shape[1]
+    normed = block.ln_1(head)
+    k_head, v_head = attn.key_value(normed)  # [1, H, heads, hd]
+    q, k, v = attn.qkv(block.ln_1(words))
+    n, w = words.shape[:2]
+    sees = torch.arange(size + w, device=words.device) <= torch.arange(size, size + w, device=words.device)[:, None]
+    k, v = (torch.cat([h.expand(n, -1, -1, -1), t], dim=1).transpose(1, 2) for h, t in ((k_head, k), (v_head, v)))
+    words = words + attn.merge(F.scaled_dot_product_attention(q.transpose(1, 2), k, v, attn_mask=sees).transpose(1, 2))
+    words = words + block.mlp(block.ln_2(words))
+    if not head_rows:
+        return words, head[:, :0]
+    q_head = attn.query(normed[:, :head_rows]).transpose(1, 2)
+    k_seen, v_seen = (t[:, :head_rows].transpose(1, 2) for t in (k_head, v_head))  # causal: rows see no later keys
+    out = F.scaled_dot_product_attention(q_head, k_seen, v_seen, is_causal=True)
+    head = head[:, :head_rows] + attn.merge(out.transpose(1, 2))
+    return words, head + block.mlp(block.ln_2(head))
 
 
 def check_output_type(output_type: str) -> str:
@@ -190,8 +249,9 @@ class DGL(nn.Module):
         appends postfix prompts, and keeps positions up to the context length, but under the causal mask
         nothing after the batch's last EOT can reach an EOT row: leaving them out gives the same features and
         the same gradients (the postfix prompts' are exactly zero either way, as the generator still makes
-        them) for fewer tokens. Ids on an accelerator are taken as given (finding the last EOT there would
-        make the host wait): callers trim them on the host first (`dataloaders.collate_trimmed`).
+        them) for fewer tokens. Causal text runs SOT and the prefix prompts once for the batch (`_causal_text`):
+        every caption starts with the same SOT id. Ids on an accelerator are taken as given (finding the last EOT
+        there would make the host wait): callers trim them on the host first (`dataloaders.collate_trimmed`).
 
         Other backbones (``self.clip.traits``): without text prompts the words go alone; bidirectional text
         attention sees the words and prompts, not the padding; CLS pooling reads position 0.
@@ -202,9 +262,14 @@ class DGL(nn.Module):
         ends = self.clip.text_end(input_ids)
         if input_ids.device.type == "cpu":  # reading is free here; on a GPU it would wait for the queue
             input_ids = input_ids[:, : int(ends.max()) + 1]
+            if traits.causal_text and not bool((input_ids[:, 0] == input_ids[0, 0]).all()):
+                raise ValueError("captions must all start with the start-of-text id (as the tokenizer writes them): "
+                                 f"first ids {sorted(set(input_ids[:, 0].tolist()))[:4]} differ")
         words = self.clip.embed_text(input_ids)
         n = words.shape[0]
         prefix = text_prompts[:, :prefix_len].to(words.dtype)
+        if traits.causal_text and traits.text_pooling == "eot":
+            return self.clip.project_text(self._causal_text(words, prefix, ends))
         x = torch.cat([words[:, :1], prefix[0].expand(n, -1, -1), words[:, 1:]], dim=1)
         ends = ends + prefix_len
         seen = None  # bidirectional attention must not see the padding: keys up to each caption's end
@@ -216,6 +281,23 @@ class DGL(nn.Module):
             x = self._block(block, x, is_causal=traits.causal_text, attn_mask=seen)
         pooled = x[torch.arange(n, device=x.device), ends] if traits.text_pooling == "eot" else x[:, 0]
         return self.clip.project_text(pooled)
+
+    def _causal_text(self, words: torch.Tensor, prefix: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:
+        """The rows at the ends (EOT) of ``[SOT, prefix prompts, words]`` through the causal text tower.
+
+        SOT and the prefix prompts see only each other, so they are the same for every caption: they run once
+        for the batch (`causal_head_block`), and only as far as they are read: not the prefix rows that the next
+        layer replaces, nothing after the last layer.
+        """
+        blocks, prefix_len = self.clip.text_blocks, prefix.shape[1]
+        head, words = words[:1, :1], words[:, 1:]
+        for i, block in enumerate(blocks):
+            if i < self.prompt_layers:  # deep prompts: layer i's prompts replace the carried ones
+                head = torch.cat([head[:, :1], prefix[i : i + 1]], dim=1)
+            replaced_next = i + 1 < self.prompt_layers
+            head_rows = 0 if i == len(blocks) - 1 else 1 if replaced_next else 1 + prefix_len
+            words, head = self._block(causal_head_block, block, words, head, head_rows)
+        return words[torch.arange(words.shape[0], device=words.device), ends - 1]
 
     # ---------------------------------------------------------------------------------------- video
     def encode_video(
@@ -232,11 +314,13 @@ class DGL(nn.Module):
         """The prompted vision transformer: returns the last hidden states ``[B, G + T·S, D]`` and ``S``.
 
         ``block_fn(block, x, num_global, frames) -> x`` runs one block; the fused ``global_local_block`` here,
-        an explicit-softmax twin in ``models.attention_maps`` that also records the attention weights.
-        ``pooled_rows_only``: the last block computes only the rows any pooling reads, the globals and the frame
-        CLS tokens (``block_fn(..., queries_per_frame=cls index + 1)``), and ``[B, G + T, D]`` with ``S = 1`` comes
-        back (CLS first):
-        for ViT-B/32 at T=12 that skips 628 of 652 rows of the last block's MLP and projections.
+        an explicit-softmax twin in ``models.attention_maps`` that also records the attention weights (and needs
+        every row of every layer).
+        ``pooled_rows_only``: compute only what pooling reads, with ``global_local_block``. The last block computes
+        only the globals and the frame CLS tokens (``queries_per_frame=cls index + 1``), and ``[B, G + T, D]`` with
+        ``S = 1`` comes back (CLS first): for ViT-B/32 at T=12 that skips 628 of 652 rows of the last block's MLP
+        and projections. Local prompts whose outputs the next layer replaces (or nobody reads after the last)
+        are keys and values only, computed once for the batch (``fixed=``): 48 of 652 rows per layer.
         """
         local = (prompts or self.prompts()).local  # [layers, T or 1, P_local, D]
         batch, frames = video.shape[:2]
@@ -250,20 +334,30 @@ class DGL(nn.Module):
         head = traits.vision_cls_index + 1  # tokens up to the CLS stay ahead of the local prompts
         num_local, num_global = local.shape[2] if traits.frame_prompts else 0, self.config.global_prompt_length
         local = local[:, :, :num_local].to(tokens.dtype)
-        frame_tokens = torch.cat(
-            [tokens[:, :, :head], local[0].expand(batch, frames, -1, -1), tokens[:, :, head:]], dim=2
-        )
-        per_frame = frame_tokens.shape[2]
-        x = torch.cat(
-            [self.global_prompts.to(tokens.dtype).expand(batch, -1, -1), frame_tokens.flatten(1, 2)], dim=1
-        )
         blocks = self.clip.vision_blocks
+        # Layers before `as_rows` take their local prompts as keys and values only: all of them when the last
+        # layer is prompted (its prompts are unread), else up to the last prompted layer, whose prompts carry on.
+        as_rows = 0
+        if num_local and pooled_rows_only:
+            as_rows = len(blocks) if self.prompt_layers == len(blocks) else self.prompt_layers - 1
+        x = torch.cat([self.global_prompts.to(tokens.dtype).expand(batch, -1, -1), tokens.flatten(1, 2)], dim=1)
+        per_frame = tokens.shape[2]
         for i, block in enumerate(blocks):
-            if num_local and 0 < i < self.prompt_layers:  # deep prompts: local prompts are replaced, globals carry on
-                x[:, num_global:].unflatten(1, (frames, per_frame))[:, :, head : head + num_local] = local[i]
+            fixed = {}
+            if num_local and i < self.prompt_layers:  # deep prompts: local prompts are replaced, globals carry on
+                if i < as_rows:
+                    fixed = {"fixed": local[i], "fixed_at": head}
+                elif i == as_rows:  # the prompts become rows of x
+                    frame_tokens = x[:, num_global:].unflatten(1, (frames, per_frame))
+                    frame_tokens = torch.cat([frame_tokens[:, :, :head], local[i].expand(batch, frames, -1, -1),
+                                              frame_tokens[:, :, head:]], dim=2)
+                    per_frame = frame_tokens.shape[2]
+                    x = torch.cat([x[:, :num_global], frame_tokens.flatten(1, 2)], dim=1)
+                else:
+                    x[:, num_global:].unflatten(1, (frames, per_frame))[:, :, head : head + num_local] = local[i]
             if pooled_rows_only and i == len(blocks) - 1:
-                return self._block(block_fn, block, x, num_global, frames, queries_per_frame=head), head
-            x = self._block(block_fn, block, x, num_global, frames)
+                return self._block(block_fn, block, x, num_global, frames, queries_per_frame=head, **fixed), head
+            x = self._block(block_fn, block, x, num_global, frames, **fixed)
         return x, per_frame
 
     @staticmethod

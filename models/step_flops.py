@@ -16,12 +16,11 @@ def prompt_flops(s: Shapes, attention: bool = True) -> tuple[int, int]:
     return fwd, 2 * fwd
 
 
-def train_step_flops(s: Shapes, batch: int, kept: int, attention: bool = True,
-                     text_tokens: int | None = None) -> dict[str, int]:
+def train_step_flops(s: Shapes, batch: int, kept: int, attention: bool = True) -> dict[str, int]:
     """FLOPs of one training step by part; ``total`` is what the efficiency uses."""
     backbone = get_backbone(s.backbone)
     vf, vb = backbone.video_flops(s, batch, attention)
-    tf, tb = backbone.text_flops(s, batch, kept, attention, text_tokens)
+    tf, tb = backbone.text_flops(s, batch, kept, attention)
     pf, pb = prompt_flops(s, attention)
     lf, lb = 2 * batch * batch * s.embed, 4 * batch * batch * s.embed
     return {"video_fwd": vf, "video_bwd": vb, "text_fwd": tf, "text_bwd": tb, "prompt_fwd": pf, "prompt_bwd": pb,

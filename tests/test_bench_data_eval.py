@@ -44,6 +44,8 @@ def test_eval_flops_counts_each_caption_batch_to_its_longest_caption():
     # "a" and "a man" are 1 and 2 BPE tokens, the third caption 5: batches [3, 4] and [7] id slots with SOT/EOT.
     flops, shapes = bench_eval.eval_flops(cfg, ["a", "a man", "a man plays the guitar"])
     assert (shapes.vision_width, shapes.grid, shapes.frames, shapes.prompt_layers) == (768, 7, 12, 12)
-    words = shapes.text_prompts // 2
-    by_hand = sum(n * (12 * (24 * (k + words) * 512**2 + 4 * 512 * (k + words) ** 2) + 2 * 512 * 512) for n, k in ((2, 4), (1, 7)))
-    assert flops - video_flops(shapes, 3)[0] == by_hand
+    head = 1 + shapes.text_prompts // 2  # SOT and the prefix prompts: once per batch, SOT's row read on 11 layers
+    once = 12 * 4 * head * 512**2 + 11 * (20 * 512**2 + 4 * 512 * 1)  # SOT's row sees its own key only
+    by_hand = sum(n * (12 * (24 * (k - 1) * 512**2 + 4 * 512 * (k - 1) * (head + k - 1)) + 2 * 512 * 512) + once
+                  for n, k in ((2, 4), (1, 7)))
+    assert flops - video_flops(shapes, 2)[0] - video_flops(shapes, 1)[0] == by_hand  # videos in batches of 2

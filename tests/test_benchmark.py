@@ -29,22 +29,44 @@ def tiny_shapes(variant: str = "linear") -> Shapes:
 
 def test_flop_formula_by_hand():
     s = tiny_shapes()
-    # S = 1 + 1 + 1 = 3 tokens per frame, L = 1 + 2*3 = 7; pairs = T*S*(G+S) + G*L = 2*3*4 + 1*7 = 31
+    # S = 1 + 1 + 1 = 3 tokens per frame, L = 1 + 2*3 = 7; without the local prompt S' = 2, L' = 5.
     assert (s.tokens_per_frame, s.video_tokens) == (3, 7)
-    # The only (so last) block computes the R = G + T = 3 pooled rows: keys/values 4*L*D^2 = 112, queries,
-    # out-proj and MLP 20*R*D^2 = 240; pairs G*L + T*(G+S) = 7 + 8 = 15 -> 4*D*15 = 120 attention;
-    # stem 2*T*grid^2*3p^2*D = 24; head 2*D*E = 8. Backward: 352 (input grads only) + 2*120 + head 8.
-    assert video_flops(s) == (504, 600)
-    assert video_flops(s, videos=3) == (3 * 504, 3 * 600)
-    # A full block before it: 24*7*2^2 = 672 GEMM + 4*2*31 = 248 attention (backward 672 + 2*248).
-    assert video_flops(dataclasses.replace(s, vision_layers=2)) == (504 + 920, 600 + 1168)
-    # text with 3 id slots kept: L = 3 + 1 prefix prompt (of 2) = 4; 24*4*4 = 384 + 4*2*16 = 128 + head 8
-    assert text_flops(s, 1, 3) == (520, 648)
+    # The only (so last) block is prompted and its prompts are unread: they are keys and values only, once per
+    # call: 4*F*P*D^2 = 4*1*1*4 = 16 (the linear variant's F = 1 set for both frames). It computes the R = G + T = 3
+    # pooled rows: keys/values of the L' = 5 other tokens 4*5*4 = 80, queries, out-proj and MLP 20*R*D^2 = 240;
+    # pairs G*L + T*(G+S) = 7 + 8 = 15 -> 4*D*15 = 120 attention; stem 2*T*grid^2*3p^2*D = 24; head 2*D*E = 8.
+    # Backward: 80 + 240 (input grads only) + 2*120 + head 8 + prompts 16.
+    assert video_flops(s) == (16 + 80 + 240 + 120 + 24 + 8, 16 + 80 + 240 + 240 + 8) == (488, 584)
+    assert video_flops(s, videos=3) == (3 * 472 + 16, 3 * 568 + 16)  # the prompts' share once per call
+    # The transformer variant has one prompt set per frame: F = T = 2.
+    assert video_flops(dataclasses.replace(s, variant="transformer", local_prompt_sets=2)) == (488 + 16, 584 + 16)
+    # Two prompted layers: layer 0's prompts are replaced by layer 1's, so layer 0 has the L' = 5 rows:
+    # 24*5*4 = 480 GEMM + pairs T*S'*(G+S) + G*L = 2*2*4 + 7 = 23 -> 4*2*23 = 184 (backward 480 + 368), + 16 prompts.
+    two = dataclasses.replace(s, vision_layers=2, prompt_layers=2)
+    assert video_flops(two) == (488 + 480 + 184 + 16, 584 + 480 + 368 + 16)
+    # Three layers, two prompted: layer 0 as above; layer 1's prompts carry on, so it has all L = 7 rows:
+    # 24*7*4 = 672 + 4*2*31 = 248 (pairs 2*3*4 + 7 = 31; backward 672 + 496); the last block's keys/values
+    # then come from all 7 rows: 4*7*4 = 112 instead of 80; only layer 0's prompts are keys/values only (16, as in 488).
+    three = dataclasses.replace(s, vision_layers=3, prompt_layers=2)
+    assert video_flops(three) == (488 + 480 + 184 + 672 + 248 + 32, 584 + 480 + 368 + 672 + 496 + 32)
+    # One prompted layer of two: layer 0's prompts carry on (all rows), nothing is fixed.
+    assert video_flops(dataclasses.replace(s, vision_layers=2)) == (472 + 32 + 920, 568 + 32 + 1168)
+    # Text with 3 id slots kept: W = 2 word slots after SOT, head H = SOT + 1 prefix prompt = 2, once per call.
+    # Words: 24*W*D^2 = 192 + 4*D*W*(H+W) = 64; backward 192 - 6*W*D^2 = 48 (layer 0's Q/K/V of the frozen word
+    # embeddings get no gradient) + 2*64. Head (the last layer: none of its rows is read again): keys/values
+    # 4*H*D^2 = 32 both ways; projection 2*D*E = 8.
+    assert text_flops(s, 1, 3) == (192 + 64 + 32 + 8, 192 - 48 + 128 + 32 + 8) == (296, 312)
+    # Two text layers, both prompted: layer 0's head computes only SOT's row (its prompts are replaced), which
+    # sees only its own key: 32 + 20*D^2 = 80 + 4*D*1*1 = 8 (backward 32 + 80 + 16); layer 1 as above.
+    two_text = dataclasses.replace(s, text_layers=2, prompt_layers=2)
+    assert text_flops(two_text, 1, 3) == (296 + 256 + 120, 312 + 320 + 128)
+    # ... with one prompted layer, layer 0's prefix rows carry on: all H = 2 head rows, 2*2 pairs (160 + 4*D*4 = 32).
+    assert text_flops(dataclasses.replace(two_text, prompt_layers=1), 1, 3) == (296 + 256 + 224, 312 + 320 + 256)
     # linear prompt maps: 2 maps * NL * P_local * 2*D_v*D_t = 16; trainable: backward 2x
     assert prompt_flops(s) == (16, 32)
     flops = train_step_flops(s, batch=1, kept=3)
     assert flops["logits"] == 2 * 2 + 4 * 2
-    assert flops["total"] == 504 + 600 + 520 + 648 + 16 + 32 + 12
+    assert flops["total"] == 488 + 584 + 296 + 312 + 16 + 32 + 12
 
 
 def test_b32_shapes():

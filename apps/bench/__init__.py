@@ -15,7 +15,7 @@ checkpointing) configuration runs in a fresh subprocess, so that its memory high
    EOT, zero padded to 32 words (the model drops the padding after the batch's last EOT itself).
 3. ``data``: DataLoader throughput (:mod:`apps.bench.data`).
 4. Efficiency: achieved FLOP/s from the analytic count (:mod:`models.flops`, formulas there), divided by the
-   FLOP/s of a plain fp32 matrix product of the model's main GEMM shape, ``[B*L_video, D_v] x [D_v, 4*D_v]``
+   FLOP/s of a plain matrix product (in the autocast dtype, else fp32) of the model's main GEMM shape, ``[B*L_video, D_v] x [D_v, 4*D_v]``
    with B the training batch, measured in the same subprocess before each section; efficiency uses the median
    of those samples (the machine's practical limit during that configuration).
 

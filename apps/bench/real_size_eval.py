@@ -8,8 +8,8 @@ and JPEG caches of the T = 12 evaluation frames, then times one ``main.py --do_e
 source (model build, loading, encoding and metrics; what a user evaluating a checkpoint waits for).
 Each run saves its features, so the JPEG cache's change of the video features (cosine to the raw
 cache's, which equal the decoded videos') is reported too. Beside each run the machine's matmul limit is
-sampled: the evaluation's FLOPs over the best sample is the wall time no implementation could beat on this
-machine in fp32 (the floor), and FLOPs over the wall time is the run's end-to-end efficiency.
+sampled (on the GPU main.py evaluates on, in its bf16, else on the CPU in fp32): the evaluation's FLOPs over the
+best sample is the wall time no implementation could beat on this machine (the floor), and FLOPs over the wall time is the run's end-to-end efficiency.
 """
 from __future__ import annotations
 
@@ -85,7 +85,9 @@ def eval_flops(cfg: EvalBenchConfig, captions: list[str], max_words: int = DataC
     shapes = Shapes.of_configs(clip_config(cfg.model), DGLConfig(max_frames=cfg.frames, prompt_layers=layers), layers, cfg.frames)
     ids, _ = get_tokenizer()(captions, max_words)
     text = sum(text_flops(shapes, len(batch), kept_words(batch))[0] for batch in ids.split(cfg.batch_size_val))
-    return video_flops(shapes, cfg.gallery.videos)[0] + text, shapes
+    full, rest = divmod(cfg.gallery.videos, cfg.batch_size_val)  # the prompts' share is counted once per batch
+    video = full * video_flops(shapes, cfg.batch_size_val)[0] + (video_flops(shapes, rest)[0] if rest else 0)
+    return video + text, shapes
 
 
 def prepare(workdir: Path, cfg: EvalBenchConfig, workers: int) -> dict[str, Any]:
@@ -163,8 +165,10 @@ def run_section(cfg: EvalBenchConfig, workdir: Path, workers: int = 2) -> dict[s
                               "prepare_seconds": round(time.perf_counter() - started, 1), "caches": data["builds"],
                               "tflop": flops / 1e12, "runs": {}}
     gemm = (cfg.batch_size_val * shapes.video_tokens, shapes.vision_width, 4 * shapes.vision_width)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # main.py's default device and precision
+    limit = lambda: matmul_limit(*gemm, device, dtype=torch.bfloat16 if device.type == "cuda" else torch.float32)  # noqa: E731
     for source in cfg.sources:
-        result["runs"][source] = time_eval(data, cfg, source, workdir, flops, LimitSampler(lambda: matmul_limit(*gemm, torch.device("cpu"))))
+        result["runs"][source] = time_eval(data, cfg, source, workdir, flops, LimitSampler(limit))
     for source in ("videos", "jpeg_cache"):
         change = feature_change(workdir, source)
         if change is not None:

@@ -15,7 +15,7 @@ def scale_sections(args: argparse.Namespace) -> dict[str, Any]:
         out["loader"] = _guarded(lambda: loader_rows.run_section(loader_rows.GalleryConfig(videos=args.loader_videos),
                                                                  frames=args.frames))
     if "eval" in args.sections:
-        cfg = real_size_eval.EvalBenchConfig(loader_rows.GalleryConfig(videos=args.eval_videos), frames=args.frames)
+        cfg = real_size_eval.EvalBenchConfig(loader_rows.GalleryConfig(videos=args.eval_videos), args.models[0], args.frames)
         out["eval_real_size"] = _guarded(lambda: real_size_eval.run_section(cfg, Path(args.eval_workdir)))
     return out
 

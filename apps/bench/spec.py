@@ -56,7 +56,8 @@ class Bench:
         width = self.model.clip.config.vision_width
         # The model's main GEMM shape: [B*L_video, D_v] x [D_v, 4*D_v] with B the training batch.
         self.gemm = (self.spec.batch_size * self.shapes.video_tokens, width, 4 * width)
-        self.limits = LimitSampler(lambda: matmul_limit(*self.gemm, self.device))
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.spec.amp, torch.float32)
+        self.limits = LimitSampler(lambda: matmul_limit(*self.gemm, self.device, dtype=dtype))
 
     def limit_now(self) -> float:
         """Samples of the machine's matrix-product limit just before a section (their best, provisional)."""

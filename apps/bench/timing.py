@@ -1,7 +1,6 @@
 """Wall-clock timing that waits for the device, the machine's matrix-product limit, and the section statistics."""
 from __future__ import annotations
 
-import contextlib
 import statistics
 import time
 from collections.abc import Callable
@@ -32,11 +31,13 @@ def time_fn(fn: Callable[[], Any], device: torch.device, warmup: int, repeats: i
     return times, cpu
 
 
-def matmul_limit(m: int, k: int, n: int, device: torch.device, min_time: float = 0.3) -> float:
-    """FLOP/s of a plain fp32 ``[m, k] x [k, n]`` product: the practical GEMM limit of the machine right now."""
+def matmul_limit(m: int, k: int, n: int, device: torch.device, min_time: float = 0.3,
+                 dtype: torch.dtype = torch.float32) -> float:
+    """FLOP/s of a plain ``[m, k] x [k, n]`` product in ``dtype`` (the sections' autocast dtype): the practical
+    GEMM limit of the machine right now."""
     gen = torch.Generator().manual_seed(0)
-    a = torch.randn(m, k, generator=gen).to(device)
-    b = torch.randn(k, n, generator=gen).to(device)
+    a = torch.randn(m, k, generator=gen).to(device, dtype)
+    b = torch.randn(k, n, generator=gen).to(device, dtype)
     for _ in range(2):
         torch.mm(a, b)
     sync_device(device)
@@ -48,17 +49,6 @@ def matmul_limit(m: int, k: int, n: int, device: torch.device, min_time: float =
         samples.append(time.perf_counter() - start)
         spent += samples[-1]
     return 2 * m * k * n / statistics.median(samples)
-
-
-@contextlib.contextmanager
-def first_input_length(module: torch.nn.Module):
-    """Records ``shape[1]`` of the first input ``module`` sees (the sequence length actually processed)."""
-    seen: list[int] = []
-    handle = module.register_forward_pre_hook(lambda _mod, args: seen.append(args[0].shape[1]) if not seen else None)
-    try:
-        yield seen
-    finally:
-        handle.remove()
 
 
 def section_stats(timing: tuple[list[float], list[float]], items: int, flops: int, limit: float) -> dict[str, Any]:
