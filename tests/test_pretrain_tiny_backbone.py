@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from dataloaders.transforms import resize_and_crop
 from models.blip import BlipRetrieval
 from models.factory import create_model
 from preprocess import pretrain_tiny_clip as ptc
@@ -50,6 +51,10 @@ def test_written_blip_loads_through_the_registry_with_the_same_features(tmp_path
     with torch.no_grad():
         torch.testing.assert_close(loaded.encode_image(images), model.encode_image(images), rtol=0, atol=0)
         torch.testing.assert_close(loaded.encode_text(ids), model.encode_text(ids), rtol=0, atol=0)
+        # trained on BLIP's pixel normalisation: the one BLIP's ViT applies itself to uint8 frames
+        raw, _ = sample_stills(6, TINY.render_size, np.random.default_rng(5))
+        frames = resize_and_crop(raw, TINY.resolution)
+        torch.testing.assert_close(model.encode_image(frames), model.encode_image(data.images(raw)), rtol=0, atol=1e-5)
 
 
 def test_blip_cache_is_its_own_and_follows_the_vocabulary(tmp_path):
