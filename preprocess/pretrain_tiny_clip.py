@@ -22,9 +22,8 @@ twins apart. The sidecar JSON lists the words seen with images, seen in text onl
 rendered at the video size (64 px) and reduced to the model resolution with the video loader's own resize, so
 both look alike.
 
---backbone blip pretrains a tiny BLIP the same way (same data, losses, schedule and evaluation; the recipe's
-width and layers give both towers, heads of 64 channels, BLIP's eps and 4x MLPs; peak lr 5e-4 for its post-LN
-BERT) and writes an original-layout BLIP file (FILE, e.g. tiny_blip.pth) with ``vocab.txt`` beside it: a
+--backbone blip pretrains a tiny BLIP the same way (same recipes, data, losses, schedule and evaluation; the
+recipe's width and layers give both towers, heads of 64 channels, BLIP's eps and 4x MLPs) and writes an original-layout BLIP file (FILE, e.g. tiny_blip.pth) with ``vocab.txt`` beside it: a
 WordPiece vocabulary of the synthetic world's words with BERT's special tokens, letters and digits. Its
 cross-attention layers and ITM head stay at their random initialisation (contrastive pretraining only).
 

@@ -13,7 +13,7 @@ import math
 import re
 import tempfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -137,8 +137,7 @@ def _clamp_blip(model: BlipRetrieval) -> None:
 
 
 BLIP_ENTRY = TinyBackbone(
-    # Post-LN BERT: a lower peak learning rate than CLIP's pre-LN towers.
-    default=replace(DEFAULT, lr=5e-4), quick=replace(QUICK, lr=5e-4),
+    default=DEFAULT, quick=QUICK,  # the tiny CLIP's recipes: the --quick one learns colour, shape and twin captions
     tokenizer=blip_tokenizer,
     build=lambda recipe, tokenizer: BlipRetrieval(blip_config(recipe, tokenizer.vocab_size)),
     sparse_table=lambda model: None,  # a few hundred words: dense AdamW is cheap
