@@ -7,8 +7,6 @@ import hashlib
 import json
 from pathlib import Path
 
-import torch
-
 from torch import nn
 
 from models.backbone import DEFAULT_BACKBONE
