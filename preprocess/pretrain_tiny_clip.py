@@ -23,9 +23,11 @@ rendered at the video size (64 px) and reduced to the model resolution with the 
 both look alike.
 
 --backbone blip pretrains a tiny BLIP the same way (same recipes, data, losses, schedule and evaluation; the
-recipe's width and layers give both towers, heads of 64 channels, BLIP's eps and 4x MLPs) and writes an original-layout BLIP file (FILE, e.g. tiny_blip.pth) with ``vocab.txt`` beside it: a
-WordPiece vocabulary of the synthetic world's words with BERT's special tokens, letters and digits. Its
-cross-attention layers and ITM head stay at their random initialisation (contrastive pretraining only).
+recipe's width and layers give both towers, heads of 64 channels, BLIP's eps and 4x MLPs) and writes an
+original-layout BLIP file (FILE, e.g. tiny_blip/tiny_blip.pth) with ``vocab.txt`` beside it: a WordPiece
+vocabulary of the synthetic world's words with BERT's special tokens, letters and digits. Its cross-attention
+layers and ITM head stay at their random initialisation (contrastive pretraining only). The other backbones'
+entries: preprocess/tiny_backbone/backbones.py.
 
 The result is cached: when FILE exists and FILE.json records the same recipe (model sizes, steps, batch,
 seed, backbone, ...) and the SHA256 of FILE (and vocab.txt), nothing is trained.
