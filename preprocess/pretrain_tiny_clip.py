@@ -1,4 +1,5 @@
-"""Contrastively pretrain a tiny CLIP on synthetic stills and save it as an OpenAI-format weight file.
+"""Contrastively pretrain a tiny CLIP (or any registered backbone: --backbone blip) on synthetic stills and save
+it as the weight file ``--pretrained_clip_name`` loads.
 
 No real CLIP weights can be fetched here, so the demo first teaches a small CLIP (our own `models.clip`
 backbone, OpenAI parameter names, the real 49,408-token BPE vocabulary) to match still frames of the
@@ -21,10 +22,17 @@ twins apart. The sidecar JSON lists the words seen with images, seen in text onl
 rendered at the video size (64 px) and reduced to the model resolution with the video loader's own resize, so
 both look alike.
 
-The result is cached: when FILE exists and FILE.json records the same recipe (model sizes, steps, batch,
-seed, ...) and the file's SHA256, nothing is trained.
+--backbone blip pretrains a tiny BLIP the same way (same recipes, data, losses, schedule and evaluation; the
+recipe's width and layers give both towers, heads of 64 channels, BLIP's eps and 4x MLPs) and writes an
+original-layout BLIP file (FILE, e.g. tiny_blip/tiny_blip.pth) with ``vocab.txt`` beside it: a WordPiece
+vocabulary of the synthetic world's words with BERT's special tokens, letters and digits. Its cross-attention
+layers and ITM head stay at their random initialisation (contrastive pretraining only). The other backbones'
+entries: preprocess/tiny_backbone/backbones.py.
 
-Usage: python preprocess/pretrain_tiny_clip.py --out FILE [--steps N] [--batch_size B] [--seed S]
+The result is cached: when FILE exists and FILE.json records the same recipe (model sizes, steps, batch,
+seed, backbone, ...) and the SHA256 of FILE (and vocab.txt), nothing is trained.
+
+Usage: python preprocess/pretrain_tiny_clip.py --out FILE [--backbone B] [--steps N] [--batch_size B] [--seed S]
        [--width W] [--layers L] [--resolution R] [--patch P] [--context C] [--quick] [--force]
        [--threads T] [--no_progress]   (--help lists the other recipe fields: lr, embed_dim, ...)
 On a busy machine --threads 1 can be several times faster than 2 threads.
@@ -45,12 +53,14 @@ import torch
 if __package__ in (None, ""):  # run by path (python preprocess/X.py): make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from preprocess.tiny_clip.data import MotionCaptions, StillBatches, video_caption_words  # noqa: E402
-from preprocess.tiny_clip.evaluation import evaluate  # noqa: E402
-from preprocess.tiny_clip.files import cached_summary, openai_state_dict, save  # noqa: E402
-from preprocess.tiny_clip.losses import contrastive_loss, paraphrase_loss  # noqa: E402
-from preprocess.tiny_clip.recipe import DEFAULT, QUICK, Recipe, cache_key  # noqa: E402
-from preprocess.tiny_clip.training import train  # noqa: E402
+from models.backbone import DEFAULT_BACKBONE  # noqa: E402
+from preprocess.tiny_backbone.backbones import TINY_BACKBONES, tiny_backbone  # noqa: E402
+from preprocess.tiny_backbone.data import MotionCaptions, StillBatches, video_caption_words  # noqa: E402
+from preprocess.tiny_backbone.evaluation import evaluate  # noqa: E402
+from preprocess.tiny_backbone.files import cached_summary, openai_state_dict, save  # noqa: E402
+from preprocess.tiny_backbone.losses import contrastive_loss, paraphrase_loss  # noqa: E402
+from preprocess.tiny_backbone.recipe import DEFAULT, QUICK, Recipe, cache_key  # noqa: E402
+from preprocess.tiny_backbone.training import train  # noqa: E402
 from utils import cli  # noqa: E402
 
 # Re-exported: the demo, the tests and scripts have used these names from here since before the split.
@@ -60,6 +70,7 @@ __all__ = [
     "MotionCaptions",
     "Recipe",
     "StillBatches",
+    "TINY_BACKBONES",
     "cache_key",
     "contrastive_loss",
     "evaluate",
@@ -69,29 +80,32 @@ __all__ = [
     "parse_recipe",
     "pretrain",
     "save",
+    "tiny_backbone",
     "train",
     "video_caption_words",
 ]
 
 
 def pretrain(out: str | os.PathLike, recipe: Recipe = DEFAULT, force: bool = False, progress: bool = True,
-             log=print) -> dict:
-    """Train (unless cached) and write FILE + FILE.json; returns the sidecar record plus ``skipped``."""
+             log=print, backbone: str = DEFAULT_BACKBONE) -> dict:
+    """Train ``backbone`` (unless cached) and write FILE + FILE.json; returns the sidecar record plus ``skipped``."""
     out = Path(out)
     recipe.validate()
+    entry = tiny_backbone(backbone)
     if not force:
-        cached = cached_summary(out, recipe)
+        cached = cached_summary(out, recipe, backbone)
         if cached is not None:
             log(f"{out}: already pretrained with this recipe (held-out R@1 i2t {cached['held_out']['i2t_r1']} "
                 f"t2i {cached['held_out']['t2i_r1']}); skipping (--force retrains)")
             return {**cached, "skipped": True}
     start = time.perf_counter()
-    model, losses, seen = train(recipe, progress=progress)
+    model, losses, seen = train(recipe, progress=progress, backbone=backbone)
     train_s = time.perf_counter() - start
-    held_out = evaluate(model, recipe)
+    held_out = evaluate(model, recipe, backbone)
     unseen = sorted(video_caption_words() - seen["with_images"] - seen["text_only"])
     summary = {
-        "cache_key": cache_key(recipe),
+        "cache_key": cache_key(recipe, entry.key),
+        "backbone": backbone,
         "config": asdict(model.config),
         "steps": recipe.steps,
         "seed": recipe.seed,
@@ -113,7 +127,7 @@ def pretrain(out: str | os.PathLike, recipe: Recipe = DEFAULT, force: bool = Fal
                  "colour, shape (with synonyms), size, position and background of one shape in a still; "
                  "no motion or temporal words (stills carry no time)",
     }
-    summary = save(model, out, summary)
+    summary = save(model, out, summary, backbone)
     log(f"held-out stills (n={held_out['n']}): R@1 image->text {held_out['i2t_r1']} %, text->image "
         f"{held_out['t2i_r1']} % (R@5 {held_out['i2t_r5']} / {held_out['t2i_r5']} %); zero-shot colour "
         f"{held_out['zero_shot_colour']} %, shape {held_out['zero_shot_shape']} %, position "
@@ -126,6 +140,9 @@ def pretrain(out: str | os.PathLike, recipe: Recipe = DEFAULT, force: bool = Fal
 def parse_recipe(argv: list[str] | None = None) -> tuple[argparse.Namespace, Recipe]:
     parser = cli.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="weight file to write (FILE.json gets the summary)")
+    parser.add_argument("--backbone", default=DEFAULT_BACKBONE, choices=sorted(TINY_BACKBONES),
+                        help=f"registered backbone to pretrain (default {DEFAULT_BACKBONE}); its own default and "
+                             "--quick recipes (the defaults below are CLIP's)")
     parser.add_argument("--quick", action="store_true", help="small, fast preset (~half a minute) for smoke runs")
     parser.add_argument("--force", action="store_true", help="retrain even if FILE matches the recipe")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
@@ -135,7 +152,8 @@ def parse_recipe(argv: list[str] | None = None) -> tuple[argparse.Namespace, Rec
         parser.add_argument(f"--{field.name}", type=kind, default=None,
                             help=f"default {getattr(DEFAULT, field.name)}, --quick {getattr(QUICK, field.name)}")
     args = parser.parse_args(argv)
-    base = QUICK if args.quick else DEFAULT
+    entry = tiny_backbone(args.backbone)
+    base = entry.quick if args.quick else entry.default
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(Recipe) if getattr(args, f.name) is not None}
     recipe = dataclasses.replace(base, **overrides)
     try:
@@ -149,7 +167,7 @@ def main(argv: list[str] | None = None) -> dict:
     args, recipe = parse_recipe(argv)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    return pretrain(args.out, recipe, force=args.force, progress=not args.no_progress)
+    return pretrain(args.out, recipe, force=args.force, progress=not args.no_progress, backbone=args.backbone)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import torch
 from models.clip import CLIP
 from models.pretrained import infer_clip_config, load_clip_state_dict
 from preprocess import pretrain_tiny_clip as ptc
-from preprocess.tiny_clip import evaluation as tiny_eval
+from preprocess.tiny_backbone import evaluation as tiny_eval
 from preprocess.make_synthetic import MOTION_PHRASES, REVERSE, ClipAttrs
 
 # Smallest model the loader accepts (heads are width/64); 16 px images in 2x2 patches of 8.

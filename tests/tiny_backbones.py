@@ -4,7 +4,6 @@ one)."""
 from __future__ import annotations
 
 import atexit
-import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -18,6 +17,7 @@ from models.backbone import Backbone
 from models.blip import BlipConfig, BlipRetrieval
 from models.clip import CLIP
 from models.pretrained import CLIPConfig
+from preprocess.tiny_backbone.backbones import blip_original_state_dict
 from tests.blip_files import VOCAB, write_vocab
 
 
@@ -33,15 +33,11 @@ def _write_state_dict(backbone: Backbone, folder: Path) -> Path:
 
 
 # BLIP in its original release layout (.pth, vocab.txt beside it), whose heads (width / 64), eps and activation
-# are BLIP's own: our names back to the original ones (models/blip/formats.py ORIGINAL_RULES, inverted).
+# are BLIP's own.
 TINY_BLIP = BlipConfig(embed_dim=16, image_resolution=32, vision_layers=2, vision_width=64, vision_heads=1,
                        vision_patch_size=8, grid_size=4, context_length=40, vocab_size=len(VOCAB) + 2, text_width=64,
                        text_heads=1, text_layers=2, vision_mlp_width=256, text_mlp_width=256, vision_eps=1e-6,
                        text_eps=1e-12)
-TO_ORIGINAL = [(r"^visual\.blocks\.(\d+)\.ln_(\d)\.", r"visual_encoder.blocks.\1.norm\2."),
-               (r"^visual\.blocks\.(\d+)\.attn\.in_proj_", r"visual_encoder.blocks.\1.attn.qkv."),
-               (r"^visual\.blocks\.(\d+)\.attn\.out_proj\.", r"visual_encoder.blocks.\1.attn.proj."),
-               (r"^visual\.patch_embed\.", "visual_encoder.patch_embed.proj."), (r"^visual\.", "visual_encoder.")]
 
 
 @cache
@@ -63,16 +59,7 @@ def _build_blip() -> BlipRetrieval:
 
 
 def _write_blip_original(backbone: Backbone, folder: Path) -> Path:
-    state = {}
-    for key, value in backbone.state_dict().items():
-        for pattern, new in TO_ORIGINAL:
-            key, hits = re.subn(pattern, new, key)
-            if hits:
-                break
-        state[key] = value.clone()
-    state["visual_encoder.cls_token"] = state["visual_encoder.cls_token"].view(1, 1, -1)
-    state["visual_encoder.pos_embed"] = state["visual_encoder.pos_embed"].unsqueeze(0)
-    torch.save(state, folder / "model_tiny_retrieval.pth")
+    torch.save(blip_original_state_dict(backbone), folder / "model_tiny_retrieval.pth")
     write_vocab(folder)
     return folder / "model_tiny_retrieval.pth"
 

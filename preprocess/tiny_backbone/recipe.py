@@ -1,7 +1,9 @@
-"""The tiny-CLIP recipe: every setting that determines the weights, its checks, and the CLIP shapes it gives."""
+"""The tiny-backbone recipe: every setting that determines the weights, its checks, and the CLIP shapes it gives
+(models of other backbones take their shapes from the same fields: preprocess/tiny_backbone/backbones.py)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
 from models.pretrained import CLIPConfig
@@ -63,6 +65,7 @@ DEFAULT = Recipe()
 QUICK = Recipe(steps=400, batch_size=64, layers=2, embed_dim=64, eval_size=256, caption_batch=32)
 
 
-def cache_key(recipe: Recipe) -> dict:
-    """What a cached weight file must have been trained with to be reused: the procedure's version and the recipe."""
-    return {"recipe_version": RECIPE_VERSION, **asdict(recipe)}
+def cache_key(recipe: Recipe, backbone_key: Mapping[str, object] | None = None) -> dict:
+    """What a cached weight file must have been trained with to be reused: the procedure's version, the recipe
+    and what names the backbone (nothing for CLIP, whose keys predate the other backbones and stay valid)."""
+    return {"recipe_version": RECIPE_VERSION, **asdict(recipe), **(backbone_key or {})}

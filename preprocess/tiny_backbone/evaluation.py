@@ -1,4 +1,4 @@
-"""Held-out scores of a tiny CLIP: still retrieval, zero-shot attributes and telling twin captions apart."""
+"""Held-out scores of a tiny backbone: still retrieval, zero-shot attributes and telling twin captions apart."""
 from __future__ import annotations
 
 import itertools
@@ -7,18 +7,20 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models.clip import CLIP
+from torch import nn
+
+from models.backbone import DEFAULT_BACKBONE
 from preprocess import synthetic_world as world
 from preprocess.synthetic_stills import POSITION_PHRASES
-from preprocess.tiny_clip.data import MotionCaptions, StillBatches
-from preprocess.tiny_clip.recipe import Recipe
+from preprocess.tiny_backbone.data import MotionCaptions, StillBatches
+from preprocess.tiny_backbone.recipe import Recipe
 
 EVAL_SEED = 0  # the held-out stills come from their own stream, fixed whatever the training seed
 EVAL_BATCH = 256
 
 
 @torch.no_grad()
-def evaluate(model: CLIP, recipe: Recipe) -> dict[str, float]:
+def evaluate(model: nn.Module, recipe: Recipe, backbone: str = DEFAULT_BACKBONE) -> dict[str, float]:
     """Retrieval and zero-shot attribute accuracy (percent) on a fixed held-out set of stills.
 
     R@1/R@5 image->text and text->image count only the paired index as a hit, although captions are often
@@ -28,7 +30,7 @@ def evaluate(model: CLIP, recipe: Recipe) -> dict[str, float]:
     position are checked against the still's caption (position only where the caption names one).
     """
     model.eval()
-    data = StillBatches(recipe)
+    data = StillBatches(recipe, backbone)
     images, ids, captions = data.sample(recipe.eval_size, np.random.default_rng([EVAL_SEED, 2]))
     img = F.normalize(_batched(model.encode_image, images), dim=-1)
     txt = F.normalize(_batched(model.encode_text, ids), dim=-1)
@@ -53,7 +55,7 @@ def evaluate(model: CLIP, recipe: Recipe) -> dict[str, float]:
 
 
 @torch.no_grad()
-def twin_caption_scores(model: CLIP, captions: MotionCaptions, n: int) -> dict[str, float]:
+def twin_caption_scores(model: nn.Module, captions: MotionCaptions, n: int) -> dict[str, float]:
     """How well the text tower alone tells time-reversed twins apart, on held-out caption pairs.
 
     ``twin_caption_cosine``: mean cosine of a caption and its twin's (same words but the motion phrase);

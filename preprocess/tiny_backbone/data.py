@@ -1,27 +1,30 @@
-"""Training data for the tiny CLIP: seeded synthetic stills with captions, and pairs of differently worded
-video captions of time-reversed twin clips for the text-only term; plus the words the captions use."""
+"""Training data for the tiny backbone: seeded synthetic stills with captions, and pairs of differently worded
+video captions of time-reversed twin clips for the text-only term, tokenised and normalised for the backbone."""
 from __future__ import annotations
 
 import dataclasses
-import re
 from dataclasses import astuple
 
 import numpy as np
 import torch
 
 from dataloaders.transforms import normalize, resize_and_crop
-from models.backbones import get_tokenizer
+from models.backbone import DEFAULT_BACKBONE
 from preprocess import synthetic_world as world
 from preprocess.synthetic_stills import sample_stills
-from preprocess.tiny_clip.recipe import Recipe
+from preprocess.tiny_backbone.backbones import tiny_backbone
+from preprocess.tiny_backbone.recipe import Recipe
+from preprocess.tiny_backbone.vocabulary import video_caption_words, words_of
+
+__all__ = ["CaptionTokens", "MotionCaptions", "StillBatches", "video_caption_words", "words_of"]
 
 
 class CaptionTokens:
     """Captions -> token ids [N,L], L cut to the longest caption; remembers every caption it tokenised."""
 
-    def __init__(self, context: int):
+    def __init__(self, context: int, backbone: str = DEFAULT_BACKBONE):
         self.context = context
-        self.tokenizer = get_tokenizer()
+        self.tokenizer = tiny_backbone(backbone).tokenizer()
         self.seen: dict[str, list[int]] = {}  # caption -> [SOT, ..., EOT]; the world has few distinct captions
 
     def __call__(self, captions: list[str]) -> torch.Tensor:
@@ -35,18 +38,20 @@ class CaptionTokens:
         out = torch.zeros(len(rows), max(map(len, rows)), dtype=torch.long)
         for row, ids in enumerate(rows):
             out[row, : len(ids)] = torch.tensor(ids)
-        return out  # causal attention: trailing padding never reaches the EOT feature
+        return out  # zero padding: CLIP's causal attention never reads it, BLIP masks it (its [PAD] is id 0)
 
 
 class StillBatches:
-    """Fresh seeded stills -> (normalised images [N,3,R,R], token ids [N,L], captions)."""
+    """Fresh seeded stills -> (images [N,3,R,R] normalised for ``backbone``, its token ids [N,L], captions)."""
 
-    def __init__(self, recipe: Recipe):
+    def __init__(self, recipe: Recipe, backbone: str = DEFAULT_BACKBONE):
         self.recipe = recipe
-        self.tokens = CaptionTokens(recipe.context)
+        self.backbone = backbone
+        self.tokens = CaptionTokens(recipe.context, backbone)
 
     def images(self, raw: np.ndarray) -> torch.Tensor:
-        return normalize(resize_and_crop(raw, self.recipe.resolution))  # resize: identity at the model resolution
+        # resize: identity at the model resolution
+        return normalize(resize_and_crop(raw, self.recipe.resolution), self.backbone)
 
     def sample(self, n: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
         raw, captions = sample_stills(n, self.recipe.render_size or self.recipe.resolution, rng)
@@ -82,16 +87,3 @@ class MotionCaptions:
         first, second, keys = self.texts(n, rng)
         return self.tokens(first), self.tokens(second), keys
 
-
-def words_of(texts) -> set[str]:
-    """The lower-case words of the texts, punctuation dropped: what a vocabulary check compares."""
-    return {word for text in texts for word in re.findall(r"[a-z]+", text.lower())}
-
-
-def video_caption_words() -> set[str]:
-    """Every word the synthetic video captions can use (templates, motions, colours, shapes, backgrounds)."""
-    texts = [re.sub(r"\{[a-z_]+\}", " ", t) for t in world.CAPTION_TEMPLATES]
-    texts += [p for phrases in world.MOTION_PHRASES.values() for p in phrases]
-    texts += [w for words in world.SHAPE_WORDS.values() for w in words]
-    texts += [*world.COLOURS, *world.BACKGROUNDS, "a", "an"]
-    return words_of(texts)
