@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from ..flops import Shapes, text_flops
+from ..flops import Shapes, block_flops
 from .config import BlipConfig
 from .formats import EXPECTED, BlipLoadError
 from .loading import HF_WEIGHT_FILES, load_blip
@@ -64,8 +64,13 @@ def tokenizer(backbone: BlipRetrieval | None) -> BlipTokenizer | None:
     return found
 
 
-def dgl_text_flops(s: Shapes, captions: int, kept_words: int, attention: bool = True,
-                   tokens: int | None = None) -> tuple[int, int]:
-    """models/flops.py's text count without the prefix prompts BLIP's text tower does not take (its post-LN
-    BERT layers cost the same GEMMs as a pre-LN block: q, k, v, output, and a 4x MLP in BLIP's releases)."""
-    return text_flops(s, captions, kept_words, attention, tokens=tokens or kept_words)
+def dgl_text_flops(s: Shapes, captions: int, kept_words: int, attention: bool = True) -> tuple[int, int]:
+    """DGL's text pass on BLIP: every kept id slot through every layer (bidirectional attention, no prefix prompts,
+    so nothing is shared across captions as on CLIP's causal tower). Post-LN BERT layers cost the same GEMMs as a
+    pre-LN block: q, k, v, output and the 4x MLP of BLIP's releases."""
+    L, D = kept_words, s.text_width
+    pairs = L * L if attention else 0
+    head = 2 * D * s.embed
+    per_caption = (s.text_layers * block_flops(L, D, pairs) + head,
+                   s.text_layers * block_flops(L, D, pairs, backward=True) + head)
+    return captions * per_caption[0], captions * per_caption[1]
