@@ -10,7 +10,7 @@ its last line is its JSON) or ``eval_skipped.txt``.
 Fields of gpu_check.json:
 - ``schema`` "gpu_check/1"; ``tiny`` (true: the --tiny / --dry-run shapes, not figures to report); ``machine``;
 - ``tests``: ``exit_code`` and pytest's last ``summary`` line;
-- ``train``: one row per (variant, activation checkpointing): ``step_s`` (median), ``videos_per_s``,
+- ``train``: one row per (variant, activation checkpointing): ``step_s`` (median), ``items_per_s``,
   ``tflop`` per step (models/flops.py), ``tflop_per_s``, ``matmul_tflop_per_s`` (the in-run limit: a plain GEMM
   of the model's main shape in the autocast dtype), ``mfu`` = tflop_per_s / matmul_tflop_per_s, ``peak_mem_mb``
   (allocator peak over the loaded model);
