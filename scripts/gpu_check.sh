@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU checks as one prepared run (about 8 minutes on one H100), for a lent GPU machine: its python3 holds a
+# The GPU checks as one prepared run (its steps' time limits add up to 8 minutes), for a lent GPU machine: its python3 holds a
 # CUDA PyTorch, pytest and transformers, but no PyPI access. PyAV and the text libraries travel as wheels: on the
 # CPU machine run
 #   pip download -d wheels --only-binary=:all: --python-version 3.X ftfy regex wcwidth simplejpeg av
