@@ -23,10 +23,13 @@ from .checkpoint import (
     backbone_state_from_official, is_compact_checkpoint, load_compact_state, load_official_state, official_state,
 )
 from .checkpoint_file import read_checkpoint
+from .blip.dgl_model import DGLBlipModel
 from .dgl import DGL, DGLConfig
 from .prompts import PROMPT_GENERATORS
 
 BASELINES = ("meanp",)
+# DGLConfig.model -> the class built on the backbone (both take (backbone, config)).
+MODELS = {"dgl": DGL, "dgl_blip": DGLBlipModel}
 
 CONFIG_FIELDS = tuple(f.name for f in dataclasses.fields(DGLConfig))
 # Compact checkpoints fix every size; only these may differ from the stored config (T: linear variant only).
@@ -44,7 +47,7 @@ class Preprocess:
 
 
 class CreatedModel(NamedTuple):
-    model: DGL | MeanPoolCLIP
+    model: DGL | DGLBlipModel | MeanPoolCLIP
     tokenizer: Tokenizer | None  # None: the backbone's vocabulary is a file beside weights that came from memory
     preprocess: Preprocess
     weights: Path | None  # the backbone's file (None: built from weights in memory)
@@ -63,7 +66,7 @@ def create_model(
     """The frozen ``backbone`` (a `models.backbones.BACKBONES` name) from ``pretrained`` (a name or path its
     entry resolves, looked up in ``pretrained_dir``; or weights already in memory, named ``source`` in errors,
     built as ``backbone_config`` says or, without one, as their shapes say),
-    with DGL of ``dgl_config`` (default: the official sizes) on top, or the zero-shot ``baseline``
+    with the model of ``dgl_config`` (``MODELS[dgl_config.model]``; default: DGL of the official sizes) on top, or the zero-shot ``baseline``
     (``"meanp"``). Returns the model (CPU, as built), its tokenizer, its preprocessing and the weights' file.
     ``activation``: --clip_activation, for files that do not record theirs.
     """
@@ -77,7 +80,10 @@ def create_model(
     else:
         weights = entry.resolve(str(pretrained), pretrained_dir)
         net = entry.load(weights, activation)
-    model = MeanPoolCLIP(net) if baseline else DGL(net, dgl_config or DGLConfig(backbone=backbone))
+    config = dgl_config or DGLConfig(backbone=backbone)
+    model = MeanPoolCLIP(net) if baseline else MODELS[config.model](net, config)
+    if not baseline and config.train_backbone:
+        model.clip.requires_grad_(True)  # --freeze_clip 0
     preprocess = Preprocess(entry.mean, entry.std, net.config.image_resolution)
     return CreatedModel(model, entry.tokenizer(net), preprocess, weights)
 
