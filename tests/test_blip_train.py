@@ -1,0 +1,124 @@
+"""DGL-BLIP (``--model dgl_blip``) through main.py on a tiny random BLIP folder and an MSR-VTT layout whose six
+training videos have one caption each, in the words of tests/blip_files.py's vocabulary: both training modes
+lower the loss and resume exactly (momentum copy, queue and the ITM generator included), evaluation with
+``--itm_rerank`` reports both rankings, and the flags DGL-BLIP cannot run are refused in one line."""
+import csv
+import json
+
+import pytest
+import torch
+
+from models.checkpoint import read_checkpoint
+from tests.blip_files import write_hf_folder
+from tests.layouts import make_msrvtt
+from tests.test_blip_runs import FRAMES, SIZE, TEST_PAIRS
+from utils.config import build_config
+from utils.run import run
+
+pytestmark = pytest.mark.filterwarnings("ignore::models.blip.BlipTemperatureWarning")
+MODES = {"full": ["--freeze_clip", "0", "--lr", "1e-3", "--coef_lr", "1"], "prompts": ["--lr", "3e-2"]}
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    """Six videos, one caption each, for training and testing alike; a random transformers BLIP folder."""
+    root = tmp_path_factory.mktemp("blip_train")
+    cfg = make_msrvtt(root / "data", FRAMES)
+    with open(cfg.val_csv, "w", newline="") as f:
+        csv.writer(f).writerows([["key", "vid_key", "video_id", "sentence"],
+                                 *([f"ret{i}", f"msr{i}", v, c] for i, (v, c) in enumerate(TEST_PAIRS.items()))])
+    with open(cfg.train_csv, "w", newline="") as f:
+        csv.writer(f).writerows([["video_id"], *([v] for v in TEST_PAIRS)])
+    sentences = [{"video_id": v, "caption": c, "sen_id": 0} for v, c in TEST_PAIRS.items()]
+    cfg.data_path.write_text(json.dumps({"videos": [{"video_id": v} for v in TEST_PAIRS], "sentences": sentences}))
+    write_hf_folder(root / "blip", SIZE)
+    return root, cfg
+
+
+def flags(workspace, out: str, *extra: str) -> list[str]:
+    root, cfg = workspace
+    return ["--do_train", "1", "--datatype", "msrvtt", "--backbone", "blip", "--model", "dgl_blip",
+            "--pretrained_clip_name", str(root / "blip"), "--train_csv", str(cfg.train_csv),
+            "--val_csv", str(cfg.val_csv), "--data_path", str(cfg.data_path), "--features_path", str(cfg.features_path),
+            "--max_words", "16", "--max_frames", "4", "--num_thread_reader", "0", "--batch_size_val", "6",
+            "--eval_every_epoch", "0", "--n_display", "1", "--warmup_proportion", "0", "--output_dir", str(root / out),
+            *extra]
+
+
+def logged_losses(folder) -> list[float]:
+    records = [json.loads(line) for line in (folder / "train_log.jsonl").read_text().splitlines()]
+    return [r["loss"] for r in records if "loss" in r]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_training_lowers_the_loss(workspace, mode):
+    """The whole training set in each batch, no queue (its growing key set would raise the ITC by itself): the
+    loss of the last of 12 steps is well below the first's."""
+    run(build_config(flags(workspace, f"lowers_{mode}", "--batch_size", "6", "--epochs", "12", "--queue_size", "0",
+                           "--alpha", "0", *MODES[mode])))
+    losses = logged_losses(workspace[0] / f"lowers_{mode}")
+    assert len(losses) == 12
+    assert losses[-1] < 0.8 * losses[0], losses
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_resume_after_an_epoch_equals_the_uninterrupted_run(workspace, mode):
+    """Momentum distillation, a queue that wraps and ITM negatives drawn in every step: stopped after epoch 1
+    and resumed, the weights, the momentum copy, the queue and the ITM generator equal a run that never stopped."""
+    common = ["--batch_size", "3", "--epochs", "2", "--queue_size", "9", "--alpha", "0.4", "--momentum", "0.9",
+              *MODES[mode]]
+    run(build_config(flags(workspace, f"whole_{mode}", *common)))
+    run(build_config(flags(workspace, f"stopped_{mode}", *common, "--max_steps", "2")))
+    stopped = workspace[0] / f"stopped_{mode}" / "checkpoint_latest.pt"
+    first = read_checkpoint(stopped)
+    assert (first["epoch"], first["batch_in_epoch"]) == (0, 2)
+    run(build_config(flags(workspace, f"stopped_{mode}", *common, "--resume", str(stopped))))
+    whole = read_checkpoint(workspace[0] / f"whole_{mode}" / "checkpoint_latest.pt")
+    resumed = read_checkpoint(stopped)
+    assert resumed["global_step"] == whole["global_step"] == 4
+    trained = whole["state_dict"]
+    assert ("net.blip.visual.cls_token" in trained) == (mode == "full") and "net.global_prompts" in trained
+    for name in trained:
+        assert torch.equal(resumed["state_dict"][name], trained[name]), name
+        assert not torch.equal(first["state_dict"][name], trained[name]) or "itm_head" in name, name
+    for part in ("momentum", "queue"):
+        for name, value in whole["objective"][part].items():
+            assert torch.equal(resumed["objective"][part][name], value), (part, name)
+    assert int(whole["objective"]["queue"]["filled"]) == 9 and int(whole["objective"]["queue"]["ptr"]) == 3
+    assert torch.equal(resumed["rng"][0]["itm_generator"], whole["rng"][0]["itm_generator"])
+
+
+def test_evaluation_reports_itc_and_itm_reranked_tables(workspace, capsys):
+    root = workspace[0]
+    run(build_config(flags(workspace, "rerank", "--batch_size", "3", "--epochs", "1", "--do_eval", "1",
+                           "--itm_rerank", "4")))
+    printed = capsys.readouterr().out
+    metrics = json.loads((root / "rerank" / "eval_metrics.json").read_text())
+    itc, reranked = "DGL-BLIP ITC", "DGL-BLIP ITC + ITM re-rank of the top 4"
+    assert list(metrics)[:2] == [itc, reranked]
+    for label in (itc, reranked):
+        assert set(metrics[label]) == {"t2v", "v2t"}
+        assert f"| {label} " in printed  # both rows of the printed table
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--gradient_accumulation_steps", "2"], "--gradient_accumulation_steps 2 (chunked encoding) is exact for the ITC only"),
+    (["--gradient_accumulation_steps", "2", "--itm_weight", "0"], "--model dgl_blip trains one whole batch per step"),
+    (["--shared_latent_space", "linear"], "--shared_latent_space does not apply to --model dgl_blip"),
+    (["--visual_output_type", "average_global_prompt"], "--model dgl_blip pools with --visual_output_type"),
+    (["--alpha", "1.5"], "--alpha 1.5: must be <= 1"),
+])
+def test_flags_dgl_blip_cannot_run_are_refused_in_one_line(workspace, extra, message):
+    with pytest.raises(SystemExit) as err:
+        build_config(flags(workspace, "refused", *extra))
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_blip_flags_are_refused_for_dgl(workspace):
+    args = [a for a in flags(workspace, "refused", "--itm_rerank", "4") if a not in ("--model", "dgl_blip")]
+    with pytest.raises(SystemExit, match="--itm_rerank does not apply to --model dgl"):
+        build_config(args)
+    blip_on_clip = [*flags(workspace, "refused")]
+    blip_on_clip[blip_on_clip.index("blip")] = "openai-clip"
+    with pytest.raises(SystemExit, match="--model dgl_blip runs on BLIP: pass --backbone blip"):
+        build_config(blip_on_clip)
