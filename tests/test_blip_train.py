@@ -5,13 +5,20 @@ lower the loss and resume exactly (momentum copy, queue and the ITM generator in
 import csv
 import json
 
+from pathlib import Path
+
 import pytest
 import torch
 
+import retrieve
+from dataloaders.frames import read_eval_frames
+from models.backbones import get_tokenizer
 from models.checkpoint import read_checkpoint
+from models.factory import load_dgl
 from tests.blip_files import write_hf_folder
 from tests.layouts import make_msrvtt
 from tests.test_blip_runs import FRAMES, SIZE, TEST_PAIRS
+from tests.test_train import torchrun
 from utils.config import build_config
 from utils.run import run
 
@@ -88,17 +95,65 @@ def test_resume_after_an_epoch_equals_the_uninterrupted_run(workspace, mode):
     assert torch.equal(resumed["rng"][0]["itm_generator"], whole["rng"][0]["itm_generator"])
 
 
-def test_evaluation_reports_itc_and_itm_reranked_tables(workspace, capsys):
-    root = workspace[0]
+ITC, RERANKED = "DGL-BLIP ITC", "DGL-BLIP ITC + ITM re-rank of the top 4"
+
+
+@pytest.fixture(scope="module")
+def fine_tuned(workspace):
+    """A full fine-tuning run of one epoch, evaluated with --itm_rerank 4 at its end; its checkpoint."""
     run(build_config(flags(workspace, "rerank", "--batch_size", "3", "--epochs", "1", "--do_eval", "1",
-                           "--itm_rerank", "4")))
-    printed = capsys.readouterr().out
-    metrics = json.loads((root / "rerank" / "eval_metrics.json").read_text())
-    itc, reranked = "DGL-BLIP ITC", "DGL-BLIP ITC + ITM re-rank of the top 4"
-    assert list(metrics)[:2] == [itc, reranked]
-    for label in (itc, reranked):
+                           "--itm_rerank", "4", *MODES["full"])))
+    return workspace[0] / "rerank"
+
+
+def evaluation_flags(workspace, out: str, checkpoint: Path) -> list[str]:
+    return flags(workspace, out, "--do_train", "0", "--do_eval", "1", "--itm_rerank", "4", "--freeze_clip", "0",
+                 "--resume", str(checkpoint))
+
+
+def test_evaluation_reports_itc_and_itm_reranked_tables(fine_tuned, workspace, capfd):
+    """An evaluation of the checkpoint prints both rows and writes what the training run's final evaluation did."""
+    run(build_config(evaluation_flags(workspace, "eval_only", fine_tuned / "checkpoint_latest.pt")))
+    printed = capfd.readouterr().out
+    metrics = json.loads((fine_tuned.parent / "eval_only" / "eval_metrics.json").read_text())
+    assert list(metrics)[:2] == [ITC, RERANKED]
+    assert metrics == {**json.loads((fine_tuned / "eval_metrics.json").read_text()), "checkpoint": metrics["checkpoint"]}
+    for label in (ITC, RERANKED):
         assert set(metrics[label]) == {"t2v", "v2t"}
         assert f"| {label} " in printed  # both rows of the printed table
+
+
+def test_two_ranks_rerank_as_one_process(fine_tuned, workspace):
+    """Encoding, video tokens and the re-ranked queries split over 2 gloo ranks give the one-process metrics."""
+    out = workspace[0] / "eval_two_ranks"
+    torchrun(2, evaluation_flags(workspace, "eval_two_ranks", fine_tuned / "checkpoint_latest.pt"))
+    two = json.loads((out / "eval_metrics.json").read_text())
+    one = json.loads((fine_tuned / "eval_metrics.json").read_text())
+    for label in (ITC, RERANKED):
+        for direction in ("t2v", "v2t"):
+            assert two[label][direction] == pytest.approx(one[label][direction]), (label, direction)
+
+
+def test_retrieve_indexes_and_searches_with_a_dgl_blip_checkpoint(fine_tuned, workspace, tmp_path, capsys):
+    """retrieve.py rebuilds DGL-BLIP (fine-tuned BLIP included) from the checkpoint and ranks by ITC cosine."""
+    cfg = workspace[1]
+    ckpt, index = fine_tuned / "checkpoint_latest.pt", tmp_path / "index"
+    assert retrieve.main(["index", "--videos", str(cfg.features_path), "--checkpoint", str(ckpt), "--out", str(index),
+                          "--workers", "0", "--device", "cpu", "--quiet"]) == 0
+    query = TEST_PAIRS["video3"]
+    capsys.readouterr()
+    assert retrieve.main(["search", "--index", str(index), query, "--top_k", "6", "--json", "--device", "cpu",
+                          "--max_words", "16"]) == 0
+    answer = json.loads(capsys.readouterr().out)["queries"][0]["results"]
+    model = load_dgl(ckpt).eval()
+    assert model.config.model == "dgl_blip" and model.config.train_backbone
+    paths = sorted(cfg.features_path.glob("*.mp4"))
+    with torch.no_grad():
+        video = torch.cat([model.encode_video(read_eval_frames(p, 4, SIZE.resolution)[0][None]) for p in paths])
+        scores = model.encode_text(get_tokenizer("blip", model.clip)([query], 16)[0])[0] @ video.t()
+    values, order = scores.sort(descending=True)
+    assert [Path(r["path"]).name for r in answer] == [paths[j].name for j in order]
+    assert [r["score"] for r in answer] == pytest.approx(values.tolist(), abs=1e-4)
 
 
 @pytest.mark.parametrize("extra, message", [
