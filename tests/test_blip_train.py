@@ -100,15 +100,16 @@ ITC, RERANKED = "DGL-BLIP ITC", "DGL-BLIP ITC + ITM re-rank of the top 4"
 
 @pytest.fixture(scope="module")
 def fine_tuned(workspace):
-    """A full fine-tuning run of one epoch, evaluated with --itm_rerank 4 at its end; its checkpoint."""
+    """A full fine-tuning run of one epoch at 40 px frames (BLIP's 32 px positions interpolated, as the recipe
+    runs 384 px weights at 224), evaluated with --itm_rerank 4 at its end; its folder."""
     run(build_config(flags(workspace, "rerank", "--batch_size", "3", "--epochs", "1", "--do_eval", "1",
-                           "--itm_rerank", "4", *MODES["full"])))
+                           "--itm_rerank", "4", "--image_resolution", "40", *MODES["full"])))
     return workspace[0] / "rerank"
 
 
 def evaluation_flags(workspace, out: str, checkpoint: Path) -> list[str]:
     return flags(workspace, out, "--do_train", "0", "--do_eval", "1", "--itm_rerank", "4", "--freeze_clip", "0",
-                 "--resume", str(checkpoint))
+                 "--image_resolution", "40", "--resume", str(checkpoint))
 
 
 def test_evaluation_reports_itc_and_itm_reranked_tables(fine_tuned, workspace, capfd):
@@ -147,9 +148,10 @@ def test_retrieve_indexes_and_searches_with_a_dgl_blip_checkpoint(fine_tuned, wo
     answer = json.loads(capsys.readouterr().out)["queries"][0]["results"]
     model = load_dgl(ckpt).eval()
     assert model.config.model == "dgl_blip" and model.config.train_backbone
+    assert model.clip.config.image_resolution == 40  # rebuilt at the size it was trained at
     paths = sorted(cfg.features_path.glob("*.mp4"))
     with torch.no_grad():
-        video = torch.cat([model.encode_video(read_eval_frames(p, 4, SIZE.resolution)[0][None]) for p in paths])
+        video = torch.cat([model.encode_video(read_eval_frames(p, 4, 40)[0][None]) for p in paths])
         scores = model.encode_text(get_tokenizer("blip", model.clip)([query], 16)[0])[0] @ video.t()
     values, order = scores.sort(descending=True)
     assert [Path(r["path"]).name for r in answer] == [paths[j].name for j in order]

@@ -135,4 +135,4 @@ def test_msrvtt_blip_script_runs_the_tokenmix_recipe_on_dgl_blip(stub_venv, tmp_
         (pytest.approx(1e-5), 0.05, 6, 8, 0.0)
     blip = train.blip_loss
     assert (blip.queue_size, blip.alpha, blip.momentum, blip.itm_weight) == (57600, 0.4, 0.995, 1.0)
-    assert (evaluation.itm_rerank, cfg.data.max_words, train.seed) == (128, 35, 7)
+    assert (evaluation.itm_rerank, cfg.data.max_words, cfg.flags["image_resolution"], train.seed) == (128, 35, 224, 7)

@@ -276,11 +276,8 @@ def data_config(args: argparse.Namespace, model: DGLConfig) -> DataConfig:
 
 
 def with_resolution(cfg: RunConfig, backbone_resolution: int) -> DataConfig:
-    """The data config at the backbone's input size; an explicit other ``--image_resolution`` is an error."""
-    asked = cfg.flags.get("image_resolution")
-    if asked is not None and asked != backbone_resolution:
-        raise SystemExit(f"--image_resolution {asked}: the backbone {cfg.clip_name} takes {backbone_resolution} px "
-                         "frames; drop the flag or pass that value")
+    """The data config at the built backbone's input size (``--image_resolution`` went to
+    ``models.factory.create_model``, which resizes a backbone that can be resized and refuses otherwise)."""
     return dataclasses.replace(cfg.data, image_resolution=backbone_resolution)
 
 

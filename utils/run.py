@@ -43,7 +43,8 @@ def seed_everything(seed: int) -> None:
 def build_model(cfg: RunConfig, device: torch.device) -> tuple[DGL | MeanPoolCLIP, dict, Preprocess]:
     """The model of the configs (`models.factory.create_model`): returns it, the backbone's identity (name,
     file, SHA256) and its preprocessing."""
-    built = create_model(cfg.model.backbone, cfg.clip_name, cfg.clip_dir, cfg.model, cfg.baseline, cfg.clip_activation)
+    built = create_model(cfg.model.backbone, cfg.clip_name, cfg.clip_dir, cfg.model, cfg.baseline, cfg.clip_activation,
+                         image_resolution=cfg.flags.get("image_resolution"))
     backbone = {"name": cfg.clip_name, "file": built.weights.name, "sha256": file_sha256(built.weights)}
     model = built.model
     if cfg.baseline:
