@@ -147,7 +147,8 @@ def compact_checkpoint(model: DGL, backbone: dict, **training_state: Any) -> dic
         "format": COMPACT_FORMAT,
         "dgl_config": model.config.to_dict(),
         "prompt_layers": model.prompt_layers,
-        "backbone": {**backbone, "fingerprint": model.backbone_fingerprint, "config": dataclasses.asdict(model.clip.config)},
+        "backbone": {**backbone, "fingerprint": model.backbone_fingerprint,
+                     "config": dataclasses.asdict(model.clip.config)},
         "state_dict": state,
         "tensor_sha256": tensor_hashes(state),
         **training_state,
@@ -184,7 +185,8 @@ def load_compact_state(model: DGL, ckpt: dict, source: str = "<checkpoint>") -> 
 
 # DGLConfig fields a trained checkpoint fixes -> the official flag that sets them (T: frame-specific variants only).
 SIZE_FLAGS = {
-    "backbone": "--backbone", "model": "--model", "shared_latent_space": "--shared_latent_space", "text_prompt_length": "--text_prompt_length",
+    "backbone": "--backbone", "model": "--model",
+    "shared_latent_space": "--shared_latent_space", "text_prompt_length": "--text_prompt_length",
     "local_prompt_length": "--local_each_frame_prompt_length", "global_prompt_length": "--global_visual_prompt_length",
     "prompt_layers": "--unified_transformer_layers",
 }

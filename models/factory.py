@@ -67,7 +67,8 @@ def create_model(
     """The frozen ``backbone`` (a `models.backbones.BACKBONES` name) from ``pretrained`` (a name or path its
     entry resolves, looked up in ``pretrained_dir``; or weights already in memory, named ``source`` in errors,
     built as ``backbone_config`` says or, without one, as their shapes say),
-    with the model of ``dgl_config`` (``MODELS[dgl_config.model]``; default: DGL of the official sizes) on top, or the zero-shot ``baseline``
+    with the model of ``dgl_config`` (``MODELS[dgl_config.model]``; default: DGL of the official sizes) on top,
+    or the zero-shot ``baseline``
     (``"meanp"``). Returns the model (CPU, as built), its tokenizer, its preprocessing and the weights' file.
     ``activation``: --clip_activation, for files that do not record theirs. ``image_resolution``
     (--image_resolution): frames of another size than the weights', for a backbone whose entry can ``resize``.
@@ -85,8 +86,9 @@ def create_model(
     native = net.config.image_resolution
     if image_resolution is not None and image_resolution != native:
         if entry.resize is None:
-            raise ValueError(f"--image_resolution {image_resolution}: the backbone {source if weights is None else weights} "
-                             f"takes {native} px frames; drop the flag or pass that value")
+            name = source if weights is None else weights
+            raise ValueError(f"--image_resolution {image_resolution}: the backbone {name} takes {native} px frames; "
+                             "drop the flag or pass that value")
         net = entry.resize(net, image_resolution)
     config = dgl_config or DGLConfig(backbone=backbone)
     model = MeanPoolCLIP(net) if baseline else MODELS[config.model](net, config)
@@ -180,7 +182,8 @@ def _compact_model(ckpt: dict, source: str, clip_name: str | None, clip_dir: str
         raise ValueError(f"{source}: no backbone name inside; pass --pretrained_clip_name")
     activation = backbone.get("config", {}).get("activation")  # as trained; absent in older checkpoints: the file's
     resolution = backbone.get("config", {}).get("image_resolution")  # as trained (BLIP may run resized)
-    model = create_model(config.backbone, name, clip_dir, config, activation=activation, image_resolution=resolution).model
+    model = create_model(config.backbone, name, clip_dir, config, activation=activation,
+                         image_resolution=resolution).model
     load_compact_state(model, ckpt, source=source)
     return model
 

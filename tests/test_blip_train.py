@@ -118,7 +118,8 @@ def test_evaluation_reports_itc_and_itm_reranked_tables(fine_tuned, workspace, c
     printed = capfd.readouterr().out
     metrics = json.loads((fine_tuned.parent / "eval_only" / "eval_metrics.json").read_text())
     assert list(metrics)[:2] == [ITC, RERANKED]
-    assert metrics == {**json.loads((fine_tuned / "eval_metrics.json").read_text()), "checkpoint": metrics["checkpoint"]}
+    at_training_end = json.loads((fine_tuned / "eval_metrics.json").read_text())
+    assert metrics == {**at_training_end, "checkpoint": metrics["checkpoint"]}
     for label in (ITC, RERANKED):
         assert set(metrics[label]) == {"t2v", "v2t"}
         assert f"| {label} " in printed  # both rows of the printed table
@@ -159,7 +160,8 @@ def test_retrieve_indexes_and_searches_with_a_dgl_blip_checkpoint(fine_tuned, wo
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--gradient_accumulation_steps", "2"], "--gradient_accumulation_steps 2 (chunked encoding) is exact for the ITC only"),
+    (["--gradient_accumulation_steps", "2"],
+     "--gradient_accumulation_steps 2 (chunked encoding) is exact for the ITC only"),
     (["--gradient_accumulation_steps", "2", "--itm_weight", "0"], "--model dgl_blip trains one whole batch per step"),
     (["--shared_latent_space", "linear"], "--shared_latent_space does not apply to --model dgl_blip"),
     (["--visual_output_type", "average_global_prompt"], "--model dgl_blip pools with --visual_output_type"),

@@ -64,7 +64,8 @@ class TrainStep:
 
     ``net`` runs the forward (the DDP wrapper, or another encoder such as the benchmark's masked-attention
     reference); ``model`` is the DGL itself. ``loss`` is a features loss (``models.losses.LOSSES``) or a
-    ``BatchObjective``, which runs the forward itself (``net`` then wraps the objective: `forward_module`). Nothing here reads a value back to the host, so a step never waits
+    ``BatchObjective``, which runs the forward itself (``net`` then wraps the objective: `forward_module`).
+    Nothing here reads a value back to the host, so a step never waits
     on the device: the loss and the gradient norm come back as tensors. ``allow_tf32``: TF32 for the fp32 matrix
     products of forward and backward (training's ``--tf32`` default, so the benchmark times what training runs).
     """
