@@ -176,6 +176,9 @@ class DGL(nn.Module):
         layers = resolve_prompt_layers(cfg.prompt_layers, ccfg.vision_layers, ccfg.text_layers)
         self.config, self.prompt_layers = cfg, layers
         self.clip = clip.requires_grad_(False)
+        # What our checkpoints identify the backbone by: the weights the model was built on, so that a checkpoint
+        # of a fine-tuned backbone (--freeze_clip 0) still names the file it started from.
+        self.backbone_fingerprint = backbone_fingerprint(clip)
         width = ccfg.vision_width
         self.global_prompts = nn.Parameter(
             uniform_prompt_init_(torch.empty(cfg.global_prompt_length, width), ccfg.vision_patch_size, width)
@@ -196,11 +199,6 @@ class DGL(nn.Module):
 
     def trainable_parameters(self) -> dict[str, nn.Parameter]:
         return {name: p for name, p in self.named_parameters() if p.requires_grad}
-
-    @property
-    def backbone_fingerprint(self) -> str:
-        """What our checkpoints identify the backbone by (models.checkpoint.backbone_fingerprint)."""
-        return backbone_fingerprint(self.clip)
 
     def prompts(self) -> Prompts:
         return self.prompt_generator()
