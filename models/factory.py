@@ -135,7 +135,7 @@ def load_dgl(
     pretrained_clip_name: str | None = None,
     pretrained_dir: str | os.PathLike | None = None,
     **config_overrides: Any,
-) -> DGL:
+) -> DGL | DGLBlipModel:
     """A DGL (CPU, train mode as built) from our compact checkpoint or an official one.
 
     ``config_overrides`` take `DGLConfig` field names; None means "not given". ``pretrained_clip_name``

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import retrieve
+import visualize
 from dataloaders.frames import read_eval_frames
 from models.backbones import get_tokenizer
 from models.checkpoint import read_checkpoint
@@ -157,6 +158,15 @@ def test_retrieve_indexes_and_searches_with_a_dgl_blip_checkpoint(fine_tuned, wo
     values, order = scores.sort(descending=True)
     assert [Path(r["path"]).name for r in answer] == [paths[j].name for j in order]
     assert [r["score"] for r in answer] == pytest.approx(values.tolist(), abs=1e-4)
+
+
+def test_visualize_refuses_a_dgl_blip_checkpoint(fine_tuned, workspace, tmp_path, capsys):
+    video = next(workspace[1].features_path.glob("*.mp4"))
+    assert visualize.main(["--checkpoint", str(fine_tuned / "checkpoint_latest.pt"), "--video", str(video),
+                           "--out", str(tmp_path / "map.png"), "--device", "cpu"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "a --model dgl_blip checkpoint; visualize.py draws the attention of --model dgl only" in error
+    assert len(error.splitlines()) == 1 and not (tmp_path / "map.png").exists()
 
 
 @pytest.mark.parametrize("extra, message", [
