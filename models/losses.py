@@ -30,6 +30,16 @@ def gather_with_grad(x: Tensor) -> Tensor:
     return torch.cat(parts)
 
 
+def replicated(param: Tensor, world_size: int) -> Tensor:
+    """``param`` in value (exactly), its gradient divided by ``world_size``: for a parameter every rank uses in
+    the same computation on the gathered batch, so that DDP's average of the world-size-scaled loss gives its
+    gradient once, not ``world_size`` times."""
+    if world_size == 1:
+        return param
+    frozen = param.detach()
+    return frozen + (param - frozen) / world_size
+
+
 def cosine_logits(logit_scale: Tensor, text_features: Tensor, video_features: Tensor) -> Tensor:
     """CLIP's temperature times the cosine similarity, in fp32: ``[N_text, N_video]``."""
     text_features = F.normalize(text_features.float(), dim=-1)

@@ -96,6 +96,22 @@ def test_resume_after_an_epoch_equals_the_uninterrupted_run(workspace, mode):
     assert torch.equal(resumed["rng"][0]["itm_generator"], whole["rng"][0]["itm_generator"])
 
 
+def test_two_ranks_train_as_one_process_without_itm(workspace):
+    """ITC with momentum distillation and the queue over the gathered batch: 2 gloo ranks of 3 (DDP around the
+    objective, the unused ITM head allowed) take the steps of one process on the global batch of 6."""
+    common = ["--epochs", "2", "--queue_size", "9", "--alpha", "0.4", "--momentum", "0.9", "--itm_weight", "0",
+              *MODES["full"]]
+    run(build_config(flags(workspace, "ddp_single", "--batch_size", "6", *common)))
+    torchrun(2, flags(workspace, "ddp_two", "--batch_size", "3", *common))
+    one, two = (read_checkpoint(workspace[0] / out / "checkpoint_latest.pt") for out in ("ddp_single", "ddp_two"))
+    assert one["global_step"] == two["global_step"] == 2
+    for name, value in one["state_dict"].items():
+        torch.testing.assert_close(two["state_dict"][name], value, atol=2e-6, rtol=0, msg=name)
+    for name, value in one["objective"]["queue"].items():
+        torch.testing.assert_close(two["objective"]["queue"][name], value, atol=2e-6, rtol=0, msg=name)
+    assert (int(two["objective"]["queue"]["filled"]), int(two["objective"]["queue"]["ptr"])) == (9, 3)  # wrapped
+
+
 ITC, RERANKED = "DGL-BLIP ITC", "DGL-BLIP ITC + ITM re-rank of the top 4"
 
 

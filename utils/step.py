@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from models.dgl import DGL
-from models.losses import BatchObjective
+from models.losses import BatchObjective, replicated
 
 
 BF16_NATIVE_CAPABILITY = (8, 0)  # Ampere: bf16 tensor cores; before it, bf16 is emulated (no tensor cores)
@@ -167,13 +167,3 @@ class TrainStep:
 def forward_module(model: nn.Module, loss: nn.Module) -> nn.Module:
     """What a step's forward runs, and DDP wraps: the objective when it runs the forward itself, else the model."""
     return loss if isinstance(loss, BatchObjective) else model
-
-
-def replicated(param: Tensor, world_size: int) -> Tensor:
-    """``param`` in value (exactly), its gradient divided by ``world_size``: for a parameter every rank uses in
-    the same computation on the gathered batch, so that DDP's average of the world-size-scaled loss gives its
-    gradient once, not ``world_size`` times."""
-    if world_size == 1:
-        return param
-    frozen = param.detach()
-    return frozen + (param - frozen) / world_size

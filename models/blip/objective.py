@@ -9,7 +9,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from ..losses import BatchObjective, gather_with_grad
+from ..losses import BatchObjective, gather_with_grad, replicated
 from .dgl_video import DGLBlip
 from .formats import BlipLoadError, momentum_encoders
 from .losses import (BlipLossConfig, FeatureQueue, MomentumEncoder, clamp_temperature_, gather_with_summed_grad,
@@ -97,10 +97,12 @@ class DGLBlipObjective(BatchObjective):
             with torch.no_grad():
                 keys = (self.momentum.model.encode_text(input_ids, attention_mask),
                         self.momentum.model.encode_video(video))
-        losses = {"itc": itc_loss(text, video_feat, temp, video_ids, keys, self.queue if keys else None, alpha)}
+        world = dist.get_world_size() if dist.is_initialized() else 1
+        # Every rank computes the whole global ITC with the temperature: its gradient must count once.
+        losses = {"itc": itc_loss(text, video_feat, replicated(temp, world), video_ids, keys,
+                                  self.queue if keys else None, alpha)}
         if keys is not None:
             self.queue.enqueue(gather_with_grad(keys[0]), gather_with_grad(keys[1]), gather_with_grad(video_ids))
-        world = dist.get_world_size() if dist.is_initialized() else 1
         loss, backward = losses["itc"], world * losses["itc"]
         if cfg.itm_weight:
             losses["itm"] = self.itm(input_ids, attention_mask, text, video_feat, tokens, video_ids, temp)
