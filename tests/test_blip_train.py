@@ -192,6 +192,8 @@ def test_visualize_refuses_a_dgl_blip_checkpoint(fine_tuned, workspace, tmp_path
     (["--shared_latent_space", "linear"], "--shared_latent_space does not apply to --model dgl_blip"),
     (["--visual_output_type", "average_global_prompt"], "--model dgl_blip pools with --visual_output_type"),
     (["--alpha", "1.5"], "--alpha 1.5: must be <= 1"),
+    (["--do_train", "0", "--do_eval", "1", "--baseline", "meanp", "--itm_rerank", "4"],
+     "--itm_rerank re-ranks with DGL-BLIP's ITM head: drop it with --baseline"),
 ])
 def test_flags_dgl_blip_cannot_run_are_refused_in_one_line(workspace, extra, message):
     with pytest.raises(SystemExit) as err:

@@ -242,6 +242,8 @@ def check_model_flags(args: argparse.Namespace, given: set[str]) -> None:
     if wrong:
         raise SystemExit(f"{wrong[0]} does not apply to --model {args.model}"
                          + ("" if blip else " (it is a --model dgl_blip flag)"))
+    if blip and args.baseline and args.itm_rerank:
+        raise SystemExit("--itm_rerank re-ranks with DGL-BLIP's ITM head: drop it with --baseline")
     if blip:
         try:
             check_gradient_caching(args.gradient_accumulation_steps, args.itm_weight)
