@@ -29,7 +29,11 @@ from utils.flags import add_backbone_flags, add_model_flags, model_overrides
 
 # -------------------------------------------------------------------------------------------- model
 def load_model(args: argparse.Namespace) -> DGL:
-    return load_dgl(args.checkpoint, args.pretrained_clip_name, args.pretrained_dir, **model_overrides(vars(args)))
+    model = load_dgl(args.checkpoint, args.pretrained_clip_name, args.pretrained_dir, **model_overrides(vars(args)))
+    if not isinstance(model, DGL):  # the attention maps follow DGL's prompted token layout
+        raise SystemExit(f"{args.checkpoint}: a --model {model.config.model} checkpoint; visualize.py draws the "
+                         "attention of --model dgl only")
+    return model
 
 
 # --------------------------------------------------------------------------------------------- main

@@ -265,7 +265,7 @@ class Retriever:
         """Unit query vectors ``[Q, E]`` against the gallery: one ``[Q, N]`` product and a top-k."""
         gallery = self._require_gallery()
         scores, order = (queries_unit.to(self.device) @ self._gallery_unit.t()).topk(min(k, len(gallery)), dim=1)
-        scale = float(self.model.clip.logit_scale.float().exp())
+        scale = float(self.model.clip.logit_scale.detach().float().exp())
         return [
             [Hit(str(gallery.root / gallery.stamps[j].rel), s, scale * s) for s, j in zip(row_scores, row_order)]
             for row_scores, row_order in zip(scores.cpu().tolist(), order.cpu().tolist())

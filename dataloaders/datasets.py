@@ -16,7 +16,9 @@ def collate_trimmed(items: list[dict]) -> dict:
     would be copied through pageable memory, which makes the host wait for the GPU)."""
     batch = default_collate(items)
     if "input_ids" in batch:
-        batch["input_ids"] = batch["input_ids"][:, : int(batch["input_mask"].sum(dim=-1).max())].contiguous()
+        width = int(batch["input_mask"].sum(dim=-1).max())
+        batch["input_ids"] = batch["input_ids"][:, :width].contiguous()
+        batch["input_mask"] = batch["input_mask"][:, :width].contiguous()
     return batch
 
 

@@ -9,6 +9,7 @@ backbone's libraries, so that ``models/dgl.py`` can read it.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -84,3 +85,13 @@ class Backbone(Protocol):
     def encode_image(self, images: torch.Tensor) -> torch.Tensor: ...
 
     def state_dict(self) -> dict[str, torch.Tensor]: ...
+
+
+def backbone_fingerprint(clip: Backbone) -> str:
+    """A short hash of the frozen weights (its ``fingerprint_keys``): identifies the backbone without hashing
+    150 M parameters."""
+    h = hashlib.sha256()
+    state = clip.state_dict()
+    for name in clip.fingerprint_keys:
+        h.update(state[name].detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]

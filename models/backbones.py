@@ -51,6 +51,9 @@ class BackboneEntry:
     video_flops: Callable[..., tuple[int, int]]  # (forward, backward) FLOPs of encoding videos (models/flops.py)
     text_flops: Callable[..., tuple[int, int]]
     context_length: int  # text positions of the named models (--max_words at most this; flags are checked against it)
+    # (backbone, --image_resolution) -> the backbone for frames of that size (BLIP: positions interpolated); None:
+    # the backbone takes its own size only
+    resize: Callable[[Backbone, int], Backbone] | None = None
 
 
 def _load_clip(path: Path, activation: str | None) -> CLIP:
@@ -75,7 +78,7 @@ BACKBONES: dict[str, BackboneEntry] = {
     "blip": BackboneEntry(
         resolve=blip_entry.resolve, load=blip_entry.load, from_state_dict=blip_entry.from_state_dict,
         tokenizer=blip_entry.tokenizer, mean=BLIP_MEAN, std=BLIP_STD, official_prefix="clip.",
-        context_length=512, video_flops=video_flops, text_flops=blip_entry.dgl_text_flops,
+        context_length=512, video_flops=video_flops, text_flops=blip_entry.dgl_text_flops, resize=blip_entry.resize,
     ),
 }
 

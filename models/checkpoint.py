@@ -7,14 +7,13 @@ state for an exact resume.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 from typing import Any
 
 import torch
 
 from .checkpoint_file import CheckpointError, atomic_save, check_finite, read_checkpoint, tensor_hashes, verify_tensor_hashes
-from .backbone import DEFAULT_BACKBONE, Backbone
+from .backbone import DEFAULT_BACKBONE, backbone_fingerprint
 from .backbones import get_backbone
 from .dgl import DGL
 from .prompts import PROMPT_GENERATORS
@@ -140,16 +139,6 @@ def export_official_checkpoint(model: DGL, path: str | os.PathLike, epoch: int =
 
 
 # ---------------------------------------------------------------------------------- our format
-def backbone_fingerprint(clip: Backbone) -> str:
-    """A short hash of the frozen weights (its ``fingerprint_keys``): identifies the backbone without hashing
-    150 M parameters."""
-    h = hashlib.sha256()
-    state = clip.state_dict()
-    for name in clip.fingerprint_keys:
-        h.update(state[name].detach().float().cpu().numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
 def compact_checkpoint(model: DGL, backbone: dict, **training_state: Any) -> dict:
     """Our format: trainable tensors (with a SHA256 each) + configs + backbone identity (+ optimizer,
     scheduler, RNG, … for resume)."""
@@ -158,7 +147,8 @@ def compact_checkpoint(model: DGL, backbone: dict, **training_state: Any) -> dic
         "format": COMPACT_FORMAT,
         "dgl_config": model.config.to_dict(),
         "prompt_layers": model.prompt_layers,
-        "backbone": {**backbone, "fingerprint": backbone_fingerprint(model.clip), "config": dataclasses.asdict(model.clip.config)},
+        "backbone": {**backbone, "fingerprint": model.backbone_fingerprint,
+                     "config": dataclasses.asdict(model.clip.config)},
         "state_dict": state,
         "tensor_sha256": tensor_hashes(state),
         **training_state,
@@ -171,11 +161,11 @@ def is_compact_checkpoint(ckpt: Any) -> bool:
 
 def load_compact_state(model: DGL, ckpt: dict, source: str = "<checkpoint>") -> None:
     """Copy a compact checkpoint's tensors into ``model``, refusing another backbone or another shape."""
-    if ckpt["backbone"]["fingerprint"] != backbone_fingerprint(model.clip):
+    if ckpt["backbone"]["fingerprint"] != model.backbone_fingerprint:
         raise ValueError(
             f"{source}: trained on backbone {ckpt['backbone'].get('name', '?')} "
             f"(fingerprint {ckpt['backbone']['fingerprint']}), but the loaded CLIP differs "
-            f"(fingerprint {backbone_fingerprint(model.clip)}); pass the same --pretrained_clip_name/--pretrained_dir"
+            f"(fingerprint {model.backbone_fingerprint}); pass the same --pretrained_clip_name/--pretrained_dir"
         )
     verify_tensor_hashes(ckpt["state_dict"], ckpt.get("tensor_sha256"), source)
     check_finite(ckpt["state_dict"], source)
@@ -195,7 +185,8 @@ def load_compact_state(model: DGL, ckpt: dict, source: str = "<checkpoint>") -> 
 
 # DGLConfig fields a trained checkpoint fixes -> the official flag that sets them (T: frame-specific variants only).
 SIZE_FLAGS = {
-    "backbone": "--backbone", "shared_latent_space": "--shared_latent_space", "text_prompt_length": "--text_prompt_length",
+    "backbone": "--backbone", "model": "--model",
+    "shared_latent_space": "--shared_latent_space", "text_prompt_length": "--text_prompt_length",
     "local_prompt_length": "--local_each_frame_prompt_length", "global_prompt_length": "--global_visual_prompt_length",
     "prompt_layers": "--unified_transformer_layers",
 }

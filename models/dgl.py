@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .backbone import DEFAULT_BACKBONE, Backbone, PromptableBlock, SplitAttention
+from .backbone import DEFAULT_BACKBONE, Backbone, PromptableBlock, SplitAttention, backbone_fingerprint
 from .losses import cosine_logits
 from .prompts import PROMPT_GENERATORS, Prompts, uniform_prompt_init_
 
@@ -39,6 +39,10 @@ POOLED_OUTPUT_TYPES = (
 # ``global-local-feature`` returns [B, 1 + T, E] token features for analysis; it has no similarity
 # (the official similarity crashes on it), so it cannot be the model's training/eval output type.
 VISUAL_OUTPUT_TYPES = POOLED_OUTPUT_TYPES + ("global-local-feature",)
+# --model: "dgl" (this module's DGL, any backbone) or "dgl_blip" (models/blip/dgl_model.py: BLIP with global
+# prompts and global-local attention only, trained with BLIP's ITC + ITM); models.factory.MODELS builds each.
+MODELS = ("dgl", "dgl_blip")
+DGL_BLIP_POOLINGS = ("global_prompt0", "average_frame_cls_token")  # DGL's rule; tokenmix's frame mean
 
 
 @dataclass
@@ -54,8 +58,18 @@ class DGLConfig:
     prompt_layers: int | None = None  # --unified_transformer_layers; None: every layer (`resolve_prompt_layers`)
     visual_output_type: str = "global_prompt0"
     backbone: str = DEFAULT_BACKBONE  # --backbone: a name in models.backbones.BACKBONES
+    model: str = "dgl"  # --model: a name in MODELS
+    train_backbone: bool = False  # --freeze_clip 0: the backbone trains too (its tensors are then in checkpoints)
 
     def __post_init__(self):
+        if self.model not in MODELS:
+            raise ValueError(f"--model must be one of {MODELS}, got {self.model!r}")
+        if self.model == "dgl_blip":
+            if self.backbone != "blip":
+                raise ValueError(f"--model dgl_blip runs on BLIP: pass --backbone blip (given: {self.backbone!r})")
+            if self.visual_output_type not in DGL_BLIP_POOLINGS:
+                raise ValueError(f"--model dgl_blip pools with --visual_output_type {' or '.join(DGL_BLIP_POOLINGS)}, "
+                                 f"got {self.visual_output_type!r}")
         if self.shared_latent_space not in SHARED_LATENT_SPACES:
             raise ValueError(f"shared_latent_space must be one of {SHARED_LATENT_SPACES}, got {self.shared_latent_space!r}")
         if self.visual_output_type not in POOLED_OUTPUT_TYPES:
@@ -66,7 +80,13 @@ class DGLConfig:
         for name in ("max_frames", "text_prompt_length", "local_prompt_length", "global_prompt_length"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        PROMPT_GENERATORS[self.shared_latent_space].check_config(self)
+        if self.model == "dgl":  # DGL-BLIP has no shared latent space: its generator's sizes do not apply
+            PROMPT_GENERATORS[self.shared_latent_space].check_config(self)
+
+    @property
+    def label(self) -> str:
+        """The name its metrics are reported under."""
+        return "DGL-BLIP" if self.model == "dgl_blip" else f"DGL-{self.shared_latent_space}"
 
     @property
     def frame_specific_prompts(self) -> bool:
@@ -202,7 +222,10 @@ def check_output_type(output_type: str) -> str:
 
 
 class DGL(nn.Module):
-    """The DGL retrieval model. Only the prompt generator and the global prompts train."""
+    """The DGL retrieval model. Only the prompt generator and the global prompts train (and, with
+    ``config.train_backbone``, the backbone: models.factory.create_model sets it)."""
+
+    objective = "contrastive"  # its training objective, a name in models.objectives.OBJECTIVES
 
     def __init__(self, clip: Backbone, config: DGLConfig):
         super().__init__()
@@ -212,6 +235,9 @@ class DGL(nn.Module):
         layers = resolve_prompt_layers(cfg.prompt_layers, ccfg.vision_layers, ccfg.text_layers)
         self.config, self.prompt_layers = cfg, layers
         self.clip = clip.requires_grad_(False)
+        # What our checkpoints identify the backbone by: the weights the model was built on, so that a checkpoint
+        # of a fine-tuned backbone (--freeze_clip 0) still names the file it started from.
+        self.backbone_fingerprint = backbone_fingerprint(clip)
         width = ccfg.vision_width
         self.global_prompts = nn.Parameter(
             uniform_prompt_init_(torch.empty(cfg.global_prompt_length, width), ccfg.vision_patch_size, width)

@@ -23,10 +23,13 @@ from .checkpoint import (
     backbone_state_from_official, is_compact_checkpoint, load_compact_state, load_official_state, official_state,
 )
 from .checkpoint_file import read_checkpoint
+from .blip.dgl_model import DGLBlipModel
 from .dgl import DGL, DGLConfig
 from .prompts import PROMPT_GENERATORS
 
 BASELINES = ("meanp",)
+# DGLConfig.model -> the class built on the backbone (both take (backbone, config)).
+MODELS = {"dgl": DGL, "dgl_blip": DGLBlipModel}
 
 CONFIG_FIELDS = tuple(f.name for f in dataclasses.fields(DGLConfig))
 # Compact checkpoints fix every size; only these may differ from the stored config (T: linear variant only).
@@ -44,7 +47,7 @@ class Preprocess:
 
 
 class CreatedModel(NamedTuple):
-    model: DGL | MeanPoolCLIP
+    model: DGL | DGLBlipModel | MeanPoolCLIP
     tokenizer: Tokenizer | None  # None: the backbone's vocabulary is a file beside weights that came from memory
     preprocess: Preprocess
     weights: Path | None  # the backbone's file (None: built from weights in memory)
@@ -59,13 +62,16 @@ def create_model(
     activation: str | None = None,
     source: str = "<state dict>",
     backbone_config: Any = None,
+    image_resolution: int | None = None,
 ) -> CreatedModel:
     """The frozen ``backbone`` (a `models.backbones.BACKBONES` name) from ``pretrained`` (a name or path its
     entry resolves, looked up in ``pretrained_dir``; or weights already in memory, named ``source`` in errors,
     built as ``backbone_config`` says or, without one, as their shapes say),
-    with DGL of ``dgl_config`` (default: the official sizes) on top, or the zero-shot ``baseline``
+    with the model of ``dgl_config`` (``MODELS[dgl_config.model]``; default: DGL of the official sizes) on top,
+    or the zero-shot ``baseline``
     (``"meanp"``). Returns the model (CPU, as built), its tokenizer, its preprocessing and the weights' file.
-    ``activation``: --clip_activation, for files that do not record theirs.
+    ``activation``: --clip_activation, for files that do not record theirs. ``image_resolution``
+    (--image_resolution): frames of another size than the weights', for a backbone whose entry can ``resize``.
     """
     entry = get_backbone(backbone)
     if dgl_config is not None and dgl_config.backbone != backbone:
@@ -77,7 +83,17 @@ def create_model(
     else:
         weights = entry.resolve(str(pretrained), pretrained_dir)
         net = entry.load(weights, activation)
-    model = MeanPoolCLIP(net) if baseline else DGL(net, dgl_config or DGLConfig(backbone=backbone))
+    native = net.config.image_resolution
+    if image_resolution is not None and image_resolution != native:
+        if entry.resize is None:
+            name = source if weights is None else weights
+            raise ValueError(f"--image_resolution {image_resolution}: the backbone {name} takes {native} px frames; "
+                             "drop the flag or pass that value")
+        net = entry.resize(net, image_resolution)
+    config = dgl_config or DGLConfig(backbone=backbone)
+    model = MeanPoolCLIP(net) if baseline else MODELS[config.model](net, config)
+    if not baseline and config.train_backbone:
+        model.clip.requires_grad_(True)  # --freeze_clip 0
     preprocess = Preprocess(entry.mean, entry.std, net.config.image_resolution)
     return CreatedModel(model, entry.tokenizer(net), preprocess, weights)
 
@@ -119,7 +135,7 @@ def load_dgl(
     pretrained_clip_name: str | None = None,
     pretrained_dir: str | os.PathLike | None = None,
     **config_overrides: Any,
-) -> DGL:
+) -> DGL | DGLBlipModel:
     """A DGL (CPU, train mode as built) from our compact checkpoint or an official one.
 
     ``config_overrides`` take `DGLConfig` field names; None means "not given". ``pretrained_clip_name``
@@ -165,7 +181,9 @@ def _compact_model(ckpt: dict, source: str, clip_name: str | None, clip_dir: str
     if not name:
         raise ValueError(f"{source}: no backbone name inside; pass --pretrained_clip_name")
     activation = backbone.get("config", {}).get("activation")  # as trained; absent in older checkpoints: the file's
-    model = create_model(config.backbone, name, clip_dir, config, activation=activation).model
+    resolution = backbone.get("config", {}).get("image_resolution")  # as trained (BLIP may run resized)
+    model = create_model(config.backbone, name, clip_dir, config, activation=activation,
+                         image_resolution=resolution).model
     load_compact_state(model, ckpt, source=source)
     return model
 

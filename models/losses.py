@@ -30,6 +30,16 @@ def gather_with_grad(x: Tensor) -> Tensor:
     return torch.cat(parts)
 
 
+def replicated(param: Tensor, world_size: int) -> Tensor:
+    """``param`` in value (exactly), its gradient divided by ``world_size``: for a parameter every rank uses in
+    the same computation on the gathered batch, so that DDP's average of the world-size-scaled loss gives its
+    gradient once, not ``world_size`` times."""
+    if world_size == 1:
+        return param
+    frozen = param.detach()
+    return frozen + (param - frozen) / world_size
+
+
 def cosine_logits(logit_scale: Tensor, text_features: Tensor, video_features: Tensor) -> Tensor:
     """CLIP's temperature times the cosine similarity, in fp32: ``[N_text, N_video]``."""
     text_features = F.normalize(text_features.float(), dim=-1)
@@ -48,6 +58,31 @@ class SymmetricInfoNCE(nn.Module):
 
     def forward(self, text: Tensor, video: Tensor, logit_scale: Tensor) -> Tensor:
         return contrastive_loss(cosine_logits(logit_scale, gather_with_grad(text), gather_with_grad(video)))
+
+
+class BatchObjective(nn.Module):
+    """A training objective that runs the whole forward itself (a model whose loss needs more than features:
+    video ids, video tokens, momentum copies; e.g. models/blip/objective.py). Called with a batch
+    ``(input_ids, attention_mask, video, video_ids, **schedule(...))``, it returns ``{"loss": for logging,
+    "backward": what to back-propagate unscaled, ...}``. State it keeps between steps beside the model goes into
+    checkpoints: ``training_state`` (the same on every rank) and ``rank_state`` (this rank's, e.g. a sampling
+    generator)."""
+
+    def schedule(self, epoch: int, step_in_epoch: int, steps_per_epoch: int) -> dict:
+        """Keyword arguments of the forward that depend on the position in training (e.g. a warm-up)."""
+        return {}
+
+    def training_state(self) -> dict:
+        return {}
+
+    def load_training_state(self, state: dict) -> None:
+        """Restore :meth:`training_state`."""
+
+    def rank_state(self) -> dict:
+        return {}
+
+    def load_rank_state(self, state: dict) -> None:
+        """Restore :meth:`rank_state`."""
 
 
 LOSSES: dict[str, Callable[[], nn.Module]] = {"infonce": SymmetricInfoNCE}

@@ -7,8 +7,10 @@ do_train=${do_train:-1}
 do_eval=${do_eval:-0}
 launch() {
   local common=(--do_train "$do_train" --do_eval "$do_eval" --pretrained_clip_name "${CLIP:-ViT-B/32}"
-                --shared_latent_space "$shared_latent_space" --output_dir "$output_dir"
-                --optim AdamW --coef_lr 1e-3 --wd 0.2 --precision amp --freeze_clip 1 --seed 42)
+                --output_dir "$output_dir" --optim AdamW --coef_lr 1e-3 --wd 0.2 --precision amp --freeze_clip 1
+                --seed 42)
+  # DGL's variant; empty for a model without one (scripts/msrvtt_blip.sh). Recipes override the rest by flags.
+  [ -n "${shared_latent_space:-}" ] && common+=(--shared_latent_space "$shared_latent_space")
   [ -n "${CLIP_DIR:-}" ] && common+=(--pretrained_dir "$CLIP_DIR")
   [ -n "${resume:-}" ] && common+=(--resume "$resume")
   if [ "${NNODES:-1}" -gt 1 ]; then

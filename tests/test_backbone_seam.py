@@ -54,8 +54,8 @@ def test_checkpoint_without_a_backbone_name_loads_as_openai_clip(fixture_dir, tm
     """A compact checkpoint in the layout our code wrote before names were recorded loads, as OpenAI CLIP."""
     model = load_dgl(fixture_dir / "dgl_transformer_ckpt.pth.tar").eval()
     ckpt = compact_checkpoint(model, {"name": str(fixture_dir / "tiny_clip_jit.pt")})
-    assert ckpt["dgl_config"]["backbone"] == "openai-clip"  # recorded now
-    del ckpt["dgl_config"]["backbone"]
+    recorded_now = {"backbone": "openai-clip", "model": "dgl", "train_backbone": False}
+    assert {k: ckpt["dgl_config"].pop(k) for k in recorded_now} == recorded_now
     assert set(ckpt["dgl_config"]) == FIELDS_BEFORE_NAMES
     atomic_save(ckpt, tmp_path / "old.pt")
     loaded = load_dgl(tmp_path / "old.pt").eval()
@@ -213,3 +213,28 @@ def test_traits_refuse_unknown_values():
     with pytest.raises(ValueError, match="text_pooling must be one of"):
         dataclasses.replace(CLIP.traits, text_pooling="mean")
     assert isinstance(CLIP.traits, Traits) and CLIP.traits.vision_cls_index == 0
+
+
+@pytest.mark.parametrize("name", ["openai-clip", "blip"])
+def test_a_fine_tuned_backbone_reloads_from_its_checkpoint(name):
+    """--freeze_clip 0 (train_backbone): the checkpoint holds the trained backbone and names the weights the run
+    started from, so the model rebuilt from those weights takes it back (and refuses other starting weights)."""
+    backbone = tiny_backbone(name)
+    model_name = "dgl_blip" if name == "blip" else "dgl"
+    config = DGLConfig(backbone=name, model=model_name, train_backbone=True, max_frames=2)
+    built = create_model(name, backbone.state_dict(), dgl_config=config, backbone_config=backbone.config).model
+    assert all(p.requires_grad for p in built.clip.parameters())
+    with torch.no_grad():
+        for p in built.clip.parameters():  # "training" moves every backbone weight
+            p.add_(0.01)
+    ckpt = compact_checkpoint(built, {"name": "tiny"})
+    fresh = create_model(name, backbone.state_dict(), dgl_config=config, backbone_config=backbone.config).model
+    load_compact_state(fresh, ckpt)
+    for (key, trained), loaded in zip(built.state_dict().items(), fresh.state_dict().values()):
+        assert torch.equal(trained, loaded), key
+    other = tiny_backbone(name)
+    with torch.no_grad():
+        other.visual.pos_embed.add_(1.0) if name == "blip" else other.visual.positional_embedding.add_(1.0)
+    stranger = create_model(name, other.state_dict(), dgl_config=config, backbone_config=other.config).model
+    with pytest.raises(ValueError, match="but the loaded CLIP differs"):
+        load_compact_state(stranger, ckpt)

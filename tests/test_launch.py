@@ -2,11 +2,13 @@
 CUDA device each process binds. Fake environments and device counts; the shell script runs against a stub Python."""
 import hashlib
 import os
+import shlex
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from utils.config import build_config
 from utils.distributed import LaunchEnv, device_ordinal, first_host, launch_env
 from utils.runtime import relaunch_on_all_gpus
 
@@ -113,3 +115,24 @@ def test_slurm_example_runs_the_recipe_once_per_task(stub_venv, tmp_path):
     calls = [line for line in log.read_text().splitlines() if "main.py" in line]  # not the set-up's torch check
     assert len(calls) == 1, calls
     assert calls[0].startswith("DGL_GPUS=1 MASTER_ADDR=gpu11 main.py") and calls[0].endswith("--batch_size 64")
+
+
+def test_msrvtt_blip_script_runs_the_tokenmix_recipe_on_dgl_blip(stub_venv, tmp_path):
+    """scripts/msrvtt_blip.sh's command parses into DGL-BLIP full fine-tuning with the tokenmix settings (the
+    shared _launch.sh flags of DGL's variant left out, its defaults overridden by the recipe's)."""
+    log = tmp_path / "calls.txt"
+    env = {k: v for k, v in os.environ.items() if k not in ("GPUS", "NNODES", "PYTHON", "MASTER_ADDR", "EXTRA")}
+    env.update(DGL_VENV=str(stub_venv), STUB_LOG=str(log), DATA=str(tmp_path), EXTRA="--seed 7")
+    result = subprocess.run(["bash", "scripts/msrvtt_blip.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    call = log.read_text().strip().splitlines()[-1]  # the earlier lines are the venv's set-up
+    assert call.startswith("DGL_GPUS=8 MASTER_ADDR= main.py ")
+    cfg = build_config(shlex.split(call.split(" main.py ", 1)[1]))
+    model, train, evaluation = cfg.model, cfg.train, cfg.eval
+    assert (model.model, model.backbone, model.train_backbone, model.max_frames) == ("dgl_blip", "blip", True, 8)
+    assert (train.lr * train.coef_lr, train.wd, train.epochs, train.batch_size, train.warmup_proportion) == \
+        (pytest.approx(1e-5), 0.05, 6, 8, 0.0)
+    blip = train.blip_loss
+    assert (blip.queue_size, blip.alpha, blip.momentum, blip.itm_weight) == (57600, 0.4, 0.995, 1.0)
+    assert (evaluation.itm_rerank, cfg.data.max_words, cfg.flags["image_resolution"], train.seed) == (128, 35, 224, 7)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from dataloaders.config import DataConfig
+from models.blip.losses import BlipLossConfig, check_gradient_caching
 from models.dgl import DGLConfig
 from models.losses import LOSSES
 from models.pretrained import resolve_clip_path
@@ -67,7 +68,8 @@ class TrainConfig:
     tensorboard_path: str | None = None
     num_workers: int = 1  # DataLoader workers per rank (--num_thread_reader)
     seed: int = 42
-    loss: str = "infonce"  # a name in models.losses.LOSSES
+    loss: str = "infonce"  # a name in models.losses.LOSSES (--model dgl)
+    blip_loss: BlipLossConfig = BlipLossConfig()  # --model dgl_blip: --alpha, --momentum, --queue_size, --itm_weight
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,7 @@ class EvalConfig:
     qb_norm_bank_size: int = 5000
     qb_norm_beta: float = 0.87
     save_features: bool = False
+    itm_rerank: int = 0  # --model dgl_blip: re-score each query's top-K with ITM (0: ITC only)
     precision: str = "fp32"  # --eval_precision: the encoders' autocast; similarities are fp32 always
     tf32: bool = False  # --tf32 all: TF32 in the encoders too (never for the similarity matrix)
 
@@ -149,6 +152,15 @@ def build_parser() -> ArgumentParser:
       help="TF32 tensor cores for fp32 matmuls/convolutions: off; train (training steps only, the default); "
            "all (also the evaluation encoders). The similarity matrix never uses TF32")
     a("--loss", default=t.loss, choices=sorted(LOSSES), help="training loss (symmetric InfoNCE, as the paper)")
+    b = BlipLossConfig()
+    a("--itm_weight", type=float, default=b.itm_weight, help="--model dgl_blip: loss = ITC + this x ITM (0: ITC only)")
+    a("--momentum", type=float, default=b.momentum, help="--model dgl_blip: EMA factor of the momentum encoder")
+    a("--queue_size", type=int, default=b.queue_size,
+      help="--model dgl_blip: momentum features kept as extra ITC keys (0: none)")
+    a("--alpha", type=float, default=b.alpha,
+      help="--model dgl_blip: weight of the momentum teacher's targets in ITC (ramped up over the first epoch)")
+    a("--itm_rerank", type=int, default=0, metavar="K",
+      help="--model dgl_blip: also report the ranking after re-scoring each query's top K with ITM (BLIP's k_test)")
     a("--train_group_size", type=int, default=1,
       help="keep runs of this many consecutive training samples in one batch (e.g. 2 for twin videos stored side by side)")
     a("--max_steps", type=optional(int), default=None, help="stop (and save) after this many optimiser steps")
@@ -176,8 +188,9 @@ def build_config(argv: list[str] | None = None) -> RunConfig:
     resume, weights_only = args.resume, bool(args.load_from_pretrained)
     if args.init_model is not None:
         resume, weights_only = args.init_model, True
+    check_model_flags(args, given)
     try:
-        model = dgl_config(vars(args))
+        model = dgl_config(vars(args), train_backbone=not args.freeze_clip)
     except ValueError as err:
         raise SystemExit(f"model flags: {err}") from err
     flags = {k: v for k, v in vars(args).items() if isinstance(v, (str, int, float, bool, type(None)))}
@@ -217,6 +230,30 @@ def check_inputs(cfg: RunConfig) -> None:
         require_path(flag, given[flag], f"pass {flag} {_INPUT_FLAGS[flag]}")
 
 
+DGL_ONLY_FLAGS = ("--shared_latent_space", "--text_prompt_length", "--local_each_frame_prompt_length",
+                  "--unified_transformer_layers", "--unified_prompt_layers", "--loss", "--export_official")
+BLIP_ONLY_FLAGS = ("--itm_weight", "--momentum", "--queue_size", "--alpha", "--itm_rerank")
+
+
+def check_model_flags(args: argparse.Namespace, given: set[str]) -> None:
+    """Flags of the other model are refused rather than ignored; so is what DGL-BLIP's objective cannot run."""
+    blip = args.model == "dgl_blip"
+    wrong = [f for f in (DGL_ONLY_FLAGS if blip else BLIP_ONLY_FLAGS) if f in given]
+    if wrong:
+        raise SystemExit(f"{wrong[0]} does not apply to --model {args.model}"
+                         + ("" if blip else " (it is a --model dgl_blip flag)"))
+    if blip and args.baseline and args.itm_rerank:
+        raise SystemExit("--itm_rerank re-ranks with DGL-BLIP's ITM head: drop it with --baseline")
+    if blip:
+        try:
+            check_gradient_caching(args.gradient_accumulation_steps, args.itm_weight)
+        except ValueError as err:
+            raise SystemExit(str(err)) from err
+        if args.gradient_accumulation_steps > 1:
+            raise SystemExit(f"--gradient_accumulation_steps {args.gradient_accumulation_steps}: --model dgl_blip "
+                             "trains one whole batch per step (its objective runs the forward); use 1")
+
+
 def check_flags(args: argparse.Namespace) -> None:
     for flag, value in FIXED_FLAGS.items():
         if getattr(args, flag[2:]) != value:
@@ -241,24 +278,28 @@ def data_config(args: argparse.Namespace, model: DGLConfig) -> DataConfig:
 
 
 def with_resolution(cfg: RunConfig, backbone_resolution: int) -> DataConfig:
-    """The data config at the backbone's input size; an explicit other ``--image_resolution`` is an error."""
-    asked = cfg.flags.get("image_resolution")
-    if asked is not None and asked != backbone_resolution:
-        raise SystemExit(f"--image_resolution {asked}: the backbone {cfg.clip_name} takes {backbone_resolution} px "
-                         "frames; drop the flag or pass that value")
+    """The data config at the built backbone's input size (``--image_resolution`` went to
+    ``models.factory.create_model``, which resizes a backbone that can be resized and refuses otherwise)."""
     return dataclasses.replace(cfg.data, image_resolution=backbone_resolution)
 
 
 def train_config(args: argparse.Namespace) -> TrainConfig:
-    names = {f.name for f in dataclasses.fields(TrainConfig)} - {"num_workers", "eval_every_epoch", "export_official", "tf32"}
+    names = {f.name for f in dataclasses.fields(TrainConfig)} - {"num_workers", "eval_every_epoch", "export_official",
+                                                                 "tf32", "blip_loss"}
+    try:
+        blip_loss = BlipLossConfig(args.alpha, args.momentum, args.queue_size, args.itm_weight)
+    except ValueError as err:
+        raise SystemExit(str(err)) from err
     return TrainConfig(num_workers=args.num_thread_reader, eval_every_epoch=bool(args.eval_every_epoch),
-                       export_official=args.export_official, tf32=args.tf32 != "off", **{k: getattr(args, k) for k in names})
+                       export_official=args.export_official, tf32=args.tf32 != "off", blip_loss=blip_loss,
+                       **{k: getattr(args, k) for k in names})
 
 
 def eval_config(args: argparse.Namespace) -> EvalConfig:
     return EvalConfig(batch_size=args.batch_size_val, num_workers=args.num_thread_reader, dsl=args.dsl,
                       qb_norm=args.qb_norm, qb_norm_bank_size=args.qb_norm_bank_size, qb_norm_beta=args.qb_norm_beta,
-                      save_features=args.save_features, precision=args.eval_precision, tf32=args.tf32 == "all")
+                      save_features=args.save_features, precision=args.eval_precision, tf32=args.tf32 == "all",
+                      itm_rerank=args.itm_rerank)
 
 
 def write_run_config(cfg: RunConfig, runtime: dict[str, Any], name: str = "config.json") -> None:

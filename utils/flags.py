@@ -13,11 +13,12 @@ from typing import Any
 from dataloaders.config import VIDEO_BACKENDS, DataConfig
 from dataloaders.parsers import DATASETS
 from models.backbones import BACKBONES, DEFAULT_BACKBONE
-from models.dgl import POOLED_OUTPUT_TYPES, SHARED_LATENT_SPACES, DGLConfig
+from models.dgl import MODELS, POOLED_OUTPUT_TYPES, SHARED_LATENT_SPACES, DGLConfig
 
 # Official flag -> DGLConfig field: the one place the two namings meet.
 MODEL_FLAGS = {
     "backbone": "backbone",
+    "model": "model",
     "shared_latent_space": "shared_latent_space",
     "max_frames": "max_frames",
     "text_prompt_length": "text_prompt_length",
@@ -103,6 +104,9 @@ def add_model_flags(parser: argparse.ArgumentParser, for_checkpoint: bool = Fals
     default = (lambda value: None) if for_checkpoint else (lambda value: value)
     title = "DGL config (default: read from the checkpoint)" if for_checkpoint else "DGL model"
     g = parser.add_argument_group(title)
+    g.add_argument("--model", choices=MODELS, default=default(d.model),
+                   help="dgl: DGL's prompts on any backbone; dgl_blip (with --backbone blip): BLIP with DGL's global "
+                   "prompts and global-local attention only, trained with BLIP's ITC + ITM (docs/blip.md)")
     g.add_argument("--shared_latent_space", choices=SHARED_LATENT_SPACES, default=default(d.shared_latent_space),
                    help="how the shared prompts are generated: DGL-Transformer or DGL-Linear")
     g.add_argument("--max_frames", type=int, default=default(d.max_frames),

@@ -72,6 +72,13 @@ def param_groups(model: nn.Module, lr: float, coef_lr: float, weight_decay: floa
     return groups
 
 
+def model_param_groups(model: nn.Module, lr: float, coef_lr: float, weight_decay: float) -> list[dict[str, Any]]:
+    """The model's own groups where it defines them (DGL-BLIP: BLIP's, every parameter decayed), else the
+    official four of `param_groups`."""
+    own = getattr(model, "param_groups", None)
+    return own(lr, coef_lr, weight_decay) if own is not None else param_groups(model, lr, coef_lr, weight_decay)
+
+
 def build_optimizer(groups: list[dict[str, Any]], lr: float, betas: tuple[float, float] = (0.9, 0.98),
                     eps: float = 1e-6) -> torch.optim.AdamW:
     """AdamW with the official betas/eps; the fused kernel when every parameter is on CUDA."""

@@ -21,6 +21,7 @@ logger = logging.getLogger(__name__)
 RUN_FLAGS = (
     "epochs", "lr", "coef_lr", "wd", "beta1", "beta2", "eps", "warmup_proportion", "clip_grad_norm",
     "max_frames", "visual_output_type", "freeze_clip", "seed", "train_group_size", "loss",
+    "itm_weight", "momentum", "queue_size", "alpha",
 )
 
 

@@ -23,7 +23,7 @@ from models.files import atomic_write
 from models.pretrained import file_sha256
 from utils.config import RunConfig, with_resolution, write_run_config
 from utils.distributed import DistInfo, barrier, cleanup, init_distributed, report_stuck_ranks
-from utils.evaluation import encode_split, evaluate_features, log_results
+from utils.evaluation import encode_split, evaluate_features, itm_rerank_metrics, log_results
 from utils.log import setup_logging
 from utils.output_dir import RUN_CHECKPOINTS, prepare_training_dir
 from utils.resume import accepted_resume_changes
@@ -43,13 +43,12 @@ def seed_everything(seed: int) -> None:
 def build_model(cfg: RunConfig, device: torch.device) -> tuple[DGL | MeanPoolCLIP, dict, Preprocess]:
     """The model of the configs (`models.factory.create_model`): returns it, the backbone's identity (name,
     file, SHA256) and its preprocessing."""
-    built = create_model(cfg.model.backbone, cfg.clip_name, cfg.clip_dir, cfg.model, cfg.baseline, cfg.clip_activation)
+    built = create_model(cfg.model.backbone, cfg.clip_name, cfg.clip_dir, cfg.model, cfg.baseline, cfg.clip_activation,
+                         image_resolution=cfg.flags.get("image_resolution"))
     backbone = {"name": cfg.clip_name, "file": built.weights.name, "sha256": file_sha256(built.weights)}
     model = built.model
     if cfg.baseline:
         return model.to(device), backbone, built.preprocess
-    if not cfg.freeze_clip:
-        model.clip.requires_grad_(True)
     if cfg.grad_checkpointing:
         model.set_grad_checkpointing(True)
     return model.to(device), backbone, built.preprocess
@@ -176,10 +175,17 @@ def make_evaluate(cfg: RunConfig, model, data_cfg: DataConfig, test_split, dist:
     def evaluate(epoch: int | None = None) -> float:
         autocast = autocast_context(precision, dist.device)
         with tf32(ev.tf32):
-            feats = encode_split(model, test_split, data_cfg, ev.batch_size, ev.num_workers, dist.device, autocast)
+            feats = encode_split(model, test_split, data_cfg, ev.batch_size, ev.num_workers, dist.device, autocast,
+                                 keep_video_tokens=ev.itm_rerank > 0)
             bank = query_bank(model, data_cfg, cfg, dist, autocast) if ev.qb_norm else None
-        label = "CLIP meanP zero-shot" if cfg.baseline else f"DGL-{cfg.model.shared_latent_space}"
+        label = "CLIP meanP zero-shot" if cfg.baseline else cfg.model.label
+        if ev.itm_rerank:
+            label = f"{label} ITC"
         results = evaluate_features(model, feats, test_split, label, bank, dsl=ev.dsl, qb_beta=ev.qb_norm_beta)
+        if ev.itm_rerank:
+            with autocast, tf32(ev.tf32):
+                results[f"{label} + ITM re-rank of the top {ev.itm_rerank}"] = itm_rerank_metrics(
+                    model, feats, test_split, data_cfg, ev.itm_rerank, dist.device)
         if ev.save_features and dist.is_main:
             atomic_save(
                 {"text": feats.text.cpu(), "video": feats.video.cpu(), "logit_scale": model.clip.logit_scale.detach().cpu(),

@@ -42,7 +42,8 @@ def runtime_facts(dist: DistInfo, cfg, precision: str, data: DataConfig, backbon
         "tf32": {"train": cfg.train.tf32, "eval": cfg.eval.tf32, "similarities": False},
         "frames": data.max_frames,
         "image_resolution": data.image_resolution,
-        "variant": None if cfg.baseline else cfg.model.shared_latent_space,
+        "model": None if cfg.baseline else cfg.model.model,
+        "variant": None if cfg.baseline or cfg.model.model != "dgl" else cfg.model.shared_latent_space,
         "backbone": dict(backbone),
         "versions": library_versions(),
     }

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from models.dgl import DGL
+from models.losses import BatchObjective, replicated
 
 
 BF16_NATIVE_CAPABILITY = (8, 0)  # Ampere: bf16 tensor cores; before it, bf16 is emulated (no tensor cores)
@@ -62,7 +63,9 @@ class TrainStep:
     """Forward, loss, backward (chunked when asked), gradient clipping and the optimiser update.
 
     ``net`` runs the forward (the DDP wrapper, or another encoder such as the benchmark's masked-attention
-    reference); ``model`` is the DGL itself. Nothing here reads a value back to the host, so a step never waits
+    reference); ``model`` is the DGL itself. ``loss`` is a features loss (``models.losses.LOSSES``) or a
+    ``BatchObjective``, which runs the forward itself (``net`` then wraps the objective: `forward_module`).
+    Nothing here reads a value back to the host, so a step never waits
     on the device: the loss and the gradient norm come back as tensors. ``allow_tf32``: TF32 for the fp32 matrix
     products of forward and backward (training's ``--tf32`` default, so the benchmark times what training runs).
     """
@@ -70,21 +73,50 @@ class TrainStep:
     def __init__(self, model: DGL, loss: nn.Module, optimizer: torch.optim.Optimizer, precision: str,
                  device: torch.device, chunks: int = 1, clip_grad_norm: float = 1.0, net: nn.Module | None = None,
                  world_size: int = 1, allow_tf32: bool = True):
-        self.model, self.loss, self.optimizer, self.net = model, loss, optimizer, net or model
+        self.model, self.loss, self.optimizer = model, loss, optimizer
+        self.objective = loss if isinstance(loss, BatchObjective) else None
+        self.net = net or forward_module(model, loss)
         self.precision, self.device, self.chunks, self.clip_grad_norm = precision, device, chunks, clip_grad_norm
         self.world_size, self.allow_tf32 = world_size, allow_tf32
         self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
         self.params = [p for group in optimizer.param_groups for p in group["params"]]
 
-    def __call__(self, input_ids: Tensor, video: Tensor) -> tuple[Tensor, Tensor]:
+    def __call__(self, input_ids: Tensor, video: Tensor, attention_mask: Tensor | None = None,
+                 video_ids: Tensor | None = None, position: tuple[int, int, int] = (0, 0, 1)) -> tuple[Tensor, Tensor]:
+        """One step on a batch; a ``BatchObjective`` also reads ``attention_mask``, ``video_ids`` and the
+        ``position`` (epoch, step in it, steps per epoch) its schedule depends on."""
         with tf32(self.allow_tf32):
-            loss = self.backward(input_ids, video)
+            if self.objective is not None:
+                loss = self.objective_backward(input_ids, attention_mask, video, video_ids, position)
+            else:
+                loss = self.backward(input_ids, video)
         self.scaler.unscale_(self.optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.clip_grad_norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         return loss, grad_norm
+
+    def objective_backward(self, input_ids: Tensor, attention_mask: Tensor, video: Tensor, video_ids: Tensor,
+                           position: tuple[int, int, int]) -> Tensor:
+        """The objective's forward (through ``net``) and the backward of what it says to back-propagate."""
+        with autocast_context(self.precision, self.device):
+            losses = self.net(input_ids, attention_mask, video, video_ids, **self.objective.schedule(*position))
+        self.scaler.scale(losses["backward"]).backward()
+        return losses["loss"].detach()
+
+    def objective_state(self) -> dict:
+        """What the objective keeps beside the model (the same on every rank), for checkpoints."""
+        return self.objective.training_state() if self.objective is not None else {}
+
+    def rank_state(self) -> dict:
+        """This rank's state of the objective (e.g. its sampling generator), saved with the rank's RNG."""
+        return self.objective.rank_state() if self.objective is not None else {}
+
+    def load_objective_state(self, state: dict, rank_state: dict | None) -> None:
+        if self.objective is not None:
+            self.objective.load_training_state(state)
+            self.objective.load_rank_state(rank_state or {})
 
     def _global_loss(self, text: Tensor, video: Tensor, logit_scale: Tensor) -> Tensor:
         """The loss of the global batch (the loss gathers the other ranks' features itself)."""
@@ -132,11 +164,6 @@ class TrainStep:
         return loss.detach()
 
 
-def replicated(param: Tensor, world_size: int) -> Tensor:
-    """``param`` in value (exactly), its gradient divided by ``world_size``: for a parameter every rank uses in
-    the same computation on the gathered batch, so that DDP's average of the world-size-scaled loss gives its
-    gradient once, not ``world_size`` times."""
-    if world_size == 1:
-        return param
-    frozen = param.detach()
-    return frozen + (param - frozen) / world_size
+def forward_module(model: nn.Module, loss: nn.Module) -> nn.Module:
+    """What a step's forward runs, and DDP wraps: the objective when it runs the forward itself, else the model."""
+    return loss if isinstance(loss, BatchObjective) else model

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Sampler
 from tqdm import tqdm
@@ -22,13 +23,14 @@ from dataloaders import TrainPairDataset, VideoTextSplit, collate_trimmed
 from dataloaders.workers import worker_loader
 from models.checkpoint import CheckpointError, atomic_save, compact_checkpoint, export_official_checkpoint
 from models.dgl import DGL
-from models.losses import create_loss
+from models.losses import BatchObjective
+from models.objectives import ObjectiveSettings, create_objective
 from utils.config import TrainConfig
 from utils.distributed import DistInfo, all_gather_object
-from utils.optim import WarmupCosine, build_optimizer, non_finite_optimizer_state, param_groups
+from utils.optim import WarmupCosine, build_optimizer, model_param_groups, non_finite_optimizer_state
 from utils.progress import progress
 from utils.resume import Position, carried_position
-from utils.step import TrainStep, resolve_precision
+from utils.step import TrainStep, forward_module, resolve_precision
 from utils.step_monitor import StepMonitor, WindowStats
 
 logger = logging.getLogger(__name__)
@@ -117,11 +119,14 @@ def set_rng_state(state: dict[str, Any], device: torch.device | None = None) -> 
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
-def wrap_ddp(model: DGL, device: torch.device) -> DistributedDataParallel:
+def wrap_ddp(model: nn.Module, device: torch.device) -> DistributedDataParallel:
     """DDP over the trainable tensors. The model's buffers are CLIP's constant pixel statistics (identical on every
-    rank, never written), so DDP's broadcast of them before every forward and chunk is skipped."""
+    rank, never written), so DDP's broadcast of them before every forward and chunk is skipped; an objective's
+    buffers (DGL-BLIP's queue) are filled from gathered features, the same on every rank. An objective that runs
+    the forward may leave trained tensors unused in a step (DGL-BLIP's ITM head with ``--itm_weight 0``)."""
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
-                                   forward_sync_buffers=False)
+                                   forward_sync_buffers=False,
+                                   find_unused_parameters=isinstance(model, BatchObjective))
 
 
 def restore_scaler(scaler: torch.amp.GradScaler, ckpt: dict, precision: str) -> str | None:
@@ -168,7 +173,8 @@ class Trainer:
         self.model, self.split, self.dataset, self.cfg, self.dist = model, split, dataset, cfg, dist
         self.backbone, self.output_dir, self.flags = backbone, output_dir, dict(flags or {})
         self.precision = resolve_precision(cfg.precision, dist.device)
-        self.ddp = wrap_ddp(model, dist.device) if dist.world_size > 1 else None
+        objective = create_objective(model, ObjectiveSettings(cfg.loss, cfg.blip_loss, cfg.seed + dist.rank))
+        self.ddp = wrap_ddp(forward_module(model, objective), dist.device) if dist.world_size > 1 else None
         self.sampler = EpochSampler(
             len(dataset), cfg.batch_size, dist.rank, dist.world_size, cfg.seed, cfg.train_group_size
         )
@@ -183,11 +189,11 @@ class Trainer:
             persistent_workers=False,
         )
         self.optimizer = build_optimizer(
-            param_groups(model, cfg.lr, cfg.coef_lr, cfg.wd), cfg.lr, (cfg.beta1, cfg.beta2), cfg.eps
+            model_param_groups(model, cfg.lr, cfg.coef_lr, cfg.wd), cfg.lr, (cfg.beta1, cfg.beta2), cfg.eps
         )
         self.total_steps = self.sampler.batches_per_epoch * cfg.epochs
         self.scheduler = WarmupCosine(self.optimizer, cfg.lr, self.total_steps, cfg.warmup_proportion)
-        self.step = TrainStep(model, create_loss(cfg.loss), self.optimizer, self.precision, dist.device,
+        self.step = TrainStep(model, objective, self.optimizer, self.precision, dist.device,
                               cfg.gradient_accumulation_steps, cfg.clip_grad_norm, self.ddp, dist.world_size, cfg.tf32)
         self.state = TrainState()
         self.writer = None
@@ -215,11 +221,13 @@ class Trainer:
             world_size=self.dist.world_size,
             args=self.flags,
             train_config=dataclasses.asdict(self.cfg),
+            objective=self.step.objective_state(),
         )
 
     def save(self, name: str) -> Path:
         path = self.output_dir / name
-        rng = all_gather_object(rng_state(self.dist.device))  # every rank's own state, saved by rank 0
+        # Every rank's own state (its objective's sampling too), saved by rank 0.
+        rng = all_gather_object({**rng_state(self.dist.device), **self.step.rank_state()})
         if self.dist.is_main:
             atomic_save(self.checkpoint(rng), path)
             logger.info("saved %s (epoch %d, step %d)", path, self.state.epoch, self.state.global_step)
@@ -246,6 +254,7 @@ class Trainer:
             logger.warning("resuming %s: %s", source, note)
         if rng is not None:
             set_rng_state(rng, self.dist.device)
+        self.step.load_objective_state(ckpt.get("objective") or {}, rng)
         position = Position(ckpt["epoch"], ckpt["batch_in_epoch"], ckpt["global_step"])
         if changes:
             for group, fresh in zip(self.optimizer.param_groups, fresh_groups):
@@ -281,8 +290,11 @@ class Trainer:
             data_time += time.perf_counter() - tic
             ids = batch["input_ids"].to(self.dist.device, non_blocking=True)
             video = batch["video"].to(self.dist.device, non_blocking=True)
+            mask = batch["input_mask"].to(self.dist.device, non_blocking=True)
+            video_ids = batch["video_index"].to(self.dist.device, non_blocking=True)
             lr = self.scheduler.step()
-            loss, grad_norm = self.step(ids, video)  # tensors: nothing is read back here
+            position = (state.epoch, state.batch_in_epoch, self.sampler.batches_per_epoch)
+            loss, grad_norm = self.step(ids, video, mask, video_ids, position)  # tensors: nothing is read back here
             state.global_step += 1
             state.batch_in_epoch += 1
             monitor.add(state.global_step, loss, grad_norm, batch["video_index"])

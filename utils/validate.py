@@ -73,6 +73,11 @@ FLAG_RANGES: dict[str, Range] = {
     "warmup_proportion": Range(0, 1),
     "clip_grad_norm": Range(0, open_lo=True, allow_inf=True),
     "dist_timeout": POSITIVE,
+    "itm_weight": Range(0),
+    "momentum": Range(0, 1),
+    "queue_size": Range(0),
+    "alpha": Range(0, 1),
+    "itm_rerank": Range(0),
 }
 HINTS = {
     "clip_grad_norm": " (pass inf to disable clipping)",

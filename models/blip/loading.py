@@ -1,12 +1,15 @@
 """``load_blip(path)``: a BLIP retrieval model from a Hugging Face folder or an original BLIP release file."""
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
 import warnings
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from .formats import (EXPECTED, HF_RULES, ORIGINAL_RULES, BlipLoadError, Overrides, hf_config, original_config,
                       refusal, rename, split_original)
@@ -53,6 +56,37 @@ def load_blip(path: str | os.PathLike, overrides: Overrides = Overrides(),
         raise BlipLoadError(f"{path}: inconsistent tensor shapes: {detail}") from err
     model.momentum_state = momentum
     return model
+
+
+def interpolate_positions(positions: torch.Tensor, grid: int) -> torch.Tensor:
+    """BLIP's ``interpolate_pos_embed``: the CLS position kept, the patch positions resized bicubically
+    (``align_corners=False``) to ``grid x grid``. ``[1 + g², D]`` or ``[1, 1 + g², D]`` (an original file's)."""
+    batched = positions if positions.dim() == 3 else positions[None]
+    old = math.isqrt(batched.shape[1] - 1)
+    if old == grid:
+        return positions
+    patches = batched[:, 1:].reshape(-1, old, old, batched.shape[-1]).permute(0, 3, 1, 2)
+    patches = F.interpolate(patches.float(), size=(grid, grid), mode="bicubic", align_corners=False)
+    resized = torch.cat([batched[:, :1], patches.permute(0, 2, 3, 1).flatten(1, 2).to(positions.dtype)], dim=1)
+    return resized if positions.dim() == 3 else resized[0]
+
+
+def at_resolution(model: BlipRetrieval, resolution: int) -> BlipRetrieval:
+    """``model`` for ``resolution`` px frames, its position embeddings (and its file's momentum encoder's)
+    interpolated as BLIP's ``load_checkpoint`` does: tokenmix runs BLIP's 384 px COCO weights at 224 px."""
+    cfg = model.config
+    if resolution < cfg.vision_patch_size or resolution % cfg.vision_patch_size:
+        raise ValueError(f"--image_resolution {resolution}: BLIP's ViT needs a multiple of its patch size "
+                         f"{cfg.vision_patch_size}")
+    grid = resolution // cfg.vision_patch_size
+    state = model.state_dict()
+    state["visual.pos_embed"] = interpolate_positions(state["visual.pos_embed"], grid)
+    resized = BlipRetrieval(dataclasses.replace(cfg, image_resolution=resolution, grid_size=grid))
+    resized.load_state_dict(state, strict=True)
+    resized.momentum_state = {k: interpolate_positions(v, grid) if k == "visual_encoder_m.pos_embed" else v
+                              for k, v in model.momentum_state.items()}
+    resized.vocab_file = model.vocab_file
+    return resized
 
 
 def _read_hf_folder(folder: Path, overrides: Overrides) -> tuple[dict, object, dict]:

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import torch
 import torch.distributed as dist
-from torch import Tensor, nn
+from torch import Tensor
 
-from ..losses import gather_with_grad
+from ..losses import BatchObjective, gather_with_grad, replicated
 from .dgl_video import DGLBlip
 from .formats import BlipLoadError, momentum_encoders
 from .losses import (BlipLossConfig, FeatureQueue, MomentumEncoder, clamp_temperature_, gather_with_summed_grad,
@@ -24,7 +24,7 @@ def alpha_warmup(alpha: float, epoch: int, step: int, steps_per_epoch: int) -> f
     return alpha if epoch > 0 else alpha * min(1.0, step / steps_per_epoch)
 
 
-class DGLBlipObjective(nn.Module):
+class DGLBlipObjective(BatchObjective):
     """``generator`` draws the ITM negatives: on the model's device, seeded per rank (e.g. seed + rank) so that
     ranks draw independently; ``enc_id`` is the tokenizer's ``[ENC]`` id, which leads the ids ITM reads.
 
@@ -50,6 +50,34 @@ class DGLBlipObjective(nn.Module):
                                     f"{result.unexpected_keys[:3]}")
         self.queue = FeatureQueue(config.queue_size, model.blip.config.embed_dim)
 
+    def schedule(self, epoch: int, step_in_epoch: int, steps_per_epoch: int) -> dict:
+        return {"alpha": alpha_warmup(self.config.alpha, epoch, step_in_epoch, steps_per_epoch)}
+
+    def training_state(self) -> dict:
+        """The momentum copy of what trains (the rest equals the model's, bit for bit) and the queue."""
+        momentum = {} if self.momentum is None else {
+            name: p.detach().cpu().clone() for name, p in self.momentum.model.named_parameters()
+            if name in set(self.momentum.names)}
+        return {"momentum": momentum, "queue": {k: v.cpu().clone() for k, v in self.queue.state_dict().items()}}
+
+    def load_training_state(self, state: dict) -> None:
+        if self.momentum is not None:
+            params = dict(self.momentum.model.named_parameters())
+            if set(state["momentum"]) != set(self.momentum.names):
+                raise ValueError("the checkpoint's momentum encoder covers other tensors than this run trains "
+                                 f"({sorted(set(state['momentum']) ^ set(self.momentum.names))[:3]})")
+            with torch.no_grad():
+                for name, value in state["momentum"].items():
+                    params[name].copy_(value)
+        self.queue.load_state_dict(state["queue"])
+
+    def rank_state(self) -> dict:
+        return {} if self.generator is None else {"itm_generator": self.generator.get_state()}
+
+    def load_rank_state(self, state: dict) -> None:
+        if self.generator is not None and "itm_generator" in state:
+            self.generator.set_state(state["itm_generator"])
+
     def forward(self, input_ids: Tensor, attention_mask: Tensor, video: Tensor, video_ids: Tensor,
                 alpha: float | None = None) -> dict[str, Tensor]:
         """``{"itc", "itm" (if weighted), "loss", "backward"}`` of one batch; ``alpha`` overrides the config's
@@ -69,10 +97,12 @@ class DGLBlipObjective(nn.Module):
             with torch.no_grad():
                 keys = (self.momentum.model.encode_text(input_ids, attention_mask),
                         self.momentum.model.encode_video(video))
-        losses = {"itc": itc_loss(text, video_feat, temp, video_ids, keys, self.queue if keys else None, alpha)}
+        world = dist.get_world_size() if dist.is_initialized() else 1
+        # Every rank computes the whole global ITC with the temperature: its gradient must count once.
+        losses = {"itc": itc_loss(text, video_feat, replicated(temp, world), video_ids, keys,
+                                  self.queue if keys else None, alpha)}
         if keys is not None:
             self.queue.enqueue(gather_with_grad(keys[0]), gather_with_grad(keys[1]), gather_with_grad(video_ids))
-        world = dist.get_world_size() if dist.is_initialized() else 1
         loss, backward = losses["itc"], world * losses["itc"]
         if cfg.itm_weight:
             losses["itm"] = self.itm(input_ids, attention_mask, text, video_feat, tokens, video_ids, temp)

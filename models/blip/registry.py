@@ -12,7 +12,7 @@ import torch
 from ..flops import Shapes, block_flops
 from .config import BlipConfig
 from .formats import EXPECTED, BlipLoadError
-from .loading import HF_WEIGHT_FILES, load_blip
+from .loading import HF_WEIGHT_FILES, at_resolution, load_blip
 from .model import PAD_ID, BlipRetrieval
 from .tokenizer import BlipTokenizer, find_vocab
 
@@ -44,6 +44,10 @@ def load(path: Path, activation: str | None) -> BlipRetrieval:
     model = load_blip(path)
     model.vocab_file = find_vocab(path)
     return model
+
+
+def resize(model: BlipRetrieval, resolution: int) -> BlipRetrieval:
+    return at_resolution(model, resolution)
 
 
 def from_state_dict(state: Mapping[str, torch.Tensor], source: str, config: BlipConfig | None) -> BlipRetrieval:
