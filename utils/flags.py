@@ -70,7 +70,7 @@ def add_data_flags(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--val_csv", default=d.val_csv, help="MSR-VTT test pairs (JSFusion 1k-A)")
     g.add_argument("--max_words", type=int, default=d.max_words, help="caption tokens kept (longer captions are cut)")
     g.add_argument("--image_resolution", type=optional(int), default=None,
-                   help="must equal the backbone's (default: the backbone's)")
+                   help="input size; the backbone's (the default) or, for BLIP, another size its position embeddings are interpolated to")
     g.add_argument("--expand_msrvtt_sentences", action=argparse.BooleanOptionalAction, default=d.expand_msrvtt_sentences,
                    help="MSR-VTT training: one sample per caption instead of one per video")
     g.add_argument("--video_backend", default=d.video_backend, choices=VIDEO_BACKENDS,
@@ -106,7 +106,7 @@ def add_model_flags(parser: argparse.ArgumentParser, for_checkpoint: bool = Fals
     g = parser.add_argument_group(title)
     g.add_argument("--model", choices=MODELS, default=default(d.model),
                    help="dgl: DGL's prompts on any backbone; dgl_blip (with --backbone blip): BLIP with DGL's global "
-                   "prompts and global-local attention only, trained with BLIP's ITC + ITM (docs/blip.md)")
+                   "prompts and global-local attention only, trained with BLIP's ITC + ITM (docs/dgl_blip.md)")
     g.add_argument("--shared_latent_space", choices=SHARED_LATENT_SPACES, default=default(d.shared_latent_space),
                    help="how the shared prompts are generated: DGL-Transformer or DGL-Linear")
     g.add_argument("--max_frames", type=int, default=default(d.max_frames),
