@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# The GPU checks as one prepared run (its steps' time limits add up to 8 minutes), for a lent GPU machine: its python3 holds a
+# The GPU checks as one prepared run (its steps' time limits add up to 8 minutes), for a GPU machine whose python3 holds a
 # CUDA PyTorch, pytest and transformers, but no PyPI access. PyAV and the text libraries travel as wheels: on the
 # CPU machine run
 #   pip download -d wheels --only-binary=:all: --python-version 3.X ftfy regex wcwidth simplejpeg av
 # with its Python's version, then carry "wheels" (git-ignored); they are installed here with --no-index.
-#   bash scripts/gpu_check.sh [OUT_DIR]             (default $OUT, else runs/gpu_check)
+#   bash scripts/gpu_check.sh [OUT_DIR]             (default runs/gpu_check)
 #   bash scripts/gpu_check.sh --tiny [OUT_DIR]      every step at a tiny size (tiny random CLIP, B=2, T=2, 4 videos)
 #   bash scripts/gpu_check.sh --dry-run [OUT_DIR]   on any machine, no GPU needed: collects every test file below
 #     (an import error fails it), runs the CUDA test files (they skip without CUDA), then steps 2-5 with --tiny on
@@ -33,7 +33,7 @@ while [ $# -gt 0 ]; do
     *) break ;;
   esac
 done
-OUT_DIR="${1:-${OUT:-runs/gpu_check}}"
+OUT_DIR="${1:-runs/gpu_check}"
 PY="${PYTHON:-python3}"
 mkdir -p "$OUT_DIR"
 PARTS=$(mktemp -d)
