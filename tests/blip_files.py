@@ -3,6 +3,7 @@
 BLIP release layout. transformers is test-only (scripts/_venv.sh installs it)."""
 from __future__ import annotations
 
+import csv
 import re
 import string
 from dataclasses import dataclass
@@ -10,6 +11,8 @@ from pathlib import Path
 
 import torch
 import transformers
+
+from tests.layouts import make_msrvtt
 
 WORDS = ("man dog cat the is are playing with on in of and to red blue car road people woman runs running "
          "cafe naive resume angstrom facade music video game talk show cooking kitchen").split()
@@ -130,3 +133,21 @@ def original_state(model: transformers.BlipForImageTextRetrieval, temp: float = 
     state.update(temp=torch.tensor(temp), image_queue=torch.randn(embed, 8), text_queue=torch.randn(embed, 8),
                  idx_queue=torch.full((1, 8), -100), ptr_queue=torch.zeros(1, dtype=torch.long))
     return state
+
+
+SIZE = Size(vision_width=64, vision_layers=2, vision_heads=2, patch=8, resolution=32, text_width=32, text_layers=2,
+            text_heads=4)
+# Six test pairs for the command-level BLIP tests, in the official JSFusion CSV: one caption per video, words of tests/blip_files.py's vocabulary.
+TEST_PAIRS = {"video0": "a man is playing with a dog", "video1": "red car on the road",
+              "video2": "people cooking in a kitchen", "video3": "a cat runs",
+              "video4": "the woman talks on a music show", "video5": "blue video game"}
+FRAMES = {"video0": 30, "video1": 5, "video2": 13, "video3": 24, "video4": 9, "video5": 36}
+
+
+def make_pairs_msrvtt(root: Path):
+    """tests/layouts.py's MSR-VTT layout with `FRAMES` videos and `TEST_PAIRS` as its test CSV."""
+    cfg = make_msrvtt(root, FRAMES)
+    with open(cfg.val_csv, "w", newline="") as f:
+        csv.writer(f).writerows([["key", "vid_key", "video_id", "sentence"],
+                                 *([f"ret{i}", f"msr{i}", v, c] for i, (v, c) in enumerate(TEST_PAIRS.items()))])
+    return cfg

@@ -2,7 +2,6 @@
 main.py's zero-shot meanP evaluation against transformers' own BLIP features (frame mean of the normalised image
 features, cosine with the normalised text features) scored by utils.metrics, and retrieve.py index/search with a
 DGL checkpoint that main.py trained on BLIP."""
-import csv
 import json
 import os
 import subprocess
@@ -19,18 +18,10 @@ from dataloaders.frames import read_eval_frames
 from models.backbones import get_tokenizer
 from models.blip import BLIP_MEAN, BLIP_STD
 from models.factory import load_dgl
-from tests.blip_files import Size, write_hf_folder
-from tests.layouts import make_msrvtt
+from tests.blip_files import SIZE, TEST_PAIRS, make_pairs_msrvtt, write_hf_folder
 from utils.metrics import retrieval_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
-SIZE = Size(vision_width=64, vision_layers=2, vision_heads=2, patch=8, resolution=32, text_width=32, text_layers=2,
-            text_heads=4)
-# Test pairs in the official JSFusion CSV: one caption per video, words of tests/blip_files.py's vocabulary.
-TEST_PAIRS = {"video0": "a man is playing with a dog", "video1": "red car on the road",
-              "video2": "people cooking in a kitchen", "video3": "a cat runs",
-              "video4": "the woman talks on a music show", "video5": "blue video game"}
-FRAMES = {"video0": 30, "video1": 5, "video2": 13, "video3": 24, "video4": 9, "video5": 36}
 MAX_FRAMES, MAX_WORDS = 4, 16
 
 
@@ -38,10 +29,7 @@ MAX_FRAMES, MAX_WORDS = 4, 16
 def blip_workspace(tmp_path_factory):
     """An MSR-VTT folder with six test pairs and a tiny random BLIP (transformers' model, and its folder)."""
     root = tmp_path_factory.mktemp("blip")
-    cfg = make_msrvtt(root / "data", FRAMES)
-    with open(cfg.val_csv, "w", newline="") as f:
-        csv.writer(f).writerows([["key", "vid_key", "video_id", "sentence"],
-                                 *([f"ret{i}", f"msr{i}", v, c] for i, (v, c) in enumerate(TEST_PAIRS.items()))])
+    cfg = make_pairs_msrvtt(root / "data")
     peer = write_hf_folder(root / "blip-itm-tiny", SIZE)
     return root, cfg, peer
 

@@ -16,9 +16,7 @@ from dataloaders.frames import read_eval_frames
 from models.backbones import get_tokenizer
 from models.checkpoint import read_checkpoint
 from models.factory import load_dgl
-from tests.blip_files import write_hf_folder
-from tests.layouts import make_msrvtt
-from tests.test_blip_runs import FRAMES, SIZE, TEST_PAIRS
+from tests.blip_files import SIZE, TEST_PAIRS, make_pairs_msrvtt, write_hf_folder
 from tests.test_train import torchrun
 from utils.config import build_config
 from utils.run import run
@@ -31,10 +29,7 @@ MODES = {"full": ["--freeze_clip", "0", "--lr", "1e-3", "--coef_lr", "1"], "prom
 def workspace(tmp_path_factory):
     """Six videos, one caption each, for training and testing alike; a random transformers BLIP folder."""
     root = tmp_path_factory.mktemp("blip_train")
-    cfg = make_msrvtt(root / "data", FRAMES)
-    with open(cfg.val_csv, "w", newline="") as f:
-        csv.writer(f).writerows([["key", "vid_key", "video_id", "sentence"],
-                                 *([f"ret{i}", f"msr{i}", v, c] for i, (v, c) in enumerate(TEST_PAIRS.items()))])
+    cfg = make_pairs_msrvtt(root / "data")
     with open(cfg.train_csv, "w", newline="") as f:
         csv.writer(f).writerows([["video_id"], *([v] for v in TEST_PAIRS)])
     sentences = [{"video_id": v, "caption": c, "sen_id": 0} for v, c in TEST_PAIRS.items()]
