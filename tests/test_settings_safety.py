@@ -192,3 +192,25 @@ def test_evaluation_only_run_writes_its_own_config_and_metrics_naming_the_checkp
     assert sorted(p.name for p in fresh.iterdir()) == [f"eval_config_{tag}.json", "eval_metrics.json", "log.txt"]
     assert json.loads((fresh / "eval_metrics.json").read_text()) == results
     assert list(results)[-1] == "checkpoint"  # after the results, which readers take as the first entry
+
+
+def test_evaluation_only_run_again_moves_the_earlier_evaluations_files_aside(workspace):
+    """Evaluating into a folder that holds an earlier evaluation's metrics, features and config (here of another
+    checkpoint) keeps them, byte for byte, in previous_runs/<date-time>/ and logs it; the new files are its own."""
+    first, second = workspace / "first", workspace / "second"
+    run(build_config(train_flags(workspace, "first", "--max_steps", "1")))
+    run(build_config(train_flags(workspace, "second", "--max_steps", "2")))
+    out = workspace / "evaluations"
+    evaluate = lambda ckpt: run(build_config(train_flags(
+        workspace, "evaluations", "--do_train", "0", "--do_eval", "1", "--save_features", "--resume", str(ckpt))))
+    evaluate(first / "checkpoint_latest.pt")
+    old = {p.name: p.read_bytes() for p in out.iterdir() if p.name != "log.txt"}
+    assert {"eval_metrics.json", "eval_features.pt"} <= set(old)
+    results = evaluate(second / "checkpoint_latest.pt")
+    (aside,) = (out / "previous_runs").iterdir()
+    moved = {p.name: p.read_bytes() for p in aside.iterdir()}
+    assert moved == {name: data for name, data in old.items() if not name.startswith("eval_config")}
+    assert json.loads((out / "eval_metrics.json").read_text()) == results
+    assert results["checkpoint"]["path"] == str((second / "checkpoint_latest.pt").resolve())
+    assert f"moved the previous run's eval_metrics.json, eval_features.pt into {aside}" in (out / "log.txt").read_text()
+

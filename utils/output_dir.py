@@ -4,6 +4,7 @@ A new run used to replace another run's ``checkpoint_latest.pt`` without a word 
 ``train_log.jsonl``; temporary files of crashed writes stayed forever. With ``--overwrite`` the previous
 run's ``checkpoint_best.pt`` and ``eval_metrics*.json`` stayed beside the new run's files, to be taken for
 its own: a new run now moves every such file into ``previous_runs/<date-time>/`` first (nothing is deleted).
+An evaluation-only run does the same with the files it would replace (its metrics, features and config).
 """
 from __future__ import annotations
 
@@ -48,11 +49,11 @@ def previous_run_outputs(output_dir: Path) -> list[Path]:
     return sorted({path for pattern in RUN_OUTPUT_PATTERNS for path in output_dir.glob(pattern)})
 
 
-def move_aside_previous_run(output_dir: Path) -> Path | None:
-    """Moves the previous run's outputs into a new ``previous_runs/<YYYYmmdd-HHMMSS>[-N]/`` folder so that a
+def move_aside(output_dir: Path, paths: list[Path]) -> Path | None:
+    """Moves ``paths`` (those that exist) into a new ``previous_runs/<YYYYmmdd-HHMMSS>[-N]/`` folder so that a
     new run's folder holds only its own; returns that folder (None when there was nothing to move)."""
-    outputs = previous_run_outputs(output_dir)
-    if not outputs:
+    paths = [path for path in paths if path.exists()]
+    if not paths:
         return None
     stamp = time.strftime("%Y%m%d-%H%M%S")
     target, n = output_dir / PREVIOUS_RUNS / stamp, 1
@@ -60,8 +61,9 @@ def move_aside_previous_run(output_dir: Path) -> Path | None:
         n += 1
         target = output_dir / PREVIOUS_RUNS / f"{stamp}-{n}"
     target.mkdir(parents=True)
-    for path in outputs:
+    for path in paths:
         shutil.move(path, target / path.name)
+    logger.warning("moved the previous run's %s into %s (a new run starts here)", ", ".join(p.name for p in paths), target)
     return target
 
 
@@ -97,9 +99,5 @@ def prepare_training_dir(cfg: RunConfig, is_main: bool) -> None:
         logger.warning("removed %s, a temporary file left by an interrupted write", path)
     continuing = cfg.resume and Path(cfg.resume).resolve().parent == cfg.output_dir.resolve()
     if not continuing:
-        moved = previous_run_outputs(cfg.output_dir)
-        target = move_aside_previous_run(cfg.output_dir)
-        if target is not None:
-            logger.warning("moved the previous run's %s into %s (a new run starts here)",
-                           ", ".join(p.name for p in moved), target)
+        move_aside(cfg.output_dir, previous_run_outputs(cfg.output_dir))
     start_run_logs(cfg.output_dir, cfg.resume)

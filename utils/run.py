@@ -25,7 +25,7 @@ from utils.config import RunConfig, with_resolution, write_run_config
 from utils.distributed import DistInfo, barrier, cleanup, init_distributed, report_stuck_ranks
 from utils.evaluation import encode_split, evaluate_features, itm_rerank_metrics, log_results
 from utils.log import setup_logging
-from utils.output_dir import RUN_CHECKPOINTS, prepare_training_dir
+from utils.output_dir import RUN_CHECKPOINTS, move_aside, prepare_training_dir
 from utils.resume import accepted_resume_changes
 from utils.runtime import runtime_facts
 from utils.step import autocast_context, resolve_precision, tf32
@@ -141,9 +141,12 @@ def run_on(cfg: RunConfig, dist: DistInfo) -> dict | None:
     facts = runtime_facts(dist, cfg, precision, data_cfg, backbone)
     logger.info("running: %s", json.dumps(facts))
     source = eval_source(cfg)
+    config_name = "config.json" if cfg.do_train else f"eval_config_{source.tag}.json"
+    if dist.is_main and not cfg.do_train:  # an earlier evaluation's files of the same names: kept, not replaced
+        move_aside(output_dir, [output_dir / name for name in
+                                (config_name, metrics_name(source, None), f"eval_features{source.suffix}.pt")])
     if dist.is_main:
-        write_run_config(dataclasses.replace(cfg, data=data_cfg), facts,
-                         "config.json" if cfg.do_train else f"eval_config_{source.tag}.json")
+        write_run_config(dataclasses.replace(cfg, data=data_cfg), facts, config_name)
     test_split = build_split(data_cfg, "test")
     evaluate = make_evaluate(cfg, model, data_cfg, test_split, dist, resolve_precision(cfg.eval.precision, dist.device), source)
 
