@@ -1,5 +1,6 @@
 """A stopped rank ends a 2-process gloo run within about --dist_timeout, with an error naming that rank."""
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -33,6 +34,58 @@ def worker(rank: int, port: int, report: str) -> None:
         with open(report, "w") as f:
             f.write(f"{time.monotonic() - start:.1f}\n{err}")
     cleanup()
+
+
+def early_report_worker(rank: int, port: int, log_file: str) -> None:
+    """Rank 0 waits in a collective that, as on NCCL, raises nothing in Python for far longer than --dist_timeout
+    (the group's own timeout is 60 s); rank 1 is alive but stuck in its own work (a data loader that hangs)."""
+    import logging
+
+    import utils.distributed as distributed
+    from utils.distributed import note_progress
+
+    torch.set_num_threads(1)
+    distributed.EARLY_WAIT_SHARE = 0.5  # ranks whose threads wake seconds apart on a loaded machine still meet
+    logging.basicConfig(filename=log_file % rank, level=logging.ERROR, format="%(message)s")
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
+                      LOCAL_RANK=str(rank), CUDA_VISIBLE_DEVICES="")
+    init_distributed(timeout_minutes=1)
+    with report_stuck_ranks(EARLY_TIMEOUT_S / 60, early=True):
+        if rank == 1:
+            note_progress("loading the batch of step 3")
+            time.sleep(120)
+        note_progress("training step 3")
+        dist.all_reduce(torch.ones(3))
+
+
+EARLY_TIMEOUT_S = 10
+
+
+def test_nccl_style_stall_is_reported_by_the_thread_before_the_timeout_naming_each_ranks_phase(tmp_path):
+    """On NCCL the watchdog ends the processes at --dist_timeout before Python sees an error: the report must come
+    earlier, from a thread, at 0.7 of it, and name what the stuck rank is doing (its phase differs from the rest)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    logs = [tmp_path / f"rank{rank}.log" for rank in range(2)]
+    context = mp.start_processes(early_report_worker, args=(port, str(tmp_path / "rank%d.log")), nprocs=2, join=False,
+                                 start_method="spawn")
+    try:
+        start, report = time.monotonic(), ""
+        while "no progress" not in report and time.monotonic() - start < 90:
+            time.sleep(0.2)
+            report = logs[0].read_text() if logs[0].is_file() else ""
+        elapsed = time.monotonic() - start
+    finally:
+        for process in context.processes:
+            if process.is_alive():
+                os.kill(process.pid, signal.SIGKILL)
+            process.join()
+    assert "no progress" in report, "no report before the collective's own 60 s timeout"
+    assert elapsed < 60  # spawning takes a few seconds; the report itself comes at 0.7 x 10 s + at most 5 s
+    line = report.splitlines()[0]
+    assert line.startswith("rank 0: no progress for ") and "of --dist_timeout 10 s" in line
+    assert re.search(r"; rank 0: training step 3 for \d+ s; rank 1: loading the batch of step 3 for \d+ s$", line)
 
 
 def test_stopped_rank_is_named_instead_of_hanging(tmp_path):

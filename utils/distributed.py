@@ -9,6 +9,8 @@ import os
 import re
 import signal
 import socket
+import threading
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -35,12 +37,19 @@ class DistInfo:
 
 
 _MONITOR_GROUP = None  # a gloo group kept apart from the training collectives, to find stuck ranks
+_REPORT_GROUP = None  # another, for the early report's thread (a group serves one thread's collectives in order)
 _RANK_PROCESSES: list[tuple[str, int, int]] = []  # (host, pid namespace, pid) of every rank, to end stuck local ones
 MONITOR_WAIT_S = 60.0
 # After a collective timed out, the other ranks get this share of --dist_timeout to answer the check that names
 # the stuck ones. They entered the same collective within a step of each other, so they time out close together;
 # the check used to wait a whole --dist_timeout (up to 60 s) more.
 MONITOR_WAIT_SHARE = 0.1
+# NCCL's watchdog ends every process --dist_timeout after a collective began, before Python sees an error: there
+# the report is made earlier, by a thread, once this rank's main thread has made no progress for this share of it;
+# the other ranks then get EARLY_WAIT_SHARE to join it, so that it ends before the watchdog.
+EARLY_REPORT_SHARE = 0.7
+EARLY_WAIT_SHARE = 0.2
+_PROGRESS = {"phase": "starting", "since": time.monotonic()}
 
 
 class StuckRankError(RuntimeError):
@@ -111,10 +120,9 @@ def init_distributed(backend: str | None = None, timeout_minutes: float = 10.0) 
 
     A collective that waits more than ``timeout_minutes`` raises instead of hanging (see
     `report_stuck_ranks`): on gloo (CPU) the error names the ranks that do not answer. NCCL runs collectives
-    asynchronously and its watchdog thread ends the process after the same timeout, logging the collective
-    that timed out (``Watchdog caught collective operation timeout: WorkNCCL(SeqNum=..., OpType=...)``) before
-    Python sees an error, so on GPUs that line, on every rank that waited, is the report. Without a launcher's variables this is a single process: world 1, no process group,
-    and every helper below degrades to a no-op.
+    asynchronously and its watchdog thread ends the process after the same timeout before Python sees an error,
+    so there a thread logs the report earlier (`_EarlyReporter`). Without a launcher's variables this is a single
+    process: world 1, no process group, and every helper below degrades to a no-op.
     """
     env = launch_env(os.environ)
     if env.launcher == "slurm":  # as torchrun would have set them, for env:// and for any library that reads them
@@ -130,6 +138,8 @@ def init_distributed(backend: str | None = None, timeout_minutes: float = 10.0) 
         dist.init_process_group(backend or ("nccl" if device.type == "cuda" else "gloo"), init_method="env://", timeout=timeout)
         global _MONITOR_GROUP
         _MONITOR_GROUP = dist.new_group(backend="gloo", timeout=timeout)
+        global _REPORT_GROUP
+        _REPORT_GROUP = dist.new_group(backend="gloo", timeout=timeout)
         _RANK_PROCESSES[:] = [None] * dist.get_world_size()
         dist.all_gather_object(_RANK_PROCESSES, _process_identity(), group=_MONITOR_GROUP)
     return DistInfo(get_rank(), get_world_size(), env.local_rank, device)
@@ -176,9 +186,56 @@ def end_stuck_local_ranks(monitor_line: str) -> str:
     return f"killed the stuck {', '.join(killed)} on this host so that the run ends now" if killed else ""
 
 
+def note_progress(phase: str) -> None:
+    """Records what this rank's main thread starts doing now ("training step 12"): the early report names it."""
+    _PROGRESS.update(phase=phase, since=time.monotonic())
+
+
+def _early_report(wait_s: float) -> str:
+    """One line: the ranks that do not answer within ``wait_s`` (a stopped or dead process), else every rank's
+    phase and for how long it has been in it (the one in another phase than the rest is the stuck one)."""
+    try:
+        dist.monitored_barrier(group=_REPORT_GROUP, timeout=timedelta(seconds=wait_s), wait_all_ranks=True)
+    except RuntimeError as err:
+        return str(err).strip().splitlines()[-1]
+    phases: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(phases, (_PROGRESS["phase"], time.monotonic() - _PROGRESS["since"]), group=_REPORT_GROUP)
+    return "; ".join(f"rank {rank}: {phase} for {seconds:.0f} s" for rank, (phase, seconds) in enumerate(phases))
+
+
+class _EarlyReporter(threading.Thread):
+    """Logs the stuck-rank report from a thread when the main thread has made no progress (`note_progress`) for
+    EARLY_REPORT_SHARE of --dist_timeout: on NCCL the main thread never sees the timeout before the watchdog ends
+    the process. Reports once per stall."""
+
+    def __init__(self, timeout_s: float):
+        super().__init__(name="dgl-stuck-rank-report", daemon=True)
+        self.timeout_s, self.done = timeout_s, threading.Event()
+
+    def run(self) -> None:
+        reported = None
+        while not self.done.wait(min(1.0, self.timeout_s / 20)):
+            since = _PROGRESS["since"]
+            if since == reported or time.monotonic() - since < EARLY_REPORT_SHARE * self.timeout_s:
+                continue
+            reported = since
+            try:
+                line = _early_report(EARLY_WAIT_SHARE * self.timeout_s)
+            except RuntimeError as err:  # the group itself failed: say so, the watchdog ends the run anyway
+                line = f"the check failed: {str(err).strip().splitlines()[-1]}"
+            logger.error("rank %d: no progress for %.0f s of --dist_timeout %.0f s; %s", get_rank(),
+                         time.monotonic() - since, self.timeout_s, line)
+
+
 @contextmanager
-def report_stuck_ranks(timeout_minutes: float) -> Iterator[None]:
-    """Turns a collective's timeout into a `StuckRankError` naming the ranks that do not answer."""
+def report_stuck_ranks(timeout_minutes: float, early: bool | None = None) -> Iterator[None]:
+    """Turns a collective's timeout into a `StuckRankError` naming the ranks that do not answer. ``early`` (default:
+    on NCCL) also starts `_EarlyReporter`, whose log line comes before NCCL's watchdog ends the process."""
+    if early is None:
+        early = dist.is_initialized() and dist.get_backend() == "nccl"
+    reporter = _EarlyReporter(timeout_minutes * 60) if early and dist.is_initialized() else None
+    if reporter is not None:
+        reporter.start()
     try:
         yield
     except RuntimeError as err:
@@ -195,6 +252,9 @@ def report_stuck_ranks(timeout_minutes: float) -> Iterator[None]:
         if killed:
             logger.error(killed)
         raise StuckRankError(message) from err
+    finally:
+        if reporter is not None:
+            reporter.done.set()
 
 
 def get_rank() -> int:

@@ -18,7 +18,7 @@ from models.backbones import get_tokenizer
 from models.dgl import DGL
 from models.losses import gather_with_grad
 from utils.itm_rerank import blip_pair_scorer, itm_rerank
-from utils.distributed import gather_eval_features, get_rank, get_world_size, shard_indices
+from utils.distributed import gather_eval_features, get_rank, get_world_size, note_progress, shard_indices
 from utils.metrics import format_metrics_table, retrieval_metrics
 from utils.rerank import dual_softmax, qb_norm
 from utils.step import tf32
@@ -42,10 +42,12 @@ def _encode(dataset: Dataset, encode, key: str, index_key: str, batch_size: int,
     loader = worker_loader(shard, workers, batch_size=batch_size, pin_memory=torch.device(device).type == "cuda",
                            collate_fn=collate_fn)
     outs, indices = [], []
-    for batch in progress(loader, desc=desc, enabled=get_rank() == 0, leave=False):
+    for number, batch in enumerate(progress(loader, desc=desc, enabled=get_rank() == 0, leave=False), 1):
+        note_progress(f"{desc}, batch {number}")
         out = encode(batch[key].to(device, non_blocking=True))
         outs.append(out if isinstance(out, tuple) else (out,))
         indices.append(batch[index_key])
+    note_progress(f"{desc}, gathering the features of every rank")
     local_idx = (torch.cat(indices) if indices else torch.empty(0, dtype=torch.long)).to(device)
     gathered = tuple(gather_eval_features(torch.cat(parts), local_idx, len(dataset)) for parts in zip(*outs))
     if not outs:  # this rank's shard is empty: nothing to tell the shapes by

@@ -26,7 +26,7 @@ from models.dgl import DGL
 from models.losses import BatchObjective
 from models.objectives import ObjectiveSettings, create_objective
 from utils.config import TrainConfig
-from utils.distributed import DistInfo, all_gather_object
+from utils.distributed import DistInfo, all_gather_object, note_progress
 from utils.optim import WarmupCosine, build_optimizer, model_param_groups, non_finite_optimizer_state
 from utils.progress import progress
 from utils.resume import Position, carried_position
@@ -286,8 +286,10 @@ class Trainer:
         )
         monitor, window_start = StepMonitor(self.dist.device), time.perf_counter()
         data_time, tic = 0.0, time.perf_counter()
+        note_progress(f"loading the batch of step {state.global_step + 1}")
         for batch in self.loader:
             data_time += time.perf_counter() - tic
+            note_progress(f"training step {state.global_step + 1}")
             ids = batch["input_ids"].to(self.dist.device, non_blocking=True)
             video = batch["video"].to(self.dist.device, non_blocking=True)
             mask = batch["input_mask"].to(self.dist.device, non_blocking=True)
@@ -311,6 +313,7 @@ class Trainer:
                 self.save("checkpoint_latest.pt")
                 return False
             tic = time.perf_counter()
+            note_progress(f"loading the batch of step {state.global_step + 1}")
         monitor.read(self.split.video_ids, state.epoch + 1)  # nothing non-finite may reach a checkpoint
         bar.close()
         state.epoch += 1
