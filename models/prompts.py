@@ -10,14 +10,13 @@ official checkpoint, and how to read its sizes back from such a checkpoint.
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 
-from .clip import QuickGELU, ResidualAttentionBlock
+from .clip import Mlp, ResidualAttentionBlock
 from .flops import block_flops
 
 
@@ -83,13 +82,7 @@ class TransformerPromptGenerator(nn.Module):
         self.frames, self.local_prompts = frames, local_prompts
         self.embedding = nn.Parameter(torch.randn(text_prompts + local_prompts * frames, layers * vision_width))
         self.block = ResidualAttentionBlock(vision_width, vision_width // 64)
-        self.text_mlp = nn.Sequential(
-            OrderedDict(
-                c_fc=nn.Linear(vision_width, 2 * vision_width),
-                gelu=QuickGELU(),
-                c_proj=nn.Linear(2 * vision_width, text_width),
-            )
-        )
+        self.text_mlp = Mlp(vision_width, 2 * vision_width, text_width)
 
     def forward(self) -> Prompts:
         # Row r of the table holds, for every layer l, a width-D chunk; the layers form the batch.
