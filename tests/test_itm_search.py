@@ -117,12 +117,14 @@ def test_search_page_reranks_through_the_same_function(blip_index, capsys):
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--itm_rerank", "0"], "--itm_rerank 0: give K >= 1"),
-    (["--itm_rerank", "-3"], "--itm_rerank -3: give K >= 1"),
+    ([QUERIES[0], "--itm_rerank", "0"], "--itm_rerank 0: give K >= 1"),
+    ([QUERIES[0], "--itm_rerank", "-3"], "--itm_rerank -3: give K >= 1"),
+    (["--video", "a.mp4", "--captions", "c.txt", "--itm_rerank", "2"],
+     "--itm_rerank re-ranks the videos of text queries: drop it with --video"),
 ])
-def test_bad_k_is_refused_in_one_line(blip_index, capsys, flags, message):
+def test_what_cannot_rerank_is_refused_in_one_line(blip_index, capsys, flags, message):
     capsys.readouterr()
-    assert retrieve.main(["search", "--index", str(blip_index[0]), QUERIES[0], "--device", "cpu", *flags]) == 2
+    assert retrieve.main(["search", "--index", str(blip_index[0]), "--device", "cpu", *flags]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
 
