@@ -3,6 +3,7 @@
     python retrieve.py index --videos DIR [DIR|FILE ...] --checkpoint CKPT --out INDEX [--max_videos N]
                              [--video_list LIST]   # only the listed videos, e.g. a test split's CSV
     python retrieve.py search --index INDEX "a dog catches a frisbee" ["another query" ...] [--top_k 5] [--json]
+                              [--itm_rerank K]   # a DGL-BLIP index: ITM re-scores each query's top K
     python retrieve.py search --index INDEX --video FILE --captions captions.txt [--top_k 5] [--json]
     python retrieve.py serve --index INDEX [--checkpoint CKPT] [--host 127.0.0.1] [--port 8000]
 
@@ -23,10 +24,11 @@ from pathlib import Path
 import torch
 
 from dataloaders.config import VIDEO_BACKENDS
+from apps.itm_search import check_itm_rerank, ranking_label
 from apps.retrieval import Retriever
 from apps.search_server import make_server
-from apps.search_service import SearchService
-from apps.video_index import add_captions, find_videos
+from apps.search_service import SearchService, ServiceConfig
+from apps.video_index import add_captions, find_videos, read_manifest
 from apps.video_list import VideoList
 from utils import cli
 from utils.cli import ArgumentParser, require_path
@@ -82,6 +84,13 @@ def _index_model(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", help="default: the checkpoint recorded in the index (must be the same model)")
     add_backbone_flags(p, default=None, choose=False)  # the backbone is the recorded checkpoint's
     p.add_argument("--max_words", type=int, default=32, help="query tokens kept (longer queries are cut)")
+    p.add_argument("--itm_rerank", type=int, metavar="K",
+                   help="an index of a --model dgl_blip checkpoint: re-score each text query's top K videos with the "
+                        "ITM head (their tokens recomputed from the files), as main.py --itm_rerank evaluates; "
+                        "default: the ITC ranking alone")
+    p.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
+                   help="decoding processes for --itm_rerank's videos")
+    p.add_argument("--batch_size", type=int, default=16, help="videos encoded at once for --itm_rerank")
     _common(p)
 
 
@@ -89,9 +98,11 @@ def open_index(args: argparse.Namespace) -> Retriever:
     require_path("--index", args.index, "pass the folder `retrieve.py index --out` wrote")
     if args.checkpoint is not None:
         require_path("--checkpoint", args.checkpoint, "pass the checkpoint the index was built with, or leave it out")
+    if args.itm_rerank is not None:  # refused before the model loads
+        check_itm_rerank(args.itm_rerank, read_manifest(args.index)["model"]["dgl_config"].get("model", "dgl"))
     return Retriever.from_index(
         args.index, args.checkpoint, args.pretrained_clip_name, args.pretrained_dir, args.device,
-        video_backend=args.video_backend, max_words=args.max_words,
+        video_backend=args.video_backend, max_words=args.max_words, workers=args.workers, batch_size=args.batch_size,
     )
 
 
@@ -131,6 +142,8 @@ def read_captions(path: str) -> tuple[list[str], list[int]]:
 def run_search(args: argparse.Namespace) -> None:
     if bool(args.video) != bool(args.captions) or bool(args.video) == bool(args.queries):
         raise ValueError("give text queries, or --video FILE with --captions FILE (not both)")
+    if args.video and args.itm_rerank is not None:
+        raise ValueError("--itm_rerank re-ranks the videos of text queries: drop it with --video")
     if args.video:
         require_path("--video", args.video, "pass the video to find captions for")
         require_path("--captions", args.captions, "pass a text file with one caption per line")
@@ -148,24 +161,27 @@ def run_search(args: argparse.Namespace) -> None:
         for row in rows:
             print(f"{row['rank']:>3} {row['score']:>7.4f} {row['logit']:>7.2f} {row['line']:>5}  {row['caption']}")
         return
-    gallery = retriever.gallery
-    results = retriever.search(args.queries, args.top_k)
+    gallery, rerank = retriever.gallery, args.itm_rerank or 0
+    results = retriever.search(args.queries, args.top_k, itm_rerank=rerank)
+    ranking = ranking_label(retriever.model.config, rerank)
     if args.json:
-        print(json.dumps({"index": str(gallery.folder.resolve()), "videos": len(gallery), "queries": [
-            {"query": q, "results": [{"rank": r, "path": h.path, "score": h.score, "logit": h.logit}
+        print(json.dumps({"index": str(gallery.folder.resolve()), "videos": len(gallery), "ranking": ranking, "queries": [
+            {"query": q, "results": [{"rank": r, "path": h.path, "score": h.score, "logit": h.logit, "rerank": h.rerank}
                                      for r, h in enumerate(hits, 1)]}
             for q, hits in zip(args.queries, results)]}, indent=1))
         return
-    print(f"{gallery.folder}: {len(gallery)} videos under {gallery.root}")
+    print(f"{gallery.folder}: {len(gallery)} videos under {gallery.root}; ranking: {ranking}")
     for query, hits in zip(args.queries, results):
         print(f'\n"{query}"')
-        print(f"{'#':>3} {'cosine':>7} {'logit':>7}  video")
+        print(f"{'#':>3} {'cosine':>7} {'logit':>7}{' re-rank' if rerank else ''}  video")
         for rank, hit in enumerate(hits, 1):
-            print(f"{rank:>3} {hit.score:>7.4f} {hit.logit:>7.2f}  {os.path.relpath(hit.path, gallery.root)}")
+            rescored = "" if not rerank else f" {'-':>7}" if hit.rerank is None else f" {hit.rerank:>7.3f}"
+            print(f"{rank:>3} {hit.score:>7.4f} {hit.logit:>7.2f}{rescored}  {os.path.relpath(hit.path, gallery.root)}")
 
 
 def run_serve(args: argparse.Namespace) -> None:
-    service = SearchService(open_index(args))  # the model loads once; another model's index is refused here
+    # the model loads once; another model's index is refused here
+    service = SearchService(open_index(args), ServiceConfig(itm_rerank=args.itm_rerank or 0))
     try:
         server = make_server(service, args.host, args.port)
     except OSError as err:

@@ -7,6 +7,7 @@ model other than the index's is refused rather than mixed in; `apps.video_indexi
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from apps.itm_search import check_itm_rerank, rerank_order, video_tokens
 from apps.video_index import (
     INDEX_FORMAT,
     MANIFEST,
@@ -39,6 +41,7 @@ from models.backbones import get_tokenizer
 from models.dgl import DGL
 from models.factory import load_dgl
 from models.files import atomic_write
+from utils.itm_rerank import blip_pair_scorer
 
 # Re-exported: the names scripts and tests have imported from here since before the split.
 __all__ = [
@@ -63,11 +66,13 @@ NO_SOURCE = {"checkpoint": None, "pretrained_clip_name": None, "pretrained_dir":
 # ------------------------------------------------------------------------------------------------ results
 @dataclass(frozen=True)
 class Hit:
-    """One ranked video: cosine similarity and the model's logit (CLIP temperature × cosine)."""
+    """One ranked video: cosine similarity, the model's logit (CLIP temperature × cosine) and, when ITM re-ranked
+    it, its re-rank score (ITM match logit + cosine; None: ranked by cosine)."""
 
     path: str
     score: float
     logit: float
+    rerank: float | None = None
 
 
 @dataclass(frozen=True)
@@ -222,11 +227,8 @@ class Retriever:
         known_bad = set() if retry_failed else {s for s, _ in existing.failed.values()}
         todo = [s for s in stamps if s not in done and s not in known_bad]
         attempt = todo[:max_videos] if max_videos is not None else todo
-        decode = DecodeOptions(
-            self.model.config.max_frames, self.model.clip.config.image_resolution, self.video_backend,
-            self.batch_size, self.workers,
-        )
-        encoded, failed = encode_into_shards(self.encode_videos, folder, root, attempt, decode, shard_size, progress)
+        encoded, failed = encode_into_shards(self.encode_videos, folder, root, attempt, self._decode_options(), shard_size,
+                                             progress)
         index = self.open(folder)
         return IndexReport(
             found=len(stamps),
@@ -238,19 +240,29 @@ class Retriever:
             total=len(index),
         )
 
+    def _decode_options(self) -> DecodeOptions:
+        """The index's frame reader: the model's T frames at its resolution."""
+        return DecodeOptions(self.model.config.max_frames, self.model.clip.config.image_resolution, self.video_backend,
+                             self.batch_size, self.workers)
+
     # --------------------------------------------------------------------------------------- search
     def _require_gallery(self) -> VideoIndex:
         if self.gallery is None:
             raise RuntimeError("no index is open: call open(folder) or index(videos, out) first")
         return self.gallery
 
-    def search(self, texts: str | Sequence[str], k: int = 5) -> list[list[Hit]]:
-        """The ``k`` best videos for each text, best first: one ``[Q, N]`` product of unit vectors."""
+    def search(self, texts: str | Sequence[str], k: int = 5, itm_rerank: int = 0) -> list[list[Hit]]:
+        """The ``k`` best videos for each text, best first: one ``[Q, N]`` product of unit vectors. ``itm_rerank``
+        K (a DGL-BLIP index): each text's top K re-scored by the ITM head as evaluation does
+        (`apps.itm_search`), those first."""
         self._require_gallery()
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
+        if itm_rerank:
+            check_itm_rerank(itm_rerank, self.model.config.model)
         texts = [texts] if isinstance(texts, str) else list(texts)
-        return self._rank(F.normalize(self.encode_texts(texts), dim=-1), k)
+        queries = F.normalize(self.encode_texts(texts), dim=-1)
+        return self._rerank(texts, queries, k, itm_rerank) if itm_rerank else self._rank(queries, k)
 
     def similar(self, rel: str, k: int = 5) -> list[Hit]:
         """The ``k`` indexed videos nearest to the indexed video ``rel`` (its path relative to the root), itself
@@ -265,10 +277,43 @@ class Retriever:
         """Unit query vectors ``[Q, E]`` against the gallery: one ``[Q, N]`` product and a top-k."""
         gallery = self._require_gallery()
         scores, order = (queries_unit.to(self.device) @ self._gallery_unit.t()).topk(min(k, len(gallery)), dim=1)
+        return self._hits(order, scores)
+
+    @torch.no_grad()
+    def _rerank(self, texts: list[str], queries_unit: torch.Tensor, k: int, itm_rerank: int) -> list[list[Hit]]:
+        """`_rank` with each text's top ``itm_rerank`` re-scored by ITM on tokens recomputed from the files."""
+        sim = queries_unit.to(self.device) @ self._gallery_unit.t()
+        ids, mask = self.tokenizer(texts, self.max_words)
+        itm_ids = self.tokenizer.for_itm(ids)
+
+        def scorer(candidates: torch.Tensor):
+            files = [self._unchanged_file(j) for j in candidates.tolist()]
+            tokens = video_tokens(lambda v: self.model.encode_video_with_tokens(v.to(self.device)), files,
+                                  self._decode_options())
+            return blip_pair_scorer(self.model.itm_logits, itm_ids, mask, tokens, self.device)
+
+        order, scores, rescored = rerank_order(sim, itm_rerank, k, scorer)
+        return self._hits(order, scores, rescored)
+
+    def _unchanged_file(self, position: int) -> Path:
+        """The file of an indexed video, refused if it changed since its feature was stored."""
+        gallery = self._require_gallery()
+        stamp = gallery.stamps[position]
+        path = gallery.root / stamp.rel
+        now = FileStamp.of(path, gallery.root) if path.is_file() else None
+        if now != stamp:
+            raise ValueError(f"{path}: changed or gone since it was indexed, so ITM would score another video than "
+                             "the indexed feature; run `retrieve.py index` again, or search without --itm_rerank")
+        return path
+
+    def _hits(self, order: torch.Tensor, scores: torch.Tensor, rescored: torch.Tensor | None = None) -> list[list[Hit]]:
+        gallery = self._require_gallery()
         scale = float(self.model.clip.logit_scale.detach().float().exp())
+        rows = (rescored if rescored is not None else torch.full_like(scores, float("nan"))).cpu().tolist()
         return [
-            [Hit(str(gallery.root / gallery.stamps[j].rel), s, scale * s) for s, j in zip(row_scores, row_order)]
-            for row_scores, row_order in zip(scores.cpu().tolist(), order.cpu().tolist())
+            [Hit(str(gallery.root / gallery.stamps[j].rel), s, scale * s, None if math.isnan(r) else r)
+             for s, j, r in zip(row_scores, row_order, row_rescored)]
+            for row_scores, row_order, row_rescored in zip(scores.cpu().tolist(), order.cpu().tolist(), rows)
         ]
 
     def rank_captions(self, video: PathLike, captions: Sequence[str], k: int = 5) -> list[CaptionHit]:

@@ -19,6 +19,7 @@ import av
 import numpy as np
 from PIL import Image
 
+from apps.itm_search import ranking_label
 from apps.retrieval import Hit, Retriever, describe_identity
 from apps.search_confidence import ScoreFloor, score_floor
 from apps.video_index import read_captions
@@ -49,6 +50,7 @@ class ServiceConfig:
 
     default_k: int = 12
     max_k: int = 100
+    itm_rerank: int = 0  # a DGL-BLIP index: re-score each query's top K with ITM (retrieve.py serve --itm_rerank)
 
 
 def browser_playable(path: Path) -> bool:
@@ -116,6 +118,7 @@ class SearchService:
             "model": describe_identity(self.retriever.identity),
             "checkpoint": checkpoint_name(self.retriever.source["checkpoint"]),
             "variant": self.retriever.model.config.shared_latent_space,
+            "ranking": ranking_label(self.retriever.model.config, self.config.itm_rerank),
             "frames": self.frames,
             "resolution": self.retriever.identity["resolution"],
             "examples": self.examples,
@@ -140,7 +143,7 @@ class SearchService:
         tokens = len(self.retriever.tokenizer.encode(query))
         started = time.perf_counter()
         with self._model_lock:
-            hits = self.retriever.search(query, k)[0]
+            hits = self.retriever.search(query, k, itm_rerank=self.config.itm_rerank)[0]
         answer = self._answer(hits, time.perf_counter() - started)
         kept = self.retriever.max_words - 2
         return {"query": query, "tokens": tokens, "truncated": tokens > kept, "tokens_kept": min(tokens, kept),
@@ -162,7 +165,8 @@ class SearchService:
         results = []
         for rank, hit in enumerate(hits, 1):
             rel = Path(hit.path).relative_to(self.gallery.root).as_posix()
-            results.append({"rank": rank, "video": rel, "score": hit.score, "logit": hit.logit, "playable": self.playable(rel)})
+            results.append({"rank": rank, "video": rel, "score": hit.score, "logit": hit.logit, "rerank": hit.rerank,
+                            "playable": self.playable(rel)})
         return {"videos": len(self.gallery), "ms": round(1000 * seconds, 3), "results": results}
 
     # -------------------------------------------------------------------------------------------- files

@@ -16,6 +16,7 @@ from models.blip.losses import (BlipLossConfig, FeatureQueue, MomentumEncoder,
                                 sample_hard_negatives)
 from models.blip.objective import DGLBlipObjective, alpha_warmup
 from models.losses import contrastive_loss, cosine_logits
+from utils.step import TrainStep
 from tests.blip_files import VOCAB, Size, hf_blip, original_state, write_hf_folder, write_vocab
 
 
@@ -307,3 +308,59 @@ def test_objective_resumes_exactly_from_its_state_dict(tiny_dgl_blip):
     after = [objective(*batch(seed=4), video_ids) for objective in (running, resumed)]
     assert all(torch.equal(after[0][k], after[1][k]) for k in ("itc", "itm", "backward"))
     assert torch.equal(running.queue.entries()[1], resumed.queue.entries()[1])
+
+
+def chunked_objective(build, mode: str, config: dict) -> DGLBlipObjective:
+    """A float64 DGL-BLIP objective whose momentum teacher differs from the student and whose queue holds three
+    entries (one of them a positive of video 1); built alike on every call."""
+    objective = DGLBlipObjective(build(global_prompt_length=2, training_mode=mode).double(),
+                                 BlipLossConfig(**config, itm_weight=0.0), enc_id=len(VOCAB) + 1)
+    with torch.no_grad():
+        objective.model.global_prompts.add_(0.3)
+        if mode == "full":
+            objective.model.blip.vision_proj.weight.mul_(1.2)
+    if objective.queue.size:
+        objective.queue.enqueue(*features(3, dim=SIZE.embed_dim, seed=6), torch.tensor([1, 7, 8]))
+    return objective
+
+
+@pytest.mark.parametrize("mode, config", [
+    ("full", dict(alpha=0.4, queue_size=8, momentum=0.9)),
+    ("full", dict(alpha=0.0, queue_size=0)),
+    ("prompts", dict(alpha=0.4, queue_size=8, momentum=0.9)),
+])
+def test_chunked_step_gives_the_full_batch_gradient(tiny_dgl_blip, mode, config):
+    """utils/step.py's TrainStep with 3 chunks (``cached_itc``, then each chunk through the objective's forward)
+    leaves on every trainable tensor the gradient of the one-chunk step within 1e-6 (float64), and the same loss,
+    momentum copy and queue: the momentum keys and the queue are constants of the step."""
+    ids, mask, video = batch(size=6)
+    video, video_ids = video.double(), torch.tensor([0, 1, 2, 0, 3, 4])
+    runs = {}
+    for chunks in (1, 3):
+        objective = chunked_objective(tiny_dgl_blip, mode, config)
+        trained = [p for p in objective.model.parameters() if p.requires_grad]
+        step = TrainStep(objective.model, objective, torch.optim.SGD(trained, lr=0.0), "fp32", torch.device("cpu"),
+                         chunks=chunks)
+        loss = step.objective_backward(ids, mask, video, video_ids, position=(1, 0, 1))  # epoch 1: alpha unramped
+        grads = {n: p.grad.clone() for n, p in objective.model.named_parameters() if p.grad is not None}
+        runs[chunks] = loss, grads, objective
+    (loss, full, whole), (chunked_loss, chunked, cached) = runs[1], runs[3]
+    assert abs(chunked_loss - loss) < 1e-9 and set(chunked) == set(full)
+    assert set(full) >= {n for n, p in whole.model.named_parameters() if p.requires_grad and "itm_head" not in n
+                         and "crossattention" not in n}  # every tensor the ITC reaches has a gradient
+    for name, grad in full.items():
+        assert (chunked[name] - grad).abs().max() <= 1e-6, name
+    assert full["global_prompts"].abs().max() > 1e-3
+    assert (mode == "full") == ("blip.temp" in full) and (mode == "prompts" or full["blip.temp"].abs() > 1e-3)
+    for a, b in zip(whole.state_dict().values(), cached.state_dict().values()):
+        torch.testing.assert_close(a, b, atol=1e-9, rtol=0)  # the momentum copy and the queue
+
+
+def test_chunked_step_refuses_itm(tiny_dgl_blip):
+    objective = DGLBlipObjective(tiny_dgl_blip(global_prompt_length=2), BlipLossConfig(queue_size=0, alpha=0.0),
+                                 enc_id=len(VOCAB) + 1, generator=torch.Generator().manual_seed(0))
+    ids, mask, video = batch()
+    with pytest.raises(ValueError, match=r"--gradient_accumulation_steps 2 \(chunked encoding\) is exact for the ITC "
+                                         "only: .*set --itm_weight 0"):
+        objective.cached_itc(ids, mask, video, torch.arange(4), chunks=2)
+    assert int(objective.queue.filled) == 0

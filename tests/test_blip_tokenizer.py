@@ -66,6 +66,23 @@ def test_blip_added_tokens_and_itm_ids(vocab_file):
     assert (itm[:, 0] == tok.enc_id).all() and torch.equal(itm[:, 1:], ids[:, 1:]) and (ids[:, 0] == tok.cls_id).all()
 
 
+def test_encode_and_words_as_bert_tokenizes(vocab_file):
+    """What the search page reads of a tokenizer: a caption's ids without specials (here between BLIP's [CLS] and
+    [SEP], and as BertTokenizer tokenizes), and the vocabulary's whole words."""
+    tok = BlipTokenizer(vocab_file)
+    peer = blip_setup(transformers.BertTokenizer.from_pretrained(str(vocab_file.parent), do_lower_case=True))
+    texts = captions(60)
+    for text in texts:
+        ids = tok.encode(text)
+        assert ids == peer.convert_tokens_to_ids(peer.tokenize(text))
+        if len(ids) + 2 <= 200:  # uncut: the caption's ids sit between [CLS] and [SEP]
+            assert tok(text, 200)[0][0, 1 : len(ids) + 1].tolist() == ids
+    assert max(len(tok.encode(t)) for t in texts) > CAPTION_LENGTH  # longer than any cut: nothing truncated
+    tok(texts, 8)  # a cut call before does not shorten what encode returns
+    assert tok.encode(texts[0]) == peer.convert_tokens_to_ids(peer.tokenize(texts[0]))
+    assert tok.words() == [w for w in WORDS if len(w) >= 3]
+
+
 def test_vocabulary_is_found_beside_the_weights_or_given(tmp_path, vocab_file):
     (tmp_path / "model_base_retrieval_coco.pth").write_bytes(b"")
     with pytest.raises(BlipLoadError, match=r"no BERT vocabulary at .*vocab.txt: put BLIP's vocab.txt"):

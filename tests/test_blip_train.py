@@ -91,20 +91,42 @@ def test_resume_after_an_epoch_equals_the_uninterrupted_run(workspace, mode):
     assert torch.equal(resumed["rng"][0]["itm_generator"], whole["rng"][0]["itm_generator"])
 
 
-def test_two_ranks_train_as_one_process_without_itm(workspace):
-    """ITC with momentum distillation and the queue over the gathered batch: 2 gloo ranks of 3 (DDP around the
-    objective, the unused ITM head allowed) take the steps of one process on the global batch of 6."""
-    common = ["--epochs", "2", "--queue_size", "9", "--alpha", "0.4", "--momentum", "0.9", "--itm_weight", "0",
-              *MODES["full"]]
-    run(build_config(flags(workspace, "ddp_single", "--batch_size", "6", *common)))
-    torchrun(2, flags(workspace, "ddp_two", "--batch_size", "3", *common))
-    one, two = (read_checkpoint(workspace[0] / out / "checkpoint_latest.pt") for out in ("ddp_single", "ddp_two"))
+ITC_ONLY = ["--epochs", "2", "--queue_size", "9", "--alpha", "0.4", "--momentum", "0.9", "--itm_weight", "0",
+            *MODES["full"]]
+
+
+@pytest.fixture(scope="module")
+def itc_only_run(workspace):
+    """One process, the global batch of 6, ITC with momentum distillation and the queue: the reference run."""
+    run(build_config(flags(workspace, "ddp_single", "--batch_size", "6", *ITC_ONLY)))
+    return read_checkpoint(workspace[0] / "ddp_single" / "checkpoint_latest.pt")
+
+
+def assert_same_training(one: dict, two: dict) -> None:
     assert one["global_step"] == two["global_step"] == 2
     for name, value in one["state_dict"].items():
         torch.testing.assert_close(two["state_dict"][name], value, atol=2e-6, rtol=0, msg=name)
     for name, value in one["objective"]["queue"].items():
         torch.testing.assert_close(two["objective"]["queue"][name], value, atol=2e-6, rtol=0, msg=name)
     assert (int(two["objective"]["queue"]["filled"]), int(two["objective"]["queue"]["ptr"])) == (9, 3)  # wrapped
+
+
+def test_two_ranks_train_as_one_process_without_itm(workspace, itc_only_run):
+    """ITC with momentum distillation and the queue over the gathered batch: 2 gloo ranks of 3 (DDP around the
+    objective, the unused ITM head allowed) take the steps of one process on the global batch of 6."""
+    torchrun(2, flags(workspace, "ddp_two", "--batch_size", "3", *ITC_ONLY))
+    assert_same_training(itc_only_run, read_checkpoint(workspace[0] / "ddp_two" / "checkpoint_latest.pt"))
+
+
+def test_chunked_batches_train_as_whole_ones_without_itm(workspace, itc_only_run):
+    """--gradient_accumulation_steps 3 (gradient caching of the ITC, momentum keys and queue once per step): one
+    process in chunks of 2, and 2 gloo ranks in chunks of 1 (DDP synchronising the last chunk only), take the
+    steps of the unchunked process."""
+    run(build_config(flags(workspace, "chunked_single", "--batch_size", "6", "--gradient_accumulation_steps", "3",
+                           *ITC_ONLY)))
+    assert_same_training(itc_only_run, read_checkpoint(workspace[0] / "chunked_single" / "checkpoint_latest.pt"))
+    torchrun(2, flags(workspace, "chunked_two", "--batch_size", "3", "--gradient_accumulation_steps", "3", *ITC_ONLY))
+    assert_same_training(itc_only_run, read_checkpoint(workspace[0] / "chunked_two" / "checkpoint_latest.pt"))
 
 
 ITC, RERANKED = "DGL-BLIP ITC", "DGL-BLIP ITC + ITM re-rank of the top 4"
@@ -183,7 +205,6 @@ def test_visualize_refuses_a_dgl_blip_checkpoint(fine_tuned, workspace, tmp_path
 @pytest.mark.parametrize("extra, message", [
     (["--gradient_accumulation_steps", "2"],
      "--gradient_accumulation_steps 2 (chunked encoding) is exact for the ITC only"),
-    (["--gradient_accumulation_steps", "2", "--itm_weight", "0"], "--model dgl_blip trains one whole batch per step"),
     (["--shared_latent_space", "linear"], "--shared_latent_space does not apply to --model dgl_blip"),
     (["--visual_output_type", "average_global_prompt"], "--model dgl_blip pools with --visual_output_type"),
     (["--alpha", "1.5"], "--alpha 1.5: must be <= 1"),

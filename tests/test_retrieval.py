@@ -194,3 +194,18 @@ def test_cli_index_search_and_reverse(gallery, fixture_dir, tmp_path, capsys):
     assert retrieve.main(["search", "--index", str(out), "x", "--checkpoint", str(other), "--device", "cpu"]) == 2  # a user error: exit 2, as every CLI (utils/cli.py)
     err = capsys.readouterr().err
     assert "dgl_linear_ckpt.pth.tar" in err and "dgl_transformer_ckpt.pth.tar" in err
+
+
+def test_itm_rerank_is_refused_for_an_index_without_an_itm_head(gallery, transformer, tmp_path, capsys):
+    """DGL on CLIP has no ITM head: the flag is refused in one line, before the model loads, and by the API."""
+    out = tmp_path / "index"
+    r = retriever(transformer)
+    r.index(gallery_files(gallery)[:2], out, progress=False)
+    with pytest.raises(ValueError, match=r"--itm_rerank 4: this index's model \(--model dgl\) has no ITM head"):
+        r.search(QUERIES[0], 2, itm_rerank=4)
+    capsys.readouterr()
+    # The index records a checkpoint that does not exist ("test-model"): the refusal comes before any loading.
+    assert retrieve.main(["search", "--index", str(out), QUERIES[0], "--itm_rerank", "4", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "only an index built from a --model dgl_blip checkpoint re-ranks: drop --itm_rerank" in err
+    assert len(err.splitlines()) == 1

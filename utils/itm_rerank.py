@@ -25,9 +25,10 @@ def blip_pair_scorer(itm_logits: Callable[[Tensor, Tensor, Tensor], Tensor], itm
                      video_tokens: Tensor, device: torch.device | None = None) -> PairScorer:
     """Score pairs with BLIP's ITM head: the match logit (``itm_head`` column 1, as BLIP's evaluation), of
     ``[ENC]``-led ``itm_ids`` cross-attending to ``video_tokens`` (which may stay on the host; each chunk moves
-    to ``device``)."""
+    to ``device``). The pair indices may live on another device than the tensors they index."""
     def score(texts: Tensor, videos: Tensor) -> Tensor:
         to = (lambda t: t.to(device)) if device is not None else (lambda t: t)
+        texts, videos = texts.to(itm_ids.device), videos.to(video_tokens.device)
         return itm_logits(to(itm_ids[texts]), to(attention_mask[texts]), to(video_tokens[videos]))[:, 1].float()
     return score
 

@@ -4,14 +4,14 @@ The contrastive loss couples every pair of the global batch, so plain gradient a
 the objective. With ``chunks = k`` a batch is instead encoded in ``k`` chunks: features of all chunks are
 computed without a graph, the loss and its feature gradients on the whole batch, then each chunk is
 re-encoded with a graph and back-propagated (gradient caching). The update equals one full-batch step at the
-memory of one chunk, for the price of one extra forward pass.
+memory of one chunk, for the price of one extra forward pass. A ``BatchObjective`` that supports it
+(DGL-BLIP's, ITC only) does its first pass itself (``cached_itc``: momentum keys and queue once per step).
 """
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -99,10 +99,21 @@ class TrainStep:
 
     def objective_backward(self, input_ids: Tensor, attention_mask: Tensor, video: Tensor, video_ids: Tensor,
                            position: tuple[int, int, int]) -> Tensor:
-        """The objective's forward (through ``net``) and the backward of what it says to back-propagate."""
-        with autocast_context(self.precision, self.device):
-            losses = self.net(input_ids, attention_mask, video, video_ids, **self.objective.schedule(*position))
+        """The objective's forward (through ``net``) and the backward of what it says to back-propagate; with
+        chunks, its cached first pass (``cached_itc``), then each chunk re-encoded through ``net``."""
+        autocast = autocast_context(self.precision, self.device)
+        schedule = self.objective.schedule(*position)
+        if self.chunks == 1:
+            with autocast:
+                losses = self.net(input_ids, attention_mask, video, video_ids, **schedule)
+            self.scaler.scale(losses["backward"]).backward()
+            return losses["loss"].detach()
+        with autocast:
+            losses, (text, vid, temp) = self.objective.cached_itc(input_ids, attention_mask, video, video_ids,
+                                                                   self.chunks, **schedule)
         self.scaler.scale(losses["backward"]).backward()
+        chunks = list(zip(input_ids.chunk(self.chunks), attention_mask.chunk(self.chunks), video.chunk(self.chunks)))
+        self._replay(chunks, lambda ids, mask, frames: self.net(ids, mask, frames, None, chunk=True), text, vid, temp)
         return losses["loss"].detach()
 
     def objective_state(self) -> dict:
@@ -149,19 +160,30 @@ class TrainStep:
         scale = scale_param.detach().requires_grad_(scale_param.requires_grad)
         loss = self._global_loss(text, vid, scale)
         self.scaler.scale(loss * self.world_size).backward()
-        bounds = np.cumsum([0] + [len(c) for c in id_chunks])
+        self._replay(list(zip(id_chunks, video_chunks)),
+                     lambda ids, frames: (*self.net(ids, frames), replicated(scale_param, self.world_size)), text, vid, scale)
+        return loss.detach()
+
+    def _replay(self, chunks: list[tuple[Tensor, ...]], forward, text: Tensor, vid: Tensor, scale: Tensor) -> None:
+        """Gradient caching's second pass: each chunk re-encoded with a graph by ``forward(*chunk) -> (text, video,
+        scale as the loss's gradient reaches it)``, and the gradients cached on the leaves ``text``, ``vid`` and
+        ``scale`` back-propagated; the scale's in the last chunk only, which DDP synchronises (the others run
+        under ``no_sync``)."""
+        autocast = autocast_context(self.precision, self.device)
         ddp = self.net if isinstance(self.net, nn.parallel.DistributedDataParallel) else None
-        for k, (ids_k, video_k) in enumerate(zip(id_chunks, video_chunks)):
-            last = k == self.chunks - 1
+        lo = 0
+        for k, inputs in enumerate(chunks):
+            last = k == len(chunks) - 1
             with (nullcontext() if ddp is None or last else ddp.no_sync()), autocast:
-                text_k, vid_k = self.net(ids_k, video_k)
-            lo, hi = bounds[k], bounds[k + 1]
+                text_k, vid_k, scale_k = forward(*inputs)
+            hi = lo + len(text_k)
             roots, grads = [text_k.float(), vid_k.float()], [text.grad[lo:hi], vid.grad[lo:hi]]
             if last and scale.grad is not None:
-                roots.append(replicated(scale_param, self.world_size))
+                roots.append(scale_k)
                 grads.append(scale.grad)
-            torch.autograd.backward(roots, grads)
-        return loss.detach()
+            trained = [(r, g) for r, g in zip(roots, grads) if r.requires_grad]  # a frozen tower's have no graph
+            torch.autograd.backward([r for r, _ in trained], [g for _, g in trained])
+            lo = hi
 
 
 def forward_module(model: nn.Module, loss: nn.Module) -> nn.Module:

@@ -220,11 +220,12 @@ def itm_loss(itm_logits: Callable[[Tensor, Tensor, Tensor], Tensor], ids: Tensor
 
 
 def check_gradient_caching(accumulation_steps: int, itm_weight: float) -> None:
-    """Gradient caching (utils/step.py: features without a graph, the loss on the whole batch, then each chunk
-    re-encoded and back-propagated) is exact for any loss of the features alone: the ITC, with or without the
-    momentum keys, queue and teacher (constants of the step). ITM is not such a loss: it runs the multimodal
-    pass on video tokens, and its negatives pair tokens across chunks. Refused, in one line."""
+    """Gradient caching (``DGLBlipObjective.cached_itc``: features without a graph, the loss on the whole batch,
+    then each chunk re-encoded and back-propagated) is exact for a loss of the features alone: the ITC, with or
+    without the momentum keys, queue and teacher (constants of the step). ITM is a loss of the video tokens
+    through the multimodal pass, with negatives paired across chunks and ranks; caching it would need the
+    tokens' gradients, which is not built. Refused, in one line."""
     if accumulation_steps > 1 and itm_weight > 0:
         raise ValueError(f"--gradient_accumulation_steps {accumulation_steps} (chunked encoding) is exact for the "
-                         "ITC only: ITM's multimodal pass and cross-chunk negatives are not; set --itm_weight 0, "
-                         "or --gradient_accumulation_steps 1")
+                         "ITC only: gradient caching of ITM's multimodal pass on video tokens is not built; set "
+                         "--itm_weight 0, or --gradient_accumulation_steps 1")

@@ -12,8 +12,8 @@ from torch import Tensor
 from ..losses import BatchObjective, gather_with_grad, replicated
 from .dgl_video import DGLBlip
 from .formats import BlipLoadError, momentum_encoders
-from .losses import (BlipLossConfig, FeatureQueue, MomentumEncoder, clamp_temperature_, gather_with_summed_grad,
-                     itc_loss, itm_loss, sample_hard_negatives)
+from .losses import (BlipLossConfig, FeatureQueue, MomentumEncoder, check_gradient_caching, clamp_temperature_,
+                     gather_with_summed_grad, itc_loss, itm_loss, sample_hard_negatives)
 
 
 MOMENTUM_LACKS = {"itm_head.weight", "itm_head.bias", "temp"}  # BLIP's momentum model has no ITM head, no temperature
@@ -78,37 +78,71 @@ class DGLBlipObjective(BatchObjective):
         if self.generator is not None and "itm_generator" in state:
             self.generator.set_state(state["itm_generator"])
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor, video: Tensor, video_ids: Tensor,
-                alpha: float | None = None) -> dict[str, Tensor]:
+    def forward(self, input_ids: Tensor, attention_mask: Tensor, video: Tensor, video_ids: Tensor | None,
+                alpha: float | None = None, chunk: bool = False) -> dict[str, Tensor] | tuple[Tensor, Tensor, Tensor]:
         """``{"itc", "itm" (if weighted), "loss", "backward"}`` of one batch; ``alpha`` overrides the config's
         (warm-up). ``loss`` = ITC of the global batch + weight · this rank's ITM, for logging. ``backward`` is what
         to back-propagate, without further scaling: ``world · ITC + weight · ITM``, whose gradient after DDP's
         average is that of the global ITC plus the weighted mean over ranks of ITM (models/losses.py's
         convention for the ITC, BLIP's for ITM). Updates the momentum copy before, and the queue after, the
-        ITC (BLIP's order)."""
+        ITC (BLIP's order).
+
+        ``chunk``: gradient caching's second pass (:meth:`cached_itc`) instead: one chunk's text and video
+        features with their graph, and the temperature as the loss's gradient reaches it (``replicated``)."""
         cfg, model = self.config, self.model
+        world = dist.get_world_size() if dist.is_initialized() else 1
+        if chunk:
+            return (model.encode_text(input_ids, attention_mask), model.encode_video(video),
+                    replicated(model.temp, world))
         alpha = cfg.alpha if alpha is None else alpha
         temp = clamp_temperature_(model.temp)
         text = model.encode_text(input_ids, attention_mask)
         video_feat, tokens = model.encode_video_with_tokens(video)
-        keys = None
-        if self.momentum is not None:
-            self.momentum.update(model)
-            with torch.no_grad():
-                keys = (self.momentum.model.encode_text(input_ids, attention_mask),
-                        self.momentum.model.encode_video(video))
-        world = dist.get_world_size() if dist.is_initialized() else 1
         # Every rank computes the whole global ITC with the temperature: its gradient must count once.
-        losses = {"itc": itc_loss(text, video_feat, replicated(temp, world), video_ids, keys,
-                                  self.queue if keys else None, alpha)}
-        if keys is not None:
-            self.queue.enqueue(gather_with_grad(keys[0]), gather_with_grad(keys[1]), gather_with_grad(video_ids))
+        losses = {"itc": self._itc(text, video_feat, replicated(temp, world), input_ids, attention_mask, video,
+                                   video_ids, alpha)}
         loss, backward = losses["itc"], world * losses["itc"]
         if cfg.itm_weight:
             losses["itm"] = self.itm(input_ids, attention_mask, text, video_feat, tokens, video_ids, temp)
             loss, backward = loss + cfg.itm_weight * losses["itm"], backward + cfg.itm_weight * losses["itm"]
         losses.update(loss=loss, backward=backward)
         return losses
+
+    def cached_itc(self, input_ids: Tensor, attention_mask: Tensor, video: Tensor, video_ids: Tensor, chunks: int,
+                   alpha: float | None = None) -> tuple[dict[str, Tensor], tuple[Tensor, Tensor, Tensor]]:
+        """Gradient caching's first pass (utils/step.py): the batch encoded in ``chunks`` without a graph, the
+        momentum update, keys and queue exactly as :meth:`forward` does them (the momentum keys are constants of
+        the step), and the ITC on leaves. Returns the losses, whose ``backward`` reaches only the leaves, and the
+        leaves ``(text, video, temperature)``; each chunk's ``forward(..., chunk=True)`` then back-propagates
+        their gradients. ITM is refused (`check_gradient_caching`)."""
+        check_gradient_caching(chunks, self.config.itm_weight)
+        model, alpha = self.model, self.config.alpha if alpha is None else alpha
+        temp = clamp_temperature_(model.temp)
+        parts = list(zip(input_ids.chunk(chunks), attention_mask.chunk(chunks), video.chunk(chunks)))
+        with torch.no_grad():
+            feats = [(model.encode_text(i, m), model.encode_video(v)) for i, m, v in parts]
+        text = torch.cat([t for t, _ in feats]).float().requires_grad_()
+        video_feat = torch.cat([v for _, v in feats]).float().requires_grad_()
+        temp_leaf = temp.detach().requires_grad_(temp.requires_grad)
+        world = dist.get_world_size() if dist.is_initialized() else 1
+        itc = self._itc(text, video_feat, temp_leaf, input_ids, attention_mask, video, video_ids, alpha, chunks)
+        return {"itc": itc, "loss": itc, "backward": world * itc}, (text, video_feat, temp_leaf)
+
+    def _itc(self, text: Tensor, video_feat: Tensor, temp: Tensor, input_ids: Tensor, attention_mask: Tensor,
+             video: Tensor, video_ids: Tensor, alpha: float, chunks: int = 1) -> Tensor:
+        """The EMA update, the momentum keys of the batch (encoded in ``chunks``), the ITC, then the queue."""
+        keys = None
+        if self.momentum is not None:
+            self.momentum.update(self.model)
+            momentum = self.momentum.model
+            with torch.no_grad():
+                keys = [(momentum.encode_text(i, m), momentum.encode_video(v)) for i, m, v in
+                        zip(input_ids.chunk(chunks), attention_mask.chunk(chunks), video.chunk(chunks))]
+                keys = (torch.cat([t for t, _ in keys]), torch.cat([v for _, v in keys]))
+        itc = itc_loss(text, video_feat, temp, video_ids, keys, self.queue if keys else None, alpha)
+        if keys is not None:
+            self.queue.enqueue(gather_with_grad(keys[0]), gather_with_grad(keys[1]), gather_with_grad(video_ids))
+        return itc
 
     def itm(self, input_ids: Tensor, attention_mask: Tensor, text: Tensor, video: Tensor, tokens: Tensor,
             video_ids: Tensor, temp: Tensor) -> Tensor:

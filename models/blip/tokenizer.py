@@ -45,6 +45,8 @@ class BlipTokenizer:
         tok.add_special_tokens([AddedToken(t, normalized=False) for t in
                                 ("[CLS]", "[SEP]", "[PAD]", "[UNK]", "[MASK]", *ADDED_TOKENS) if t in vocab])
         self._tokenizer = tok
+        self._plain = Tokenizer.from_str(tok.to_str())  # no padding, no truncation: what `encode` counts
+        self._words = [w for w in words if len(w) >= 3 and w.isascii() and w.isalpha()]  # not ##pieces, [SPECIALS]
 
     def __call__(self, captions: str | list[str], length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``(ids, attention_mask)``, both ``[N, length]`` int64."""
@@ -57,6 +59,15 @@ class BlipTokenizer:
         ids = torch.tensor([e.ids for e in batch], dtype=torch.long)
         mask = torch.tensor([e.attention_mask for e in batch], dtype=torch.long)
         return ids, mask
+
+    def encode(self, caption: str) -> list[int]:
+        """WordPiece ids of the caption without ``[CLS]``/``[SEP]``, padding or truncation (what a length cuts)."""
+        return self._plain.encode(caption, add_special_tokens=False).ids
+
+    def words(self) -> list[str]:
+        """The vocabulary's whole words of three or more ASCII letters, in vocabulary order (random text of real
+        words, e.g. the search page's probes)."""
+        return list(self._words)
 
     def for_itm(self, ids: torch.Tensor) -> torch.Tensor:
         """A copy of ``ids`` whose first token is ``[ENC]``: what BLIP's ITM pass reads."""
