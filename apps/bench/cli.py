@@ -1,4 +1,5 @@
-"""Speed, memory and efficiency benchmark of DGL on random ViT-B/32- and ViT-B/16-shaped CLIP weights.
+"""Speed, memory and efficiency benchmark of DGL on random ViT-B/32- and ViT-B/16-shaped CLIP weights, and of
+DGL-BLIP on a random BLIP base.
 
 The command line (``python -m apps.bench``, ``python -m apps.benchmark`` or ``bash scripts/bench.sh``):
 flags, the configurations they expand to, and the report.
@@ -14,7 +15,7 @@ from typing import Any
 import torch
 
 from apps.bench.data import data_section
-from apps.bench.inputs import MODEL_PRESETS
+from apps.bench.inputs import BLIP_PRESETS, MODEL_PRESETS, VARIANTS, family
 from apps.bench.report import print_report
 from apps.bench.runner import run_config, run_isolated, worker
 from apps.bench.scale import scale_sections
@@ -24,11 +25,10 @@ from utils import cli
 ROOT = Path(__file__).resolve().parents[2]
 
 
-
 def _model_name(name: str) -> str:
     key = name.strip().removeprefix("ViT-")
-    if key not in MODEL_PRESETS:
-        raise argparse.ArgumentTypeError(f"unknown model {name!r}; choose from {', '.join(MODEL_PRESETS)}")
+    if key not in {**MODEL_PRESETS, **BLIP_PRESETS}:
+        raise argparse.ArgumentTypeError(f"unknown model {name!r}; choose from {', '.join([*MODEL_PRESETS, *BLIP_PRESETS])}")
     return key
 
 
@@ -37,15 +37,17 @@ def _csv(kind: Callable[[str], Any]) -> Callable[[str], list]:
 
 
 def _variant(name: str) -> str:
-    if name not in ("transformer", "linear"):
-        raise argparse.ArgumentTypeError(f"unknown variant {name!r}")
+    if name not in sum(VARIANTS.values(), ()):
+        raise argparse.ArgumentTypeError(f"unknown variant {name!r}; DGL: transformer, linear; DGL-BLIP: full, prompts")
     return name
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = cli.ArgumentParser(prog="bench.sh", description=__doc__.split("\n\n")[0])
-    p.add_argument("--models", type=_csv(_model_name), default=None, help="comma list of B/32,B/16 (default both)")
-    p.add_argument("--variants", type=_csv(_variant), default=["transformer", "linear"], help="comma list of transformer,linear")
+    p.add_argument("--models", type=_csv(_model_name), default=None,
+                   help="comma list of B/32,B/16 (DGL; default both), blip-base (DGL-BLIP)")
+    p.add_argument("--variants", type=_csv(_variant), default=[],
+                   help="comma list of transformer,linear (DGL) and full,prompts (DGL-BLIP's training modes); default all")
     p.add_argument("--frames", type=int, default=12, help="T (default 12)")
     p.add_argument("--batch_size", type=int, default=None, help="training batch (default 2 on CPU, 32 on GPU)")
     p.add_argument("--eval_video_batch", type=int, default=4, help="videos per batch in the video-encoding section")
@@ -59,7 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=None, help="timed iterations per section (default 5)")
     p.add_argument("--warmup", type=int, default=None, help="untimed iterations first (default 2)")
     p.add_argument("--sections", type=_csv(str), default=None,
-                   help="subset of train,video,text,data,loader,eval (default all; --quick: all but eval)")
+                   help="subset of train,video,text,rerank,data,loader,eval (default all; --quick: all but eval)")
+    p.add_argument("--rerank_k", type=_csv(int), default=[16, 128], help="DGL-BLIP's ITM re-rank rows: K per query")
+    p.add_argument("--rerank_size", type=int, default=1000, help="N texts x N videos of the re-ranked gallery")
+    p.add_argument("--rerank_queries", type=int, default=1, help="text queries timed, scaled to the whole stage")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads in each configuration (CPU)")
     p.add_argument("--profile", type=int, default=0, metavar="ROWS",
@@ -99,8 +104,11 @@ def _resolve(args: argparse.Namespace) -> argparse.Namespace:
         args.batch_size = args.batch_size or 2
         args.repeats = args.repeats or 2
         args.warmup = args.warmup if args.warmup is not None else 1
-    args.sections = args.sections or ["train", "video", "text", "data", "loader"] + ([] if args.quick else ["eval"])
+    args.sections = args.sections or ["train", "video", "text", "rerank", "data", "loader"] + ([] if args.quick else ["eval"])
     args.models = args.models or ["B/32", "B/16"]
+    for m in args.models:
+        if args.variants and not set(args.variants) & set(VARIANTS[family(m)]):
+            raise ValueError(f"--variants {','.join(args.variants)} names none of {m}'s: {','.join(VARIANTS[family(m)])}")
     args.batch_size = args.batch_size or (32 if on_gpu else 2)
     args.repeats = args.repeats or 5
     args.warmup = args.warmup if args.warmup is not None else 2
@@ -114,8 +122,10 @@ def _specs(args: argparse.Namespace) -> list[RunSpec]:
                 batch_size=args.batch_size, eval_video_batch=args.eval_video_batch,
                 eval_text_batch=args.eval_text_batch, compile=args.compile, naive=args.naive, repeats=args.repeats,
                 warmup=args.warmup, sections=args.sections, profile=args.profile, seed=args.seed,
-                threads=args.threads, isolated=not args.in_process)
-        for m in args.models for v in args.variants for c in ckpt
+                threads=args.threads, isolated=not args.in_process, rerank_k=args.rerank_k,
+                rerank_size=args.rerank_size, rerank_queries=args.rerank_queries)
+        for m in args.models for v in [v for v in VARIANTS[family(m)] if v in args.variants or not args.variants]
+        for c in ckpt
     ]
 
 
@@ -140,7 +150,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"# DGL benchmark: device={report['device']} threads={report['threads']} amp={args.amp} T={args.frames} "
           f"B={args.batch_size} repeats={args.repeats} warmup={args.warmup} loadavg={report['loadavg_start']}",
           flush=True)
-    if any(s in ("train", "video", "text") for s in args.sections):
+    if any(s in ("train", "video", "text", "rerank") for s in args.sections):
         for spec in _specs(args):
             print(f"# running {spec.model} {spec.variant} grad_checkpointing={spec.grad_checkpointing} ...", flush=True)
             result = run_config(spec) if args.in_process else run_isolated(spec)

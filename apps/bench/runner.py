@@ -18,9 +18,8 @@ from typing import Any
 import torch
 
 from apps.bench.inputs import build_model
-from apps.bench.sections import text_section, train_section, video_section
-from apps.bench.spec import Bench, RunSpec
-from models.flops import Shapes
+from apps.bench.sections import rerank_section, text_section, train_section, video_section
+from apps.bench.spec import Bench, RunSpec, counts_of
 from utils.step import autocast_context
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,11 +34,11 @@ def _build(spec: RunSpec) -> tuple[Bench, dict[str, Any]]:
     model = build_model(spec.model, spec.variant, spec.frames, spec.seed).to(spec.device)
     model.set_grad_checkpointing(spec.grad_checkpointing)
     gc.collect()
-    bench = Bench(spec, model, Shapes.of(model, spec.frames))
+    bench = Bench(spec, model, counts_of(model, spec.frames))
     result: dict[str, Any] = {
         "model": spec.model, "variant": spec.variant, "grad_checkpointing": spec.grad_checkpointing,
         "compile": spec.compile, "amp": spec.amp, "frames": spec.frames, "threads": torch.get_num_threads(),
-        "build_s": time.perf_counter() - t0, "video_tokens": bench.shapes.video_tokens,
+        "build_s": time.perf_counter() - t0, "video_tokens": bench.counts.video_tokens,
         "trainable_params": sum(p.numel() for p in model.trainable_parameters().values()), "sections": {},
         "matmul_shape": list(bench.gemm),
     }
@@ -60,6 +59,8 @@ def run_config(spec: RunSpec) -> dict[str, Any]:
             video_section(bench, result, prompts, ref_prompts)
         if "text" in spec.sections:
             text_section(bench, result, prompts, ref_prompts)
+        if "rerank" in spec.sections and hasattr(bench.model, "itm_logits"):
+            rerank_section(bench, result)
     result["matmul_gflop_per_s_samples"] = [x / 1e9 for x in bench.limits.all_samples]
     return result
 
