@@ -19,7 +19,8 @@ import torch
 
 from apps.bench.inputs import build_model
 from apps.bench.sections import rerank_section, text_section, train_section, video_section
-from apps.bench.spec import Bench, RunSpec, counts_of
+from apps.bench.spec import Bench, RunSpec
+from models.step_flops import model_flops
 from utils.step import autocast_context
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,7 +35,7 @@ def _build(spec: RunSpec) -> tuple[Bench, dict[str, Any]]:
     model = build_model(spec.model, spec.variant, spec.frames, spec.seed).to(spec.device)
     model.set_grad_checkpointing(spec.grad_checkpointing)
     gc.collect()
-    bench = Bench(spec, model, counts_of(model, spec.frames))
+    bench = Bench(spec, model, model_flops(model, spec.frames))
     result: dict[str, Any] = {
         "model": spec.model, "variant": spec.variant, "grad_checkpointing": spec.grad_checkpointing,
         "compile": spec.compile, "amp": spec.amp, "frames": spec.frames, "threads": torch.get_num_threads(),

@@ -21,7 +21,6 @@ from apps.bench.memory import PeakMemory
 from apps.bench.naive import NaiveNet, naive_encode_video
 from apps.bench.spec import Bench
 from apps.bench.timing import profile_table, section_stats, time_fn
-from models.blip import flops as blip_flops
 from models.blip.losses import BlipLossConfig
 from models.blip.objective import DGLBlipObjective
 from models.dgl import DGL
@@ -155,10 +154,10 @@ def rerank_section(b: Bench, result: dict[str, Any]) -> None:
         k = min(k, n)
         sim = torch.rand(spec.rerank_queries, n, generator=b.generator).to(b.device)
         pairs, stage_pairs = spec.rerank_queries * k, 2 * n * k
-        flops = blip_flops.itm_flops(cfg, pairs, ids.shape[1], memory=b.counts.video_tokens)[0]
+        flops = b.counts.itm(pairs, ids.shape[1])
         stats = _eval_stats(b, lambda: rerank_rows(sim, queries, k, lambda t, v: score(t, v % 8), True,
                                                    spec.rerank_queries), None, pairs, flops)
-        stage = blip_flops.rerank_flops(cfg, n, n, k, ids.shape[1], b.counts.video_tokens)
+        stage = b.counts.rerank(n, n, k, ids.shape[1])
         stats["stage"] = {"texts": n, "videos": n, "k": k, "pairs": stage_pairs, "tflop": stage / 1e12,
                           "scaled_from_sample_s": stats["median_s"] * stage_pairs / pairs,
                           "floor_s": stage / (stats["matmul_gflop_per_s"] * 1e9)}

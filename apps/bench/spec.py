@@ -1,5 +1,4 @@
-"""One benchmark configuration, as the parent hands it to a worker process (through a JSON file), and the FLOP
-counts of its model's sections (models/flops.py for DGL, models/blip/flops.py for DGL-BLIP)."""
+"""One benchmark configuration, as the parent hands it to a worker process (through a JSON file)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -8,13 +7,9 @@ import torch
 
 from apps.bench.limit import LimitSampler
 from apps.bench.timing import matmul_limit
-from models.backbones import get_backbone
-from models.blip import flops as blip_flops
 from models.blip.dgl_model import DGLBlipModel
-from models.blip.losses import BlipLossConfig
 from models.dgl import DGL
-from models.flops import Shapes, kept_words
-from models.step_flops import train_step_flops
+from models.step_flops import DGLFlops, DGLBlipFlops
 
 # --amp value -> the trainer's precision name (utils.step.autocast_context).
 AMP_PRECISION = {"none": "fp32", "bf16": "bf16", "fp16": "fp16"}
@@ -51,65 +46,13 @@ class RunSpec:
         return AMP_PRECISION[self.amp]
 
 
-@dataclass(frozen=True)
-class ClipCounts:
-    """DGL's FLOPs (the backbone registry's tower counts, models/step_flops.py's step)."""
-
-    shapes: Shapes
-
-    @property
-    def video_tokens(self) -> int:
-        return self.shapes.video_tokens
-
-    def train(self, batch: int, ids: torch.Tensor) -> dict[str, int]:
-        return train_step_flops(self.shapes, batch, kept_words(ids))
-
-    def video(self, batch: int) -> int:
-        return get_backbone(self.shapes.backbone).video_flops(self.shapes, batch)[0]
-
-    def text(self, batch: int, ids: torch.Tensor) -> int:
-        return get_backbone(self.shapes.backbone).text_flops(self.shapes, batch, kept_words(ids))[0]
-
-
-@dataclass(frozen=True)
-class BlipCounts:
-    """DGL-BLIP's FLOPs; the training step is the recipe's objective with a full queue (``loss``)."""
-
-    model: DGLBlipModel
-    frames: int
-    loss: BlipLossConfig = BlipLossConfig()
-
-    @property
-    def video_tokens(self) -> int:
-        return blip_flops.video_tokens(self.model.clip.config, self.frames, self.model.config.global_prompt_length)
-
-    def _video_args(self) -> tuple:
-        net = self.model.net.config
-        return self.frames, net.global_prompt_length, blip_flops.pooled_tokens(net.video_pooling, self.frames)
-
-    def train(self, batch: int, ids: torch.Tensor) -> dict[str, int]:
-        return blip_flops.dgl_train_step_flops(self.model.clip.config, batch, ids.shape[1], *self._video_args(),
-                                               self.model.net.config.training_mode, self.loss, self.loss.queue_size)
-
-    def video(self, batch: int) -> int:
-        frames, globals_, pooled = self._video_args()
-        return blip_flops.dgl_video_flops(self.model.clip.config, frames, globals_, batch, pooled)[0]
-
-    def text(self, batch: int, ids: torch.Tensor) -> int:
-        return blip_flops.text_flops(self.model.clip.config, batch, ids.shape[1])[0]
-
-
-def counts_of(model: DGL | DGLBlipModel, frames: int) -> ClipCounts | BlipCounts:
-    return BlipCounts(model, frames) if isinstance(model, DGLBlipModel) else ClipCounts(Shapes.of(model, frames))
-
-
 @dataclass
 class Bench:
     """A built model with what the sections share: its FLOP counts, the input generator, the GEMM-limit samples."""
 
     spec: RunSpec
     model: DGL | DGLBlipModel
-    counts: ClipCounts | BlipCounts
+    counts: DGLFlops | DGLBlipFlops  # models/step_flops.py's model_flops
 
     def __post_init__(self) -> None:
         self.device = torch.device(self.spec.device)

@@ -20,6 +20,11 @@ below, tested against torch's counter on the real objective (tests/test_blip_flo
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
+from torch import Tensor
+
 from .config import BlipConfig
 from .losses import BlipLossConfig
 
@@ -170,3 +175,43 @@ def dgl_train_step_flops(cfg: BlipConfig, batch: int, tokens: int, frames: int, 
         parts.update(itm_negatives=2 * 2 * batch * batch * e, itm_fwd=mf, itm_bwd=mb)
     parts["total"] = sum(parts.values())
     return parts
+
+
+@dataclass(frozen=True)
+class DGLBlipFlops:
+    """A built DGL-BLIP's counts by section (the benchmark's rows). ``train`` is one step of ``loss`` (the
+    recipe's by default) with its queue full; ``ids`` give the caption width (BERT encodes every slot)."""
+
+    cfg: BlipConfig
+    frames: int
+    global_prompts: int
+    pooled: int
+    mode: str
+    loss: BlipLossConfig = BlipLossConfig()
+
+    @classmethod
+    def of(cls, model: Any, frames: int) -> "DGLBlipFlops":
+        """From a ``DGLBlipModel`` (models/blip/dgl_model.py)."""
+        net = model.net.config
+        return cls(model.clip.config, frames, net.global_prompt_length, pooled_tokens(net.video_pooling, frames),
+                   net.training_mode)
+
+    @property
+    def video_tokens(self) -> int:
+        return video_tokens(self.cfg, self.frames, self.global_prompts)
+
+    def train(self, batch: int, ids: Tensor) -> dict[str, int]:
+        return dgl_train_step_flops(self.cfg, batch, ids.shape[-1], self.frames, self.global_prompts, self.pooled,
+                                    self.mode, self.loss, self.loss.queue_size)
+
+    def video(self, batch: int) -> int:
+        return dgl_video_flops(self.cfg, self.frames, self.global_prompts, batch, self.pooled)[0]
+
+    def text(self, batch: int, ids: Tensor) -> int:
+        return text_flops(self.cfg, batch, ids.shape[-1])[0]
+
+    def itm(self, pairs: int, tokens: int) -> int:
+        return itm_flops(self.cfg, pairs, tokens, memory=self.video_tokens)[0]
+
+    def rerank(self, texts: int, videos: int, k: int, tokens: int) -> int:
+        return rerank_flops(self.cfg, texts, videos, k, tokens, self.video_tokens)
