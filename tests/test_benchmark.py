@@ -198,7 +198,7 @@ def test_data_section_times_the_given_data_set(tmp_path):
     """``--features_path`` with the dataset flags: one row per worker count with its videos/s."""
     from argparse import Namespace
 
-    from apps.bench.data import data_section
+    from apps.bench.loader import data_section
     from tests.layouts import make_msrvtt
 
     cfg = make_msrvtt(tmp_path)

@@ -7,6 +7,7 @@ flags, the configurations they expand to, and the report.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -14,11 +15,11 @@ from typing import Any
 
 import torch
 
-from apps.bench.data import data_section
-from apps.bench.inputs import BLIP_PRESETS, MODEL_PRESETS, VARIANTS, family
+from apps.bench import loader_rows, real_size_eval
+from apps.bench.inputs import BLIP_PRESETS, MODEL_PRESETS, variants
+from apps.bench.loader import data_section
 from apps.bench.report import print_report
 from apps.bench.runner import run_config, run_isolated, worker
-from apps.bench.scale import scale_sections
 from apps.bench.spec import RunSpec
 from utils import cli
 
@@ -37,7 +38,7 @@ def _csv(kind: Callable[[str], Any]) -> Callable[[str], list]:
 
 
 def _variant(name: str) -> str:
-    if name not in sum(VARIANTS.values(), ()):
+    if name not in variants("B/32") + variants("blip-base"):
         raise argparse.ArgumentTypeError(f"unknown variant {name!r}; DGL: transformer, linear; DGL-BLIP: full, prompts")
     return name
 
@@ -62,9 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=None, help="untimed iterations first (default 2)")
     p.add_argument("--sections", type=_csv(str), default=None,
                    help="subset of train,video,text,rerank,data,loader,eval (default all; --quick: all but eval)")
-    p.add_argument("--rerank_k", type=_csv(int), default=[16, 128], help="DGL-BLIP's ITM re-rank rows: K per query")
-    p.add_argument("--rerank_size", type=int, default=1000, help="N texts x N videos of the re-ranked gallery")
-    p.add_argument("--rerank_queries", type=int, default=1, help="text queries timed, scaled to the whole stage")
+    p.add_argument("--rerank_k", type=_csv(int), default=[16, 128], help="DGL-BLIP's ITM re-rank rows on 1000 x 1000: K")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads in each configuration (CPU)")
     p.add_argument("--profile", type=int, default=0, metavar="ROWS",
@@ -74,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--in_process", action="store_true",
                    help="run every configuration in this process (faster start; CPU memory numbers less isolated)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights and inputs")
-    data = p.add_argument_group("data loading on your data (section 3; apps/bench/data.py)")
+    data = p.add_argument_group("data loading on your data (section 3; apps/bench/loader.py)")
     data.add_argument("--features_path", default=None, help="folder of compressed videos")
     data.add_argument("--frame_cache", default=None, help="frame cache folder")
     data.add_argument("--datatype", default=None, help="msrvtt, ... (DataConfig.datatype)")
@@ -107,8 +106,8 @@ def _resolve(args: argparse.Namespace) -> argparse.Namespace:
     args.sections = args.sections or ["train", "video", "text", "rerank", "data", "loader"] + ([] if args.quick else ["eval"])
     args.models = args.models or ["B/32", "B/16"]
     for m in args.models:
-        if args.variants and not set(args.variants) & set(VARIANTS[family(m)]):
-            raise ValueError(f"--variants {','.join(args.variants)} names none of {m}'s: {','.join(VARIANTS[family(m)])}")
+        if args.variants and not set(args.variants) & set(variants(m)):
+            raise ValueError(f"--variants {','.join(args.variants)} names none of {m}'s: {','.join(variants(m))}")
     args.batch_size = args.batch_size or (32 if on_gpu else 2)
     args.repeats = args.repeats or 5
     args.warmup = args.warmup if args.warmup is not None else 2
@@ -117,16 +116,28 @@ def _resolve(args: argparse.Namespace) -> argparse.Namespace:
 
 def _specs(args: argparse.Namespace) -> list[RunSpec]:
     ckpt = {"off": [False], "on": [True], "both": [False, True]}[args.grad_checkpointing]
-    return [
-        RunSpec(model=m, variant=v, grad_checkpointing=c, device=args.device, amp=args.amp, frames=args.frames,
-                batch_size=args.batch_size, eval_video_batch=args.eval_video_batch,
-                eval_text_batch=args.eval_text_batch, compile=args.compile, naive=args.naive, repeats=args.repeats,
-                warmup=args.warmup, sections=args.sections, profile=args.profile, seed=args.seed,
-                threads=args.threads, isolated=not args.in_process, rerank_k=args.rerank_k,
-                rerank_size=args.rerank_size, rerank_queries=args.rerank_queries)
-        for m in args.models for v in [v for v in VARIANTS[family(m)] if v in args.variants or not args.variants]
-        for c in ckpt
-    ]
+    shared = {f.name: getattr(args, f.name) for f in dataclasses.fields(RunSpec) if hasattr(args, f.name)}
+    return [RunSpec(**{**shared, "model": m, "variant": v, "grad_checkpointing": c, "isolated": not args.in_process})
+            for m in args.models for v in variants(m) if v in args.variants or not args.variants for c in ckpt]
+
+
+def scale_sections(args: argparse.Namespace) -> dict[str, Any]:
+    """Loader throughput per core and the real-size evaluation; a failing one is reported, never loses the rest."""
+    out: dict[str, Any] = {}
+    if "loader" in args.sections:
+        out["loader"] = _guarded(lambda: loader_rows.run_section(loader_rows.GalleryConfig(videos=args.loader_videos),
+                                                                 frames=args.frames))
+    if "eval" in args.sections:
+        cfg = real_size_eval.EvalBenchConfig(loader_rows.GalleryConfig(videos=args.eval_videos), args.models[0], args.frames)
+        out["eval_real_size"] = _guarded(lambda: real_size_eval.run_section(cfg, Path(args.eval_workdir)))
+    return out
+
+
+def _guarded(section) -> dict[str, Any]:
+    try:
+        return section()
+    except Exception as err:  # noqa: BLE001 - the model rows must survive a broken data section
+        return {"error": f"{type(err).__name__}: {err}"}
 
 
 def _loadavg() -> list[float] | None:
@@ -143,8 +154,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     report: dict[str, Any] = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "torch": torch.__version__, "threads": args.threads or torch.get_num_threads(), "amp": args.amp,
-        "frames": args.frames,
-        "batch_size": args.batch_size, "repeats": args.repeats, "warmup": args.warmup,
+        "frames": args.frames, "batch_size": args.batch_size, "repeats": args.repeats, "warmup": args.warmup,
         "loadavg_start": _loadavg(), "configs": [],
     }
     print(f"# DGL benchmark: device={report['device']} threads={report['threads']} amp={args.amp} T={args.frames} "

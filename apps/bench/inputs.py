@@ -37,14 +37,13 @@ BLIP_PRESETS: dict[str, BlipConfig] = {
                             vision_eps=1e-6, text_eps=1e-12),
     "blip-tiny": BlipConfig(embed_dim=16, image_resolution=32, vision_layers=2, vision_width=64, vision_heads=1,
                             vision_patch_size=8, grid_size=4, context_length=40, vocab_size=512, text_width=64,
-                            text_heads=1, text_layers=2, vision_mlp_width=256, text_mlp_width=256, vision_eps=1e-6,
-                            text_eps=1e-12),
+                            text_heads=1, text_layers=2, vision_mlp_width=256, text_mlp_width=256, vision_eps=1e-6, text_eps=1e-12),
 }
-VARIANTS = {"clip": ("transformer", "linear"), "blip": ("full", "prompts")}
 
 
-def family(model_name: str) -> str:
-    return "blip" if model_name in BLIP_PRESETS else "clip"
+def variants(model_name: str) -> tuple[str, ...]:
+    """What ``--variants`` picks from: DGL's latent spaces, or DGL-BLIP's training modes."""
+    return ("full", "prompts") if model_name in BLIP_PRESETS else ("transformer", "linear")
 
 
 def _block_shapes(width: int) -> dict[str, tuple[int, ...]]:
@@ -114,15 +113,14 @@ def random_captions(n: int, vocab_size: int, max_words: int = 32, min_len: int =
 def build_model(model_name: str, variant: str, frames: int, seed: int = 0) -> DGL:
     """A DGL of the given latent space on random CLIP weights of the preset ``model_name``; or DGL-BLIP of the
     given training mode (``full`` fine-tuning, ``prompts`` only) on a random BLIP of the preset."""
-    if family(model_name) == "blip":
-        torch.manual_seed(seed)
-        cfg = BLIP_PRESETS[model_name]
-        config = DGLConfig(backbone="blip", model="dgl_blip", max_frames=frames, train_backbone=variant == "full")
-        return create_model("blip", BlipRetrieval(cfg).state_dict(), dgl_config=config, source=f"random {model_name}",
-                            backbone_config=cfg).model
-    cfg = MODEL_PRESETS[model_name]
-    state_dict = random_clip_state_dict(cfg, seed)
     torch.manual_seed(seed)
-    config = DGLConfig(shared_latent_space=variant, max_frames=frames)
+    if model_name in BLIP_PRESETS:
+        cfg = BLIP_PRESETS[model_name]
+        state_dict = BlipRetrieval(cfg).state_dict()
+        config = DGLConfig(backbone="blip", model="dgl_blip", max_frames=frames, train_backbone=variant == "full")
+    else:
+        cfg = MODEL_PRESETS[model_name]
+        state_dict = random_clip_state_dict(cfg, seed)  # its own generator: torch's stays seeded for the prompts
+        config = DGLConfig(shared_latent_space=variant, max_frames=frames)
     return create_model(config.backbone, state_dict, dgl_config=config, source=f"random {model_name}",
                         backbone_config=cfg).model

@@ -5,11 +5,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from apps.bench import loader_rows, real_size_eval
 from apps.bench.limit import efficiency_cell, limit_note
-from apps.bench.scale import scale_rows
 
-_UNITS = {"train_step": "videos", "train_step_naive": "videos", "encode_video": "videos",
-          "encode_video_naive": "videos", "encode_text": "texts", "itm_rerank": "pairs"}
+_UNITS = {"train_step": "videos", "encode_video": "videos", "encode_text": "texts", "itm_rerank": "pairs"}  # _naive too
 
 
 def _section_line(cfg: dict[str, Any], name: str, s: dict[str, Any]) -> str:
@@ -23,19 +22,15 @@ def _section_line(cfg: dict[str, Any], name: str, s: dict[str, Any]) -> str:
         note += (f"; whole stage {g['texts']}x{g['videos']}, {g['pairs']} pairs: {g['tflop']:.1f} TFLOP, "
                  f"{g['scaled_from_sample_s']:.0f} s SCALED from the {s['batch']} timed pairs (floor {g['floor_s']:.0f} s)")
     return (f"{cfg['model']:<9} {cfg['variant']:<11} {'on' if cfg['grad_checkpointing'] else 'off':<4} {name:<18} "
-            f"{s['batch']:>4} {s['median_s']:>8.3f} {s['cpu_s']:>7.2f} {s['items_per_s']:>7.2f} {_UNITS.get(name.split('_k')[0], 'items'):<6} "
+            f"{s['batch']:>4} {s['median_s']:>8.3f} {s['cpu_s']:>7.2f} {s['items_per_s']:>7.2f} {_UNITS.get(name.removesuffix('_naive').split('_k')[0], 'items'):<6} "
             f"{s['gflop']:>8.1f} {s['gflop_per_s']:>8.1f} {s['matmul_gflop_per_s']:>7.1f} {efficiency_cell(s):>5} "
             f"{peak:>8}  {note}".rstrip())
 
 
 def _data_lines(data: dict[str, Any]) -> list[str]:
-    lines = []
-    if "skipped" in data:
-        lines.append(f"data loading: skipped - {data['skipped']}")
-    for row in data.get("runs", []):
-        what = row.get("error") or f"{row['videos_per_s']:.2f} videos/s"
-        lines.append(f"data loading [{row['source']}, {row['num_workers']} workers]: {what}")
-    return lines
+    lines = [f"data loading: skipped - {data['skipped']}"] if "skipped" in data else []
+    return lines + [f"data loading [{row['source']}, {row['num_workers']} workers]: "
+                    + (row.get("error") or f"{row['videos_per_s']:.2f} videos/s") for row in data.get("runs", [])]
 
 
 def format_table(report: dict[str, Any]) -> str:
@@ -47,7 +42,9 @@ def format_table(report: dict[str, Any]) -> str:
             lines.append(f"{cfg['model']:<9} {cfg['variant']:<11} {'on' if cfg['grad_checkpointing'] else 'off':<4} "
                          f"ERROR: {cfg['error']}")
         lines += [_section_line(cfg, name, s) for name, s in cfg["sections"].items()]
-    return "\n".join(lines + scale_rows(report) + _data_lines(report.get("data", {})))
+    lines += loader_rows.format_rows(report["loader"]) if "loader" in report else []
+    lines += real_size_eval.format_rows(report["eval_real_size"]) if "eval_real_size" in report else []
+    return "\n".join(lines + _data_lines(report.get("data", {})))
 
 
 def print_report(report: dict[str, Any], json_out: str | None) -> None:

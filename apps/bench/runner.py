@@ -73,9 +73,8 @@ def run_isolated(spec: RunSpec) -> dict[str, Any]:
         spec_path.write_text(json.dumps(dataclasses.asdict(spec)))
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
         if spec.device == "cpu":
-            # Big buffers mmapped (and returned on free) from the start, so that no freed heap from loading is
-            # reused and kept resident during the memory measurement; the worker raises the thresholds to glibc's
-            # usual steady state (32 MiB / 64 MiB) before timing.
+            # Big buffers mmapped (returned on free) from the start: no freed heap from loading stays resident in the
+            # memory measurement; the worker raises the thresholds to glibc's steady state before timing (memory.py).
             env.setdefault("MALLOC_MMAP_THRESHOLD_", str(64 * 1024))
             env.setdefault("MALLOC_TRIM_THRESHOLD_", str(128 * 1024))
         proc = subprocess.run([sys.executable, "-m", "apps.bench", "--_worker", str(spec_path), str(out_path)],

@@ -38,8 +38,6 @@ class RunSpec:
     threads: int | None
     isolated: bool
     rerank_k: list[int] = field(default_factory=lambda: [16, 128])  # DGL-BLIP's ITM re-rank rows
-    rerank_size: int = 1000  # N texts x N videos of the re-ranked gallery
-    rerank_queries: int = 1  # text queries timed (each re-scores its top K), scaled to the stage by pairs
 
     @property
     def precision(self) -> str:
