@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--amp", choices=("auto", "none", "bf16", "fp16"), default="auto",
                    help="autocast dtype (auto: bf16 on CUDA, none on CPU)")
     p.add_argument("--grad_checkpointing", nargs="?", const="on", choices=("off", "on", "both"), default="off",
-                   help="activation checkpointing of the frozen blocks; 'both' measures with and without")
+                   help="activation checkpointing of the encoder blocks; 'both' measures with and without")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (compilation not timed)")
     p.add_argument("--naive", action="store_true", help="also time the block-masked reference visual attention")
     p.add_argument("--repeats", type=int, default=None, help="timed iterations per section (default 5)")
