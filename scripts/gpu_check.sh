@@ -18,6 +18,9 @@
 #    and without activation checkpointing: throughput, model FLOP utilisation (models/flops.py's count over the
 #    in-run bf16 matmul limit) and peak memory.
 # 3. Video and text encoding throughput (128 videos, 1024 captions per batch).
+# 3b. DGL-BLIP (random BLIP base, 224 px): the recipe's full fine-tuning step (B=8, T=8; ITC with a full queue, ITM)
+#    with and without activation checkpointing, video and text encoding, and the ITM re-rank stage for K = 16, 128
+#    on 1,000 x 1,000 (timed on one query, scaled by pairs).
 # 4. The real-size evaluation: main.py --do_eval 1 on 1000 generated MSR-VTT-shaped videos, read from the raw frame
 #    cache (apps/bench/real_size_eval.py); skipped, with the reason, where PyAV or ftfy is missing.
 # 5. scripts/gpu_report.py merges the parts into OUT_DIR/gpu_check.json (its fields: that file's docstring);
@@ -43,13 +46,16 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 tests=(tests/test_cuda.py tests/test_cuda_sync.py tests/test_dgl.py tests/test_exact_savings.py tests/test_benchmark.py
        tests/test_bench_limit.py tests/test_reference_parity.py tests/test_reference_sharpness.py)
 cuda_tests=(tests/test_cuda.py tests/test_cuda_sync.py)
-# Each step's time limit (seconds): tests, training, encoding, evaluation; 8 minutes at most in all on a GPU.
+# Each step's time limit (seconds): tests, training, encoding, evaluation, DGL-BLIP training and encoding; 8 minutes
+# at most in all on a GPU.
 if [ "$tiny" = 1 ]; then
   size=(--models tiny --frames 2 --batch_size 2 --repeats 1 --warmup 0 --in_process)
-  encode=(--eval_video_batch 2 --eval_text_batch 4) eval_videos=4 limits=(300 300 300 300)
+  encode=(--eval_video_batch 2 --eval_text_batch 4) eval_videos=4 limits=(300 300 300 300 300 300)
+  blip=(--models blip-tiny --frames 2 --batch_size 2 --repeats 1 --warmup 0 --in_process --eval_video_batch 2 --eval_text_batch 4)
 else
   size=(--models B/32 --frames 12 --batch_size 128 --amp bf16)
-  encode=(--eval_video_batch 128 --eval_text_batch 1024) eval_videos=1000 limits=(150 140 80 110)
+  encode=(--eval_video_batch 128 --eval_text_batch 1024) eval_videos=1000 limits=(120 120 70 90 50 30)
+  blip=(--models blip-base --frames 8 --batch_size 8 --amp bf16 --eval_video_batch 32 --eval_text_batch 256)
 fi
 workers=$(( $(nproc) < 8 ? $(nproc) : 8 ))
 
@@ -85,6 +91,10 @@ timeout "${limits[1]}" "$PY" -m apps.bench "${size[@]}" --variants transformer,l
   --sections train --json_out "$PARTS/bench_train.json"
 timeout "${limits[2]}" "$PY" -m apps.bench "${size[@]}" "${encode[@]}" --variants transformer,linear --sections video,text \
   --json_out "$PARTS/bench_encode.json"
+timeout "${limits[4]}" "$PY" -m apps.bench "${blip[@]}" --variants full --grad_checkpointing both --sections train \
+  --json_out "$PARTS/bench_blip_train.json"
+timeout "${limits[5]}" "$PY" -m apps.bench "${blip[@]}" --variants full --sections video,text,rerank \
+  --json_out "$PARTS/bench_blip_encode.json"
 
 # 4. The real-size evaluation, where the image can decode video and tokenize.
 if missing=$("$PY" -c "import av, ftfy, regex" 2>&1); then

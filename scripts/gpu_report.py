@@ -4,7 +4,7 @@
 
 Parts read from PARTS_DIR (a missing or broken part becomes an ``error`` entry; the others survive):
 ``machine.json`` (written by gpu_check.sh), ``tests.rc`` / ``tests.txt``, ``bench_train.json`` and
-``bench_encode.json`` (``python -m apps.bench --json_out``), ``eval.txt`` (``python -m apps.bench.real_size_eval``,
+``bench_encode.json``, ``bench_blip_train.json``, ``bench_blip_encode.json`` (``python -m apps.bench --json_out``), ``eval.txt`` (``python -m apps.bench.real_size_eval``,
 its last line is its JSON) or ``eval_skipped.txt``.
 
 Fields of gpu_check.json:
@@ -15,6 +15,10 @@ Fields of gpu_check.json:
   of the model's main shape in the autocast dtype), ``mfu`` = tflop_per_s / matmul_tflop_per_s, ``peak_mem_mb``
   (allocator peak over the loaded model);
 - ``encode``: the same per section (``encode_video``, ``encode_text``) without memory;
+- ``blip``: DGL-BLIP's rows the same way (``train_step`` of the full fine-tuning recipe with and without
+  checkpointing, ``encode_video``, ``encode_text``, ``itm_rerank_k16`` / ``_k128``); a re-rank row adds ``stage``:
+  the 1,000 x 1,000 stage's ``pairs``, exact ``tflop`` and ``scaled_from_sample_s`` (its time scaled by pairs from
+  the K timed ones);
 - ``eval_real_size``: ``main.py --do_eval 1`` on a generated 1k-video test set, per source ``wall_seconds``,
   ``floor_seconds`` (FLOPs at the matmul limit), ``efficiency``; or ``skipped`` / ``error`` with the reason.
 """
@@ -26,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 SCHEMA = "gpu_check/1"
+BLIP_ENCODE = ("encode_video", "encode_text", "itm_rerank_k16", "itm_rerank_k128")
 
 
 def _section_row(config: dict[str, Any], name: str, stats: dict[str, Any]) -> dict[str, Any]:
@@ -35,8 +40,7 @@ def _section_row(config: dict[str, Any], name: str, stats: dict[str, Any]) -> di
         "tflop": stats["gflop"] / 1e3, "tflop_per_s": stats["gflop_per_s"] / 1e3,
         "matmul_tflop_per_s": stats["matmul_gflop_per_s"] / 1e3, "mfu": stats["efficiency"],
     }
-    if "peak_mem_mb" in stats:
-        row["peak_mem_mb"] = stats["peak_mem_mb"]
+    row.update({key: stats[key] for key in ("peak_mem_mb", "stage") if key in stats})
     return row
 
 
@@ -51,6 +55,11 @@ def bench_rows(path: Path, sections: tuple[str, ...]) -> list[dict[str, Any]] | 
             rows.append({key: config[key] for key in ("model", "variant", "grad_checkpointing")} | {"error": config["error"]})
         rows += [_section_row(config, name, stats) for name, stats in config["sections"].items() if name in sections]
     return rows
+
+
+def _joined(*parts: list[dict[str, Any]] | dict[str, str]) -> list[dict[str, Any]]:
+    """Rows of several benchmark files; a missing file becomes an ``error`` row."""
+    return [row for part in parts for row in (part if isinstance(part, list) else [part])]
 
 
 def eval_part(out: Path) -> dict[str, Any]:
@@ -78,6 +87,8 @@ def merge(out: Path, tiny: bool) -> dict[str, Any]:
         "schema": SCHEMA, "tiny": tiny, "machine": machine, "tests": tests_part(out),
         "train": bench_rows(out / "bench_train.json", ("train_step",)),
         "encode": bench_rows(out / "bench_encode.json", ("encode_video", "encode_text")),
+        "blip": _joined(bench_rows(out / "bench_blip_train.json", ("train_step",)),
+                        bench_rows(out / "bench_blip_encode.json", BLIP_ENCODE)),
         "eval_real_size": eval_part(out),
     }
 
@@ -85,7 +96,7 @@ def merge(out: Path, tiny: bool) -> dict[str, Any]:
 def main(argv: list[str]) -> int:
     report = merge(Path(argv[0]), "--tiny" in argv[2:])
     Path(argv[1]).write_text(json.dumps(report, indent=1) + "\n")
-    failed = [name for name in ("train", "encode", "eval_real_size") if _errors(report[name])]
+    failed = [name for name in ("train", "encode", "blip", "eval_real_size") if _errors(report[name])]
     print(f"gpu_check.json: {', '.join(failed) + ' failed' if failed else 'every part came back'}")
     return 1 if failed else 0
 

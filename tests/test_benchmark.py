@@ -14,9 +14,11 @@ from models.dgl import POOLED_OUTPUT_TYPES
 from models.losses import contrastive_loss
 from models.pretrained import expected_clip_keys
 from apps.bench.cli import main
-from apps.bench.inputs import MODEL_PRESETS, build_model, clip_state_dict_shapes, random_captions
+from apps.bench.inputs import BLIP_PRESETS, MODEL_PRESETS, build_model, clip_state_dict_shapes, random_captions
 from apps.bench.naive import NaiveNet, global_local_mask, naive_encode_video
 from apps.bench.sections import trainer_step
+from models.blip.flops import dgl_train_step_flops, dgl_video_flops, itm_flops, rerank_flops
+from models.blip.losses import BlipLossConfig
 from models.flops import Shapes, kept_words, text_flops, video_flops
 from models.prompts import PROMPT_GENERATORS
 from models.step_flops import prompt_flops, train_step_flops
@@ -198,7 +200,7 @@ def test_data_section_times_the_given_data_set(tmp_path):
     """``--features_path`` with the dataset flags: one row per worker count with its videos/s."""
     from argparse import Namespace
 
-    from apps.bench.data import data_section
+    from apps.bench.loader import data_section
     from tests.layouts import make_msrvtt
 
     cfg = make_msrvtt(tmp_path)
@@ -209,3 +211,34 @@ def test_data_section_times_the_given_data_set(tmp_path):
     assert [(r["source"], r["num_workers"], r["videos"]) for r in runs] == [("videos", 0, 2)]
     assert runs[0]["videos_per_s"] > 0
     assert "skipped" in data_section(Namespace(**{**vars(args), "features_path": None}))
+
+
+def test_blip_rows_tiny(capsys):
+    """DGL-BLIP's rows at tiny size (both training modes, with and without checkpointing): the recipe's training
+    step, encoding and the re-rank stage, with FLOPs from models/blip/flops.py and the stage scaled by pairs."""
+    argv = ["--models", "blip-tiny", "--frames", "2", "--batch_size", "2", "--eval_video_batch", "2",
+            "--eval_text_batch", "4", "--repeats", "1", "--warmup", "0", "--in_process", "--device", "cpu",
+            "--sections", "train,video,text,rerank", "--rerank_k", "4,5000", "--grad_checkpointing", "both"]
+    report = main(argv)
+    table = capsys.readouterr().out
+    cfg, loss = BLIP_PRESETS["blip-tiny"], BlipLossConfig()
+    assert [(c["variant"], c["grad_checkpointing"]) for c in report["configs"]] == [
+        ("full", False), ("full", True), ("prompts", False), ("prompts", True)]
+    for c in report["configs"]:
+        rows = c["sections"]
+        assert set(rows) == {"train_step", "encode_video", "encode_text", "itm_rerank_k4", "itm_rerank_k1000"}
+        for stats in rows.values():
+            assert stats["items_per_s"] > 0 and (0 < stats["efficiency"] <= 1.0 or stats["efficiency"] is None)
+        # 4 globals (DGL's default) + 2 frames of 17 tokens; captions of 32 id slots; a full queue.
+        step = dgl_train_step_flops(cfg, 2, 32, 2, 4, 1, c["variant"], loss, loss.queue_size)
+        assert c["train_flops"] == step and rows["train_step"]["gflop"] == step["total"] / 1e9
+        assert rows["encode_video"]["gflop"] == dgl_video_flops(cfg, 2, 4, videos=2)[0] / 1e9
+        for k in (4, 1000):  # K beyond the 1,000-video gallery re-scores all of it
+            stats = rows[f"itm_rerank_k{k}"]
+            assert stats["batch"] == k and stats["gflop"] == itm_flops(cfg, k, 32, memory=38)[0] / 1e9
+            assert stats["stage"]["pairs"] == 2000 * k
+            assert stats["stage"]["tflop"] == rerank_flops(cfg, 1000, 1000, k, 32, 38) / 1e12
+            assert stats["stage"]["scaled_from_sample_s"] == pytest.approx(stats["median_s"] * 2000)
+    assert "SCALED from the 4 timed pairs" in table and "blip-tiny prompts" in table
+    with pytest.raises(ValueError, match="--variants linear names none of blip-tiny's: full,prompts"):
+        main(argv + ["--variants", "linear"])

@@ -13,6 +13,8 @@ from torch import nn
 
 from models.blip import load_blip
 from models.blip.dgl_video import DGLBlip, DGLBlipConfig
+from models.blip.losses import BlipLossConfig
+from models.blip.objective import DGLBlipObjective
 from tests.blip_files import Size, write_hf_folder
 
 SIZE = Size(32, 2, 2, 8, 32, 32, 2, 4)  # 4x4 patches of 8 px: S = 17 tokens per frame
@@ -147,3 +149,42 @@ def test_config_refusals():
         DGLBlipConfig(global_prompt_length=0)
     with pytest.raises(ValueError, match="training_mode must be one of"):
         DGLBlipConfig(training_mode="frozen")
+
+
+def test_gradient_checkpointing_covers_both_towers_and_itm(blip_files):
+    """A full-recipe step (full fine-tuning, ITC with queue and teacher, ITM) gives the same gradient of every
+    parameter with and without checkpointing (float64, 1e-6), and with it every vision block and every BERT layer
+    of the text and ITM passes runs again in backward while far fewer activations are kept for it."""
+    folder, _ = blip_files
+    video, ids = frames(3, 2).double(), torch.randint(5, 60, (3, 8), generator=torch.Generator().manual_seed(3))
+    grads, runs, saved = [], [], []
+    for enable in (False, True):
+        dgl = model(folder, global_prompt_length=2, training_mode="full").double().train()
+        dgl.set_grad_checkpointing(enable)
+        objective = DGLBlipObjective(dgl, BlipLossConfig(queue_size=6), enc_id=4,
+                                     generator=torch.Generator().manual_seed(0))
+        layers = [b.ln_1 for b in dgl.blip.vision_blocks] + [layer.intermediate for layer in dgl.blip.text_blocks]
+        calls = [0]
+        for module in layers:
+            module.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+        kept = [0]
+
+        def pack(t: torch.Tensor) -> torch.Tensor:
+            kept[0] += t.numel() * t.element_size()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            losses = objective(ids, torch.ones_like(ids), video, torch.arange(3))
+        forward_calls = calls[0]
+        losses["backward"].backward()
+        grads.append({n: p.grad.clone() for n, p in dgl.named_parameters() if p.grad is not None})
+        runs.append((forward_calls, calls[0] - forward_calls))
+        saved.append(kept[0])
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) == len(list(dgl.parameters()))
+    for name, grad in grads[0].items():
+        assert (grad - grads[1][name]).abs().max() < 1e-6, name
+    vision, text = len(dgl.blip.vision_blocks), len(dgl.blip.text_blocks)
+    # Forward: online video, text and ITM passes, then the momentum copy's video and text (hooks only on the online
+    # model). Backward without checkpointing runs nothing again; with it, the three online passes once more.
+    assert runs == [(vision + 2 * text, 0), (vision + 2 * text, vision + 2 * text)]
+    assert saved[1] < 0.3 * saved[0]

@@ -52,10 +52,11 @@ def test_gpu_check_modules_import_without_optional_libraries(bare_env):
     assert result.stdout.strip() == "ok"
 
 
-def check_row(row: dict, section: str, memory: bool) -> None:
+def check_row(row: dict, section: str, memory: bool, model: str = "tiny") -> None:
     """One benchmark row of gpu_check.json: its identity and measured figures, each of the right kind."""
     assert "error" not in row, row
-    assert row["model"] == "tiny" and row["variant"] in ("transformer", "linear") and row["section"] == section
+    variants = ("full",) if model == "blip-tiny" else ("transformer", "linear")
+    assert row["model"] == model and row["variant"] in variants and row["section"] == section
     assert isinstance(row["grad_checkpointing"], bool) and row["batch"] >= 2
     for key in ("step_s", "items_per_s", "tflop", "tflop_per_s", "matmul_tflop_per_s"):
         assert isinstance(row[key], float) and row[key] > 0, (key, row)
@@ -76,7 +77,7 @@ def test_gpu_check_dry_run_collects_skips_and_writes_the_json(bare_env, tmp_path
         assert "SKIPPED" in out and "no CUDA device" in out
     assert "gpu_check.json: every part came back" in (tmp_path / "out" / "gpu_check.log").read_text()
     report = json.loads((tmp_path / "out" / "gpu_check.json").read_text())
-    assert set(report) == {"schema", "tiny", "machine", "tests", "train", "encode", "eval_real_size"}
+    assert set(report) == {"schema", "tiny", "machine", "tests", "train", "encode", "blip", "eval_real_size"}
     assert report["schema"] == "gpu_check/1" and report["tiny"] is True
     assert {"date", "commit", "torch", "cuda", "gpu", "cpu", "cores"} <= set(report["machine"])
     assert report["tests"]["exit_code"] == 0 and "skipped" in report["tests"]["summary"]
@@ -89,6 +90,15 @@ def test_gpu_check_dry_run_collects_skips_and_writes_the_json(bare_env, tmp_path
         ("linear", "encode_text"), ("linear", "encode_video"), ("transformer", "encode_text"), ("transformer", "encode_video")]
     for row in report["encode"]:
         check_row(row, row["section"], memory=False)
+    # DGL-BLIP: the full fine-tuning step with and without checkpointing, encoding, the re-rank stage scaled by pairs.
+    assert [(r["section"], r["grad_checkpointing"]) for r in report["blip"]] == [
+        ("train_step", False), ("train_step", True), ("encode_video", False), ("encode_text", False),
+        ("itm_rerank_k16", False), ("itm_rerank_k128", False)]
+    for row in report["blip"]:
+        check_row(row, row["section"], memory=row["section"] == "train_step", model="blip-tiny")
+        if row["section"].startswith("itm_rerank"):
+            assert row["stage"]["pairs"] == 2000 * row["batch"]
+            assert row["stage"]["scaled_from_sample_s"] == pytest.approx(row["step_s"] * 2000)
     # PyAV is blocked here, as on a bare GPU image without the carried wheels: the evaluation says why it did not run.
     assert report["eval_real_size"] == {"skipped": report["eval_real_size"]["skipped"]}
     assert "PyAV" in report["eval_real_size"]["skipped"] and "absent on the GPU image" in report["eval_real_size"]["skipped"]

@@ -135,7 +135,7 @@ def build_parser() -> ArgumentParser:
       "checkpoints remember it")
     add_model_flags(p)
     a("--freeze_clip", type=int, default=1, choices=(0, 1), help="1: train only the prompts (DGL); 0: also the CLIP, at lr x --coef_lr")
-    a("--grad_checkpointing", action="store_true", help="recompute frozen blocks in backward (less memory)")
+    a("--grad_checkpointing", action="store_true", help="recompute the encoder blocks in backward (less memory; DGL-BLIP: vision, text and ITM passes)")
     t = TrainConfig()
     a("--epochs", type=int, default=t.epochs, help="passes over the training set")
     a("--batch_size", type=int, default=t.batch_size, help="per rank")

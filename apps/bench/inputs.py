@@ -1,6 +1,7 @@
-"""What the benchmark measures on: random OpenAI-format CLIP weights of the preset shapes, random captions.
+"""What the benchmark measures on: random OpenAI-format CLIP weights of the preset shapes (DGL), or a random BLIP
+of the preset ``BlipConfig`` (DGL-BLIP), and random captions.
 
-Nothing is downloaded: a random state dict is built from the shapes and handed to ``create_model``, the path
+Nothing is downloaded: a random state dict is built from the sizes and handed to ``create_model``, the path
 every model takes (an official checkpoint's weights in memory go the same way).
 """
 from __future__ import annotations
@@ -10,6 +11,7 @@ from collections import OrderedDict
 
 import torch
 
+from models.blip import BlipConfig, BlipRetrieval
 from models.dgl import DGL, DGLConfig
 from models.factory import create_model
 from models.pretrained import CLIPConfig, expected_clip_keys
@@ -26,6 +28,22 @@ MODEL_PRESETS: dict[str, CLIPConfig] = {
                        vision_patch_size=8, grid_size=4, context_length=77, vocab_size=512, text_width=64,
                        text_heads=1, text_layers=2),
 }
+# DGL-BLIP's (``--model dgl_blip``): BLIP base (ViT-B/16, BERT-base with cross-attention; model_base_retrieval_coco's
+# sizes and BLIP's eps) at the recipe's 224 px, and a tiny one for tests. Variants: the training modes.
+BLIP_PRESETS: dict[str, BlipConfig] = {
+    "blip-base": BlipConfig(embed_dim=256, image_resolution=224, vision_layers=12, vision_width=768, vision_heads=12,
+                            vision_patch_size=16, grid_size=14, context_length=512, vocab_size=30524, text_width=768,
+                            text_heads=12, text_layers=12, vision_mlp_width=3072, text_mlp_width=3072,
+                            vision_eps=1e-6, text_eps=1e-12),
+    "blip-tiny": BlipConfig(embed_dim=16, image_resolution=32, vision_layers=2, vision_width=64, vision_heads=1,
+                            vision_patch_size=8, grid_size=4, context_length=40, vocab_size=512, text_width=64,
+                            text_heads=1, text_layers=2, vision_mlp_width=256, text_mlp_width=256, vision_eps=1e-6, text_eps=1e-12),
+}
+
+
+def variants(model_name: str) -> tuple[str, ...]:
+    """What ``--variants`` picks from: DGL's latent spaces, or DGL-BLIP's training modes."""
+    return ("full", "prompts") if model_name in BLIP_PRESETS else ("transformer", "linear")
 
 
 def _block_shapes(width: int) -> dict[str, tuple[int, ...]]:
@@ -93,10 +111,16 @@ def random_captions(n: int, vocab_size: int, max_words: int = 32, min_len: int =
 
 
 def build_model(model_name: str, variant: str, frames: int, seed: int = 0) -> DGL:
-    """A DGL of the given latent space on random CLIP weights of the preset ``model_name``."""
-    cfg = MODEL_PRESETS[model_name]
-    state_dict = random_clip_state_dict(cfg, seed)
+    """A DGL of the given latent space on random CLIP weights of the preset ``model_name``; or DGL-BLIP of the
+    given training mode (``full`` fine-tuning, ``prompts`` only) on a random BLIP of the preset."""
     torch.manual_seed(seed)
-    config = DGLConfig(shared_latent_space=variant, max_frames=frames)
+    if model_name in BLIP_PRESETS:
+        cfg = BLIP_PRESETS[model_name]
+        state_dict = BlipRetrieval(cfg).state_dict()
+        config = DGLConfig(backbone="blip", model="dgl_blip", max_frames=frames, train_backbone=variant == "full")
+    else:
+        cfg = MODEL_PRESETS[model_name]
+        state_dict = random_clip_state_dict(cfg, seed)  # its own generator: torch's stays seeded for the prompts
+        config = DGLConfig(shared_latent_space=variant, max_frames=frames)
     return create_model(config.backbone, state_dict, dgl_config=config, source=f"random {model_name}",
                         backbone_config=cfg).model

@@ -1,11 +1,9 @@
 """The benchmark's matmul limit: an upper bound on the FLOP/s a section could reach, measured beside it.
 
-On a shared machine a single GEMM sample reads low whenever another process holds a core, and an
-efficiency against a low limit exceeds 1.0 (a run printed 1.12 and 1.40 against the median of three
-samples that spread from 118.7 to 176.9 GFLOP/s). The limit is therefore the best of several samples
-taken right before and right after each section, the spread of those samples is reported, and an
-efficiency above 1.0 is never printed: the limit is re-measured once more and, if the section still
-beats it, the row is flagged instead of given an efficiency.
+On a shared machine a single GEMM sample reads low whenever another process holds a core, and an efficiency
+against a low limit exceeds 1.0 (a run printed 1.12 and 1.40 against a median of samples spread over 118.7-176.9
+GFLOP/s). So the limit is the best of samples taken right before and after each section, their spread is
+reported, and an efficiency above 1.0 is never printed: the row is flagged if it still beats a re-measurement.
 """
 from __future__ import annotations
 

@@ -73,10 +73,6 @@ def msrvtt_shaped_videos(folder: Path, cfg: GalleryConfig, workers: int = 1) -> 
     return paths
 
 
-def gallery_split(paths: list[Path]) -> VideoTextSplit:
-    return split_of_videos(paths, "msrvtt-shaped/test")
-
-
 def build_caches(split: VideoTextSplit, cfg: DataConfig, workdir: Path, workers: int) -> dict[str, Any]:
     """Raw and JPEG all-frames caches of `split` -> {source: DataConfig}, and their build reports."""
     configs: dict[str, Any] = {"videos": cfg}
@@ -121,7 +117,7 @@ def run_section(gallery: GalleryConfig, frames: int = 12, resolution: int = 224,
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(workdir or tmp)
         paths = msrvtt_shaped_videos(root / "videos", gallery, workers)
-        split = gallery_split(paths)
+        split = split_of_videos(paths)
         cfg = DataConfig(max_frames=frames, image_resolution=resolution)
         caches = build_caches(split, cfg, root, workers)
         rates = measure_sources(split, caches["configs"], rounds)

@@ -33,18 +33,6 @@ def naive_global_local_block(block: ResidualAttentionBlock, x: torch.Tensor, mas
     return x + block.mlp(block.ln_2(x))
 
 
-def _pool(model: DGL, x: torch.Tensor, per_frame: int, output_type: str) -> torch.Tensor:
-    """The model's visual output from the final ``[B, G + T·S, D]`` sequence."""
-    visual, num_global = model.clip.visual, model.config.global_prompt_length
-    frame_cls = x[:, num_global::per_frame]
-    if output_type == "global-local-feature":
-        return visual.project(torch.cat([x[:, :1], frame_cls], dim=1))
-    chosen = {"global_prompt0": x[:, :1], "average_global_prompt": x[:, :num_global],
-              "average_frame_cls_token": frame_cls,
-              "average_global_prompt_and_frame_cls_token": torch.cat([x[:, :num_global], frame_cls], dim=1)}
-    return visual.project(chosen[output_type]).mean(dim=1)
-
-
 def naive_encode_video(model: DGL, video: torch.Tensor, prompts: Prompts | None = None,
                        output_type: str | None = None) -> torch.Tensor:
     """Reference for ``model.encode_video``: the global-local attention as one block-masked attention."""
@@ -72,7 +60,7 @@ def naive_encode_video(model: DGL, video: torch.Tensor, prompts: Prompts | None 
             x = checkpoint(naive_global_local_block, block, x, mask, use_reentrant=False)
         else:
             x = naive_global_local_block(block, x, mask)
-    return _pool(model, x, per_frame, output_type)
+    return DGL._pool(model.clip, x, num_global, per_frame, output_type)  # the model's own pooling
 
 
 class NaiveNet(nn.Module):

@@ -28,7 +28,8 @@ import torch.nn.functional as F
 
 from apps.bench.inputs import MODEL_PRESETS, random_clip_state_dict
 from apps.bench.limit import LimitSampler, efficiency_cell
-from apps.bench.loader_rows import GalleryConfig, gallery_split, msrvtt_shaped_videos
+from apps.bench.loader import split_of_videos
+from apps.bench.loader_rows import SOURCES, GalleryConfig, msrvtt_shaped_videos
 from apps.bench.timing import matmul_limit
 from dataloaders.config import DataConfig
 from dataloaders.frame_cache import FrameCache
@@ -40,7 +41,6 @@ from preprocess.cache_frames import build_cache
 from utils import cli
 
 ROOT = Path(__file__).resolve().parents[2]
-SOURCES = ("videos", "raw_cache", "jpeg_cache")
 WORDS = "a man woman dog car plays runs drives red blue small on in the street kitchen field with ball guitar".split()
 
 
@@ -97,7 +97,7 @@ def prepare(workdir: Path, cfg: EvalBenchConfig, workers: int) -> dict[str, Any]
     clip = workdir / f"random_{cfg.model.replace('/', '-')}.pt"
     if not clip.is_file():
         torch.save(random_clip_state_dict(clip_config(cfg.model)), clip)
-    split = gallery_split(paths)
+    split = split_of_videos(paths)
     caches, builds = {}, {}
     for source, fmt in (("raw_cache", "raw"), ("jpeg_cache", "jpeg")):
         caches[source] = workdir / f"{source}_{cfg.model.replace('/', '-')}"
@@ -182,17 +182,14 @@ def format_rows(result: dict[str, Any]) -> list[str]:
     lines = [f"eval through main.py --do_eval 1, {result['videos']} videos / {result['captions']} captions, random {result['model']}, "
              f"T={result['frames']}, {result['tflop']:.1f} TFLOP:"]
     for source, run in result["runs"].items():
-        lines.append(f"  {source:<11} " + (run["error"][:200] if "error" in run else _run_row(run)))
+        lines.append(f"  {source:<11} " + (run["error"][:200] if "error" in run else (
+            f"{run['wall_seconds']:8.1f} s  floor {run['floor_seconds']:.1f} s at the matmul limit "
+            f"{run['matmul_gflop_per_s']:.0f} GFLOP/s (spread {run['matmul_spread']:.0%}), efficiency "
+            f"{efficiency_cell(run)}  (t2v R@1 {run['t2v_R@1']:.1f})")))
     for key in ("features_videos_vs_raw_cache", "features_jpeg_cache_vs_raw_cache"):
         if key in result:
             lines.append(f"  {key}: min cosine {result[key]['min_cosine']:.6f}, mean {result[key]['mean_cosine']:.6f}")
     return lines
-
-
-def _run_row(run: dict[str, Any]) -> str:
-    limit = f"{run['matmul_gflop_per_s']:.0f} GFLOP/s (spread {run['matmul_spread']:.0%})"
-    return (f"{run['wall_seconds']:8.1f} s  floor {run['floor_seconds']:.1f} s at the matmul limit {limit}, "
-            f"efficiency {efficiency_cell(run)}  (t2v R@1 {run['t2v_R@1']:.1f})")
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -18,9 +18,9 @@ from typing import Any
 import torch
 
 from apps.bench.inputs import build_model
-from apps.bench.sections import text_section, train_section, video_section
+from apps.bench.sections import rerank_section, text_section, train_section, video_section
 from apps.bench.spec import Bench, RunSpec
-from models.flops import Shapes
+from models.step_flops import model_flops
 from utils.step import autocast_context
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,11 +35,11 @@ def _build(spec: RunSpec) -> tuple[Bench, dict[str, Any]]:
     model = build_model(spec.model, spec.variant, spec.frames, spec.seed).to(spec.device)
     model.set_grad_checkpointing(spec.grad_checkpointing)
     gc.collect()
-    bench = Bench(spec, model, Shapes.of(model, spec.frames))
+    bench = Bench(spec, model, model_flops(model, spec.frames))
     result: dict[str, Any] = {
         "model": spec.model, "variant": spec.variant, "grad_checkpointing": spec.grad_checkpointing,
         "compile": spec.compile, "amp": spec.amp, "frames": spec.frames, "threads": torch.get_num_threads(),
-        "build_s": time.perf_counter() - t0, "video_tokens": bench.shapes.video_tokens,
+        "build_s": time.perf_counter() - t0, "video_tokens": bench.counts.video_tokens,
         "trainable_params": sum(p.numel() for p in model.trainable_parameters().values()), "sections": {},
         "matmul_shape": list(bench.gemm),
     }
@@ -60,6 +60,8 @@ def run_config(spec: RunSpec) -> dict[str, Any]:
             video_section(bench, result, prompts, ref_prompts)
         if "text" in spec.sections:
             text_section(bench, result, prompts, ref_prompts)
+        if "rerank" in spec.sections and hasattr(bench.model, "itm_logits"):
+            rerank_section(bench, result)
     result["matmul_gflop_per_s_samples"] = [x / 1e9 for x in bench.limits.all_samples]
     return result
 
@@ -71,9 +73,8 @@ def run_isolated(spec: RunSpec) -> dict[str, Any]:
         spec_path.write_text(json.dumps(dataclasses.asdict(spec)))
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
         if spec.device == "cpu":
-            # Big buffers mmapped (and returned on free) from the start, so that no freed heap from loading is
-            # reused and kept resident during the memory measurement; the worker raises the thresholds to glibc's
-            # usual steady state (32 MiB / 64 MiB) before timing.
+            # Big buffers mmapped (returned on free) from the start: no freed heap from loading stays resident in the
+            # memory measurement; the worker raises the thresholds to glibc's steady state before timing (memory.py).
             env.setdefault("MALLOC_MMAP_THRESHOLD_", str(64 * 1024))
             env.setdefault("MALLOC_TRIM_THRESHOLD_", str(128 * 1024))
         proc = subprocess.run([sys.executable, "-m", "apps.bench", "--_worker", str(spec_path), str(out_path)],

@@ -1,14 +1,15 @@
 """One benchmark configuration, as the parent hands it to a worker process (through a JSON file)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from apps.bench.limit import LimitSampler
 from apps.bench.timing import matmul_limit
+from models.blip.dgl_model import DGLBlipModel
 from models.dgl import DGL
-from models.flops import Shapes
+from models.step_flops import DGLFlops, DGLBlipFlops
 
 # --amp value -> the trainer's precision name (utils.step.autocast_context).
 AMP_PRECISION = {"none": "fp32", "bf16": "bf16", "fp16": "fp16"}
@@ -36,6 +37,7 @@ class RunSpec:
     seed: int
     threads: int | None
     isolated: bool
+    rerank_k: list[int] = field(default_factory=lambda: [16, 128])  # DGL-BLIP's ITM re-rank rows
 
     @property
     def precision(self) -> str:
@@ -44,18 +46,18 @@ class RunSpec:
 
 @dataclass
 class Bench:
-    """A built model with what the sections share: its FLOP shapes, the input generator, the GEMM-limit samples."""
+    """A built model with what the sections share: its FLOP counts, the input generator, the GEMM-limit samples."""
 
     spec: RunSpec
-    model: DGL
-    shapes: Shapes
+    model: DGL | DGLBlipModel
+    counts: DGLFlops | DGLBlipFlops  # models/step_flops.py's model_flops
 
     def __post_init__(self) -> None:
         self.device = torch.device(self.spec.device)
         self.generator = torch.Generator().manual_seed(self.spec.seed)
         width = self.model.clip.config.vision_width
         # The model's main GEMM shape: [B*L_video, D_v] x [D_v, 4*D_v] with B the training batch.
-        self.gemm = (self.spec.batch_size * self.shapes.video_tokens, width, 4 * width)
+        self.gemm = (self.spec.batch_size * self.counts.video_tokens, width, 4 * width)
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.spec.amp, torch.float32)
         self.limits = LimitSampler(lambda: matmul_limit(*self.gemm, self.device, dtype=dtype))
 

@@ -9,7 +9,6 @@ from typing import Any
 import torch
 
 
-
 def sync_device(device: torch.device) -> None:
     """Wait for queued GPU work, so that a timer or a memory reading sees it done."""
     if device.type == "cuda":

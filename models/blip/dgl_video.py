@@ -62,8 +62,10 @@ class DGLBlip(nn.Module):
         self.grad_checkpointing = False
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute the vision blocks in backward instead of storing their activations."""
+        """Recompute every block in backward instead of storing its activations: the vision blocks here, the
+        BERT layers of the text and ITM passes in BLIP's text encoder."""
         self.grad_checkpointing = enable
+        self.blip.text_encoder.grad_checkpointing = enable
 
     @property
     def temp(self) -> nn.Parameter:

@@ -48,7 +48,8 @@ class DGLBlipObjective(BatchObjective):
                 raise BlipLoadError(f"the BLIP file's momentum encoders do not cover the model: missing "
                                     f"{sorted(set(result.missing_keys) - MOMENTUM_LACKS)[:3]}, unknown "
                                     f"{result.unexpected_keys[:3]}")
-        self.queue = FeatureQueue(config.queue_size, model.blip.config.embed_dim)
+        # On the model's device: the trainer and the benchmark build the objective around a placed model.
+        self.queue = FeatureQueue(config.queue_size, model.blip.config.embed_dim).to(model.temp.device)
 
     def schedule(self, epoch: int, step_in_epoch: int, steps_per_epoch: int) -> dict:
         return {"alpha": alpha_warmup(self.config.alpha, epoch, step_in_epoch, steps_per_epoch)}

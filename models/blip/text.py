@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from ..clip import LayerNorm
 from .vision import activation
@@ -119,6 +120,7 @@ class BlipTextEncoder(nn.Module):
         super().__init__()
         self.embeddings = BertEmbeddings(vocab_size, positions, width, eps)
         self.encoder = BertEncoder(layers, width, heads, mlp_width, eps, act, image_width)
+        self.grad_checkpointing = False  # recompute each layer in backward (text and ITM passes alike)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 image: torch.Tensor | None = None) -> torch.Tensor:
@@ -126,6 +128,7 @@ class BlipTextEncoder(nn.Module):
         ``[N, M, vision width]``, the multimodal (ITM) pass through the cross-attention."""
         x = self.embeddings(input_ids)
         mask = None if attention_mask is None else attention_mask.bool()[:, None, None, :]  # keys a query may see
+        recompute = self.grad_checkpointing and torch.is_grad_enabled()
         for layer in self.encoder.layer:
-            x = layer(x, mask, image)
+            x = checkpoint(layer, x, mask, image, use_reentrant=False) if recompute else layer(x, mask, image)
         return x
