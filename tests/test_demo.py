@@ -21,14 +21,16 @@ def test_quick_demo_trains_and_prints_the_table(tmp_path, capsys):
 
 def test_demo_on_a_tiny_blip_trains_and_scores_twins(tmp_path):
     """`--backbone blip` end to end at the smallest size: tiny BLIP pretrained on stills (its own folder, vocab.txt
-    beside it), its zero-shot frame mean and DGL through main.py --backbone blip; plumbing, not a benchmark."""
+    beside it), its zero-shot frame mean, DGL and DGL-BLIP (prompt-only and fully fine-tuned, ITC only) through
+    main.py --backbone blip; plumbing, not a benchmark, except that DGL-BLIP's training loss must fall."""
     recipe = dataclasses.replace(demo.pretrain_tiny_clip.QUICK, steps=20, batch_size=16, layers=1, eval_size=16,
                                  caption_batch=8)
     cfg = demo.DemoConfig(data=SyntheticConfig(train_videos=24, test_pairs=6, frames=4, size=32, captions_per_video=2,
                                                train_twins=True, workers=1),
                           clip=recipe, backbone="blip", frames=4, words=16, batch_size=8, epochs=2)
     table = demo.run_demo(cfg, tmp_path)["table"]
-    assert set(table) == {"BLIP meanP zero-shot (frame mean)", "DGL-Transformer", "DGL-Linear"}
+    blip_rows = {"DGL-BLIP", "DGL-BLIP (full fine-tune)"}
+    assert set(table) == {"BLIP meanP zero-shot (frame mean)", "DGL-Transformer", "DGL-Linear", *blip_rows}
     side = json.loads((tmp_path / "tiny_blip" / "tiny_blip.pth.json").read_text())
     assert side["backbone"] == "blip" and (tmp_path / "tiny_blip" / "vocab.txt").is_file()
     for name, row in table.items():
@@ -36,5 +38,13 @@ def test_demo_on_a_tiny_blip_trains_and_scores_twins(tmp_path):
         assert 0.0 <= row["t2v"]["R@1"] <= 100.0, name
     for name in ("DGL-Transformer", "DGL-Linear"):
         assert table[name]["loss_first"] > 0 and "loss_last" in table[name], name
-    ok, line = demo.verdict(table, cfg.margin)
-    assert line.startswith("PASS" if ok else "FAIL")
+    for name in blip_rows:
+        assert table[name]["loss_last"] < table[name]["loss_first"], name
+    for folder, trains_blip in (("dgl-blip", False), ("dgl-blip-full", True)):
+        run = json.loads((tmp_path / "runs" / folder / "config.json").read_text())
+        assert run["model"]["model"] == "dgl_blip" and run["model"]["train_backbone"] == trains_blip, folder
+        assert run["train"]["blip_loss"] == {"alpha": 0.0, "momentum": 0.995, "queue_size": 0, "itm_weight": 0.0}
+        assert run["eval"]["itm_rerank"] == 0
+    ok, line = demo.verdict(table, cfg.margin, demo.JUDGED["blip"])
+    assert line.startswith(f"{'PASS' if ok else 'FAIL'}: DGL-BLIP T2V R@1")
+    assert [s.split(" twin accuracy")[0] for s in line.splitlines()[1:]] == ["DGL-BLIP", "DGL-Transformer"]
