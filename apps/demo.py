@@ -200,6 +200,24 @@ BACKBONE_LABELS = {"openai-clip": "CLIP", "blip": "BLIP"}
 BACKBONE_FILES = {"openai-clip": "tiny_clip.pt", "blip": "tiny_blip/tiny_blip.pth"}
 
 
+def demo_runs(cfg: DemoConfig, data: Path, backbone_file: Path) -> dict[str, tuple[str, list[str]]]:
+    """Every row of the table: its name -> (its folder under ``runs/``, its ``main.py`` flags but --output_dir)."""
+    label = BACKBONE_LABELS[cfg.backbone]
+    common = data_flags(data, cfg) + ["--backbone", cfg.backbone, "--pretrained_clip_name", str(backbone_file)]
+    runs = {f"{label} {BASELINE_ROW}": (label.lower(), common + ["--do_eval", "1", "--baseline", "meanp"])}
+    training = common + [
+        "--do_train", "1", "--overwrite", "--epochs", str(cfg.epochs), "--batch_size", str(cfg.batch_size),
+        "--lr", str(cfg.lr), "--n_display", "5", "--no-expand_msrvtt_sentences", "--train_group_size", "2",
+        "--eval_every_epoch", "0", "--do_eval", "1", "--precision", "fp32"]
+    for variant in ("transformer", "linear"):
+        runs[f"DGL-{variant.capitalize()}"] = (f"dgl-{variant}", training + [
+            "--shared_latent_space", variant, "--unified_transformer_layers", str(cfg.clip.layers)])
+    if cfg.backbone == "blip":
+        for name, (folder, flags) in DGL_BLIP_ROWS.items():
+            runs[name] = (folder, training + DGL_BLIP_FLAGS + flags)
+    return runs
+
+
 def run_demo(cfg: DemoConfig, workdir: Path) -> dict:
     start = time.perf_counter()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -210,22 +228,11 @@ def run_demo(cfg: DemoConfig, workdir: Path) -> dict:
     clip_file = workdir / BACKBONE_FILES[cfg.backbone]
     print(f"[demo] tiny {label} pretrained on stills")
     pretrain_tiny_clip.pretrain(clip_file, cfg.clip, backbone=cfg.backbone)
-    common = data_flags(data, cfg) + ["--backbone", cfg.backbone, "--pretrained_clip_name", str(clip_file)]
-    runs = {f"{label} {BASELINE_ROW}": (label.lower(), ["--do_eval", "1", "--baseline", "meanp"])}
-    training = ["--do_train", "1", "--overwrite", "--epochs", str(cfg.epochs), "--batch_size", str(cfg.batch_size),
-                "--lr", str(cfg.lr), "--n_display", "5", "--no-expand_msrvtt_sentences", "--train_group_size", "2",
-                "--eval_every_epoch", "0", "--do_eval", "1", "--precision", "fp32"]
-    for variant in ("transformer", "linear"):
-        runs[f"DGL-{variant.capitalize()}"] = (f"dgl-{variant}", training + [
-            "--shared_latent_space", variant, "--unified_transformer_layers", str(cfg.clip.layers)])
-    if cfg.backbone == "blip":
-        for name, (folder, flags) in DGL_BLIP_ROWS.items():
-            runs[name] = (folder, training + DGL_BLIP_FLAGS + flags)
     table, outputs = {}, {}
-    for name, (folder, flags) in runs.items():
+    for name, (folder, flags) in demo_runs(cfg, data, clip_file).items():
         out = outputs[name] = workdir / "runs" / folder
         print(f"[demo] {name}")
-        main_py(common + flags + ["--output_dir", str(out)], workdir / f"{out.name}.log")
+        main_py(flags + ["--output_dir", str(out)], workdir / f"{out.name}.log")
         metrics = next(iter(json.loads((out / "eval_metrics.json").read_text()).values()))
         twin, n_twin = twin_accuracy(out / "eval_features.pt", data / "twins.json")
         table[name] = {**metrics, "twin": twin, "n_twin": n_twin, **loss_summary(out / "train_log.jsonl")}
