@@ -6,9 +6,9 @@
 
 It trains DGL-Transformer and DGL-Linear (on BLIP also DGL-BLIP, ``--model dgl_blip``) with ``main.py`` on the
 synthetic MSR-VTT folder (the code path of real training), evaluates them and the zero-shot frame-mean baseline,
-and prints one table with twin accuracy:
-the share of test captions whose own video scores above its time-reversed twin (a tie counts one half). A
-model blind to frame order scores 0.5 there, up to the noise of encoding the two twins separately.
+and prints one table with twin accuracy: the share of test captions whose own video scores above its
+time-reversed twin (a tie counts one half). A model blind to frame order scores 0.5 there, up to the noise of
+encoding the two twins separately.
 """
 from __future__ import annotations
 
@@ -191,7 +191,10 @@ JUDGED = {"openai-clip": "DGL-Transformer", "blip": "DGL-BLIP"}
 #   pass would also double the encoding cost. What remains is the in-batch InfoNCE the DGL rows train with.
 # - Prompt-only (the backbone frozen, DGL's parameter-efficient setting) and full fine-tuning, whose BLIP trains at
 #   --lr x 0.05 = 1e-4: a tenth of the tiny BLIP's pretraining peak, as tokenmix's 1e-5 is of BLIP's 1e-4
-#   (docs/dgl_blip.md); the global prompts keep --lr in both.
+#   (docs/dgl_blip.md); the global prompts keep --lr in both (1e-2 did no better than 2e-3 on the validation
+#   world at --quick size: docs/demo.md).
+# Cost, measured at --quick size: DGL-BLIP takes DGL-Linear's time, the full fine-tune 1.3x DGL-Transformer's,
+# which keeps the BLIP demo within about 1.5x the CLIP demo's time (pretraining about equal).
 DGL_BLIP_ROWS = {"DGL-BLIP": ("dgl-blip", []),
                  "DGL-BLIP (full fine-tune)": ("dgl-blip-full", ["--freeze_clip", "0", "--coef_lr", "0.05"])}
 DGL_BLIP_FLAGS = ["--model", "dgl_blip", "--itm_weight", "0", "--alpha", "0", "--queue_size", "0"]
