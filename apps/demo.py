@@ -194,7 +194,7 @@ JUDGED = {"openai-clip": "DGL-Transformer", "blip": "DGL-BLIP"}
 #   (docs/dgl_blip.md); the global prompts keep --lr in both (1e-2 did no better than 2e-3 on the validation
 #   world at --quick size: docs/demo.md).
 # Cost, measured at --quick size: DGL-BLIP takes DGL-Linear's time, the full fine-tune 1.3x DGL-Transformer's,
-# which keeps the BLIP demo within about 1.5x the CLIP demo's time (pretraining about equal).
+# so at full size the BLIP demo should take about 1.4x the CLIP demo if the two pretrainings cost alike (unmeasured).
 DGL_BLIP_ROWS = {"DGL-BLIP": ("dgl-blip", []),
                  "DGL-BLIP (full fine-tune)": ("dgl-blip-full", ["--freeze_clip", "0", "--coef_lr", "0.05"])}
 DGL_BLIP_FLAGS = ["--model", "dgl_blip", "--itm_weight", "0", "--alpha", "0", "--queue_size", "0"]
