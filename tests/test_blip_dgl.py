@@ -101,6 +101,26 @@ def test_global_local_attention_equals_one_masked_attention(blip_files, pooling)
     assert (feature - F.normalize(projected, dim=-1)).abs().max() < TOLERANCE
 
 
+@pytest.mark.parametrize("pooling", ["global_prompt0", "frame_mean"])
+def test_the_video_feature_is_blind_to_frame_order(blip_files, pooling):
+    """No token carries its frame's index (frames share BLIP's spatial positions, the globals are one set), so
+    reversing the frames permutes the frame tokens and leaves the globals and the feature as they were: DGL-BLIP
+    cannot tell a video from its time reversal (docs/demo.md, the demo on BLIP). Shuffling within a frame can."""
+    folder, _ = blip_files
+    dgl = model(folder, global_prompt_length=3, video_pooling=pooling)
+    with torch.no_grad():
+        dgl.global_prompts.normal_(0, 1)
+        video = frames(2, 4)
+        feature, tokens = dgl.encode_video_with_tokens(video)
+        reversed_feature, reversed_tokens = dgl.encode_video_with_tokens(video.flip(1))
+        transposed = dgl.encode_video(video.transpose(-1, -2))  # the same pixels, another spatial order
+    assert (reversed_tokens[:, :3] - tokens[:, :3]).abs().max() < TOLERANCE
+    frame_tokens = tokens[:, 3:].unflatten(1, (4, 17))
+    assert (reversed_tokens[:, 3:].unflatten(1, (4, 17)) - frame_tokens.flip(1)).abs().max() < TOLERANCE
+    assert (reversed_feature - feature).abs().max() < TOLERANCE
+    assert (transposed - feature).abs().max() > 0.01
+
+
 def test_gradient_checkpointing_keeps_gradients(blip_files):
     folder, _ = blip_files
     video = frames(2, 2)
