@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from dataloaders.video_io import read_video
+from models.backbones import get_backbone
 from preprocess import pretrain_tiny_clip
 from preprocess.make_synthetic import SyntheticConfig, make_dataset
 from apps.figures import twin_figure
@@ -198,14 +199,13 @@ JUDGED = {"openai-clip": "DGL-Transformer", "blip": "DGL-BLIP"}
 DGL_BLIP_ROWS = {"DGL-BLIP": ("dgl-blip", []),
                  "DGL-BLIP (full fine-tune)": ("dgl-blip-full", ["--freeze_clip", "0", "--coef_lr", "0.05"])}
 DGL_BLIP_FLAGS = ["--model", "dgl_blip", "--itm_weight", "0", "--alpha", "0", "--queue_size", "0"]
-BACKBONE_LABELS = {"openai-clip": "CLIP", "blip": "BLIP"}
 # BLIP's loader reads the vocab.txt beside its weights: the tiny BLIP gets a folder of its own.
 BACKBONE_FILES = {"openai-clip": "tiny_clip.pt", "blip": "tiny_blip/tiny_blip.pth"}
 
 
 def demo_runs(cfg: DemoConfig, data: Path, backbone_file: Path) -> dict[str, tuple[str, list[str]]]:
     """Every row of the table: its name -> (its folder under ``runs/``, its ``main.py`` flags but --output_dir)."""
-    label = BACKBONE_LABELS[cfg.backbone]
+    label = get_backbone(cfg.backbone).display_name
     common = data_flags(data, cfg) + ["--backbone", cfg.backbone, "--pretrained_clip_name", str(backbone_file)]
     runs = {f"{label} {BASELINE_ROW}": (label.lower(), common + ["--do_eval", "1", "--baseline", "meanp"])}
     training = common + [
@@ -227,7 +227,7 @@ def run_demo(cfg: DemoConfig, workdir: Path) -> dict:
     data = prepare_data(cfg, workdir)
     print("[demo] frame cache")
     cache_frames(data, cfg, workdir / "cache_frames.log")
-    label = BACKBONE_LABELS[cfg.backbone]
+    label = get_backbone(cfg.backbone).display_name
     clip_file = workdir / BACKBONE_FILES[cfg.backbone]
     print(f"[demo] tiny {label} pretrained on stills")
     pretrain_tiny_clip.pretrain(clip_file, cfg.clip, backbone=cfg.backbone)
@@ -280,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="synthetic world (the recipe was chosen on --data_seed 1, a validation world; use another --workdir)")
     p.add_argument("--frames", type=int, default=None, help="T, frames per video (default 12)")
     p.add_argument("--lr", type=float, default=None, help="DGL learning rate (default 2e-3)")
-    p.add_argument("--backbone", choices=sorted(BACKBONE_LABELS), default="openai-clip",
+    p.add_argument("--backbone", choices=sorted(BACKBONE_FILES), default="openai-clip",
                    help="the tiny backbone pretrained on stills and prompted by DGL (default openai-clip); "
                         "blip's default --workdir is data/demo_blip (data/demo_quick_blip with --quick)")
     p.add_argument("--frame_cache_format", choices=("raw", "jpeg"), default="raw",

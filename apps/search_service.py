@@ -117,7 +117,7 @@ class SearchService:
             "failed": len(self.gallery.failed),
             "model": describe_identity(self.retriever.identity),
             "checkpoint": checkpoint_name(self.retriever.source["checkpoint"]),
-            "variant": self.retriever.model.config.shared_latent_space,
+            "method": self.retriever.model.config.label,  # DGL-transformer, DGL-linear, DGL-BLIP
             "ranking": ranking_label(self.retriever.model.config, self.config.itm_rerank),
             "frames": self.frames,
             "resolution": self.retriever.identity["resolution"],

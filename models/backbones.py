@@ -51,6 +51,7 @@ class BackboneEntry:
     video_flops: Callable[..., tuple[int, int]]  # (forward, backward) FLOPs of encoding videos (models/flops.py)
     text_flops: Callable[..., tuple[int, int]]
     context_length: int  # text positions of the named models (--max_words at most this; flags are checked against it)
+    display_name: str  # how reports name it ("CLIP meanP zero-shot", "BLIP meanP zero-shot")
     # (backbone, --image_resolution) -> the backbone for frames of that size (BLIP: positions interpolated); None:
     # the backbone takes its own size only
     resize: Callable[[Backbone, int], Backbone] | None = None
@@ -73,12 +74,13 @@ BACKBONES: dict[str, BackboneEntry] = {
         resolve=resolve_clip_path, load=_load_clip, from_state_dict=_clip_from_state_dict,
         tokenizer=_clip_tokenizer,
         mean=CLIP_MEAN, std=CLIP_STD, official_prefix="clip.", context_length=77, video_flops=video_flops,
-        text_flops=text_flops,
+        text_flops=text_flops, display_name="CLIP",
     ),
     "blip": BackboneEntry(
         resolve=blip_entry.resolve, load=blip_entry.load, from_state_dict=blip_entry.from_state_dict,
         tokenizer=blip_entry.tokenizer, mean=BLIP_MEAN, std=BLIP_STD, official_prefix="clip.",
         context_length=512, video_flops=video_flops, text_flops=blip_entry.dgl_text_flops, resize=blip_entry.resize,
+        display_name="BLIP",
     ),
 }
 

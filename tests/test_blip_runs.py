@@ -82,6 +82,7 @@ def test_main_evaluates_blip_zero_shot_as_transformers_features_score(blip_works
     assert gaps.min() > 1e-4 and sim.std() > 0.05  # no near-ties: a rank cannot flip within the tolerance above
     expected = retrieval_metrics(sim, torch.as_tensor(saved["caption_video"]))
     label = next(iter(metrics))
+    assert label == "BLIP meanP zero-shot"  # named after the backbone that ran, not CLIP
     for direction in ("t2v", "v2t"):
         for key, value in expected[direction].items():
             assert metrics[label][direction][key] == pytest.approx(value), (direction, key)

@@ -219,7 +219,7 @@ def test_info_names_the_checkpoint_and_what_the_model_sees(served):
     _, base = served
     status, info = get_json(base, "/api/info")
     assert status == 200 and info["checkpoint"] == "test-model"  # the fixture's recorded source
-    assert (info["variant"], info["frames"], info["resolution"]) == ("transformer", 4, 64)
+    assert (info["method"], info["frames"], info["resolution"]) == ("DGL-transformer", 4, 64)
     assert checkpoint_name("/data/demo/runs/dgl-transformer/checkpoint_best.pt") == "dgl-transformer/checkpoint_best.pt"
     assert checkpoint_name("ckpt.pth.tar") == "ckpt.pth.tar" and checkpoint_name(None) == "unknown checkpoint"
 

@@ -14,7 +14,7 @@ import torch
 
 from dataloaders import TrainPairDataset, build_split
 from dataloaders.config import DataConfig
-from models.backbones import get_tokenizer
+from models.backbones import get_backbone, get_tokenizer
 from models.baseline import MeanPoolCLIP
 from models.checkpoint import atomic_save, differing_sizes, is_compact_checkpoint, load_compact_state, load_official_state, official_state
 from models.dgl import DGL
@@ -181,7 +181,7 @@ def make_evaluate(cfg: RunConfig, model, data_cfg: DataConfig, test_split, dist:
             feats = encode_split(model, test_split, data_cfg, ev.batch_size, ev.num_workers, dist.device, autocast,
                                  keep_video_tokens=ev.itm_rerank > 0)
             bank = query_bank(model, data_cfg, cfg, dist, autocast) if ev.qb_norm else None
-        label = "CLIP meanP zero-shot" if cfg.baseline else cfg.model.label
+        label = f"{get_backbone(cfg.model.backbone).display_name} meanP zero-shot" if cfg.baseline else cfg.model.label
         if ev.itm_rerank:
             label = f"{label} ITC"
         results = evaluate_features(model, feats, test_split, label, bank, dsl=ev.dsl, qb_beta=ev.qb_norm_beta)

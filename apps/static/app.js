@@ -176,7 +176,7 @@ function exampleButton(text) {
 }
 
 api("/api/info").then((info) => {
-  $("info").textContent = `${info.videos.toLocaleString()} videos · ${info.checkpoint} · ${info.variant}, ` +
+  $("info").textContent = `${info.videos.toLocaleString()} videos · ${info.checkpoint} · ${info.method}, ` +
     `T=${info.frames}, ${info.resolution} px`;
   $("info").title = info.model;  // the full identity (prompt and backbone hashes), on hover
   document.documentElement.style.setProperty("--frames", info.frames);
