@@ -62,5 +62,6 @@ def test_demo_on_a_tiny_blip_trains_and_scores_twins(tmp_path):
         assert run["train"]["blip_loss"] == {"alpha": 0.0, "momentum": 0.995, "queue_size": 0, "itm_weight": 0.0}
         assert run["eval"]["itm_rerank"] == 0
     ok, line = demo.verdict(table, cfg.margin, demo.JUDGED["blip"])
-    assert line.startswith(f"{'PASS' if ok else 'FAIL'}: DGL-BLIP T2V R@1")
-    assert [s.split(" twin accuracy")[0] for s in line.splitlines()[1:]] == ["DGL-BLIP", "DGL-Transformer"]
+    assert line.startswith(f"{'PASS' if ok else 'FAIL'}: DGL-BLIP (full fine-tune) T2V R@1")
+    assert [s.split(" twin accuracy")[0] for s in line.splitlines()[1:]] == ["DGL-BLIP (full fine-tune)",
+                                                                            "DGL-Transformer"]
