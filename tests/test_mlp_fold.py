@@ -1,6 +1,7 @@
-"""CLIP's MLP with QuickGELU's 1.702 folded into its weights (models/clip.py `Mlp`): the same function and
-gradients as OpenAI's ``x * sigmoid(1.702 x)``, the same parameter names, and no elementwise pass of its own over
-the hidden activation."""
+"""CLIP's MLP with QuickGELU's 1.702 carried by its two products (models/clip.py `Mlp`): the same function and
+gradients as OpenAI's ``x * sigmoid(1.702 x)``, the same parameter names, no elementwise pass of its own over the
+hidden activation, and no scaled weight copies kept for backward."""
+import pytest
 import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -27,6 +28,46 @@ def test_folded_quick_gelu_mlp_equals_openais_formula_with_gradients():
     for got, want in zip(grads, ref_grads):
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
     assert sorted(mlp.state_dict()) == ["c_fc.bias", "c_fc.weight", "c_proj.bias", "c_proj.weight"]
+
+
+@pytest.mark.parametrize("frozen", [True, False])
+def test_only_the_pre_activation_is_saved_for_backward_and_no_weight_copy(frozen):
+    """What autograd keeps between forward and backward, in elements, besides the parameters themselves (shared,
+    not copied): the pre-activation (rows x hidden), plus the input when c_fc's weight trains. Scaling the weights
+    per call (W1 * 1.702, W2 / 1.702) would keep a copy of both for backward even when they are frozen."""
+    rows, width, hidden = 40, 16, 64
+    mlp = Mlp(width, hidden, width).requires_grad_(not frozen)
+    params = {p.data_ptr() for p in mlp.parameters()}
+    saved = []
+
+    def pack(t):
+        if t.data_ptr() not in params:
+            saved.append(t.numel())
+        return t
+
+    x = torch.randn(rows, width, requires_grad=True)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        y = mlp(x)
+    y.sum().backward()
+    assert sum(saved) == rows * hidden + (0 if frozen else rows * width), saved
+
+
+def test_under_bf16_autocast_outputs_and_gradients_follow_openais_formula():
+    torch.manual_seed(3)
+    mlp = Mlp(32, 128, 32)
+    x = torch.randn(6, 7, 32, requires_grad=True)
+    results = []
+    for fn in (mlp, lambda v: openai_mlp(mlp, v)):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = fn(x)
+        grads = torch.autograd.grad(y.float().square().sum(), [x, *mlp.parameters()])
+        results.append((y, grads))
+    (ours, ours_grads), (ref, ref_grads) = results
+    assert ours.dtype == ref.dtype == torch.bfloat16
+    torch.testing.assert_close(ours.float(), ref.float(), rtol=0.02, atol=0.02)
+    for got, want in zip(ours_grads, ref_grads):
+        assert got.dtype == want.dtype == torch.float32
+        assert (got - want).norm() < 0.02 * want.norm()
 
 
 def test_gelu_mlp_is_the_plain_composition():
