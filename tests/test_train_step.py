@@ -83,3 +83,17 @@ def test_gradients_below_the_limit_reach_the_optimiser_unchanged(headroom):
     seen, _ = run_step(total_norm(raw) * headroom)
     for got, want in zip(seen, raw):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-8)
+
+
+def test_a_compiled_forward_is_used_as_given_and_gives_the_same_gradients():
+    """``torch.compile``'s wrapper refuses ``bool()`` (it defines ``__len__``): the step must take it as its
+    forward, not fall back to the model or fail. The eager backend traces with dynamo without a C++ compiler."""
+    model = TwoTowers()
+    optimizer = RecordingOptimizer([p for p in model.parameters() if p.requires_grad])
+    compiled = torch.compile(model, backend="eager")
+    step = TrainStep(model, create_loss("infonce"), optimizer, "fp32", torch.device("cpu"), net=compiled,
+                     clip_grad_norm=math.inf)
+    assert step.net is compiled
+    step(*BATCH)
+    for got, want in zip(optimizer.seen[0], unclipped_gradients()):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-8)

@@ -75,7 +75,7 @@ class TrainStep:
                  world_size: int = 1, allow_tf32: bool = True):
         self.model, self.loss, self.optimizer = model, loss, optimizer
         self.objective = loss if isinstance(loss, BatchObjective) else None
-        self.net = net or forward_module(model, loss)
+        self.net = net if net is not None else forward_module(model, loss)  # a compiled module has no truth value
         self.precision, self.device, self.chunks, self.clip_grad_norm = precision, device, chunks, clip_grad_norm
         self.world_size, self.allow_tf32 = world_size, allow_tf32
         self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
