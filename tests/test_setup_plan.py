@@ -82,7 +82,7 @@ def test_the_user_chooses_the_index(tmp_path: Path) -> None:
 
 
 def test_an_unknown_index_choice_is_refused(tmp_path: Path) -> None:
-    environment = {**os.environ, "DGL_TORCH_INDEX": "rocm"}
+    environment = {k: v for k, v in os.environ.items() if k not in SETUP_VARIABLES} | {"DGL_TORCH_INDEX": "rocm"}
     result = subprocess.run([sys.executable, str(SCRIPT), "--venv", str(tmp_path)], env=environment,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and result.stdout == ""
