@@ -103,12 +103,15 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> None:
     it: a failed or interrupted write leaves the previous file intact."""
     buffer = io.BytesIO()
     torch.save(obj, buffer)
-    data = buffer.getbuffer()
-    require_free_space(path, len(data))
-    try:
-        atomic_write(path, lambda f: f.write(data))
-    except OSError as err:
-        if err.errno == errno.ENOSPC:
-            raise OSError(errno.ENOSPC, f"No space left on device while writing {path} ({len(data)} bytes); "
-                          "the previous file, if any, is unchanged") from err
-        raise
+    # The view is released on the way out, also when an error keeps this frame alive: otherwise the garbage
+    # collector may close the buffer while it is still exported (an ignored BufferError on Python 3.13).
+    with buffer.getbuffer() as data:
+        size = len(data)
+        require_free_space(path, size)
+        try:
+            atomic_write(path, lambda f: f.write(data))
+        except OSError as err:
+            if err.errno == errno.ENOSPC:
+                raise OSError(errno.ENOSPC, f"No space left on device while writing {path} ({size} bytes); "
+                              "the previous file, if any, is unchanged") from err
+            raise
